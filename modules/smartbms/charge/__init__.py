@@ -1,0 +1,1 @@
+# Charge control: the pure state machine (controller.py) and the relay driver (relay.py).
