@@ -176,7 +176,6 @@
       g.fillStyle = color("--mut");
       g.textAlign = "right"; g.textBaseline = "top"; g.fillText(fmtAxis(hi), left - 4, y0);
       g.textBaseline = "bottom"; g.fillText(fmtAxis(lo), left - 4, y1);
-      g.textAlign = "left"; g.textBaseline = "top"; g.fillStyle = color(ln[2]); g.fillText(ln[1], left + 6, y0 + 3);
       g.strokeStyle = color(ln[2]); g.lineWidth = 2; g.beginPath();
       var started = false;
       points.forEach(function (p) {
@@ -185,6 +184,10 @@
         started = true;
       });
       g.stroke();
+      // label last, on a patch of card colour so the line never hides it
+      g.textAlign = "left"; g.textBaseline = "top";
+      g.fillStyle = color("--card"); g.fillRect(left + 3, y0 + 2, g.measureText(ln[1]).width + 6, 15);
+      g.fillStyle = color(ln[2]); g.fillText(ln[1], left + 6, y0 + 3);
     });
     g.fillStyle = color("--mut"); g.textBaseline = "bottom";
     g.textAlign = "left"; g.fillText("-" + dur(t1 - t0), left, h);

@@ -7,7 +7,7 @@
       headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (j) {
-          if (!r.ok) throw new Error(j.error || ("HTTP " + r.status));
+          if (!r.ok) { var e = new Error(j.error || ("HTTP " + r.status)); e.status = r.status; throw e; }
           return j;
         });
       });
@@ -23,7 +23,7 @@
     post("/api/login", {password: $("pw").value}).then(function () {
       location.replace("/");
     }, function (err) {
-      $("lerr").textContent = err.message === "HTTP 401" ? "Wrong password" : err.message;
+      $("lerr").textContent = err.status === 401 ? "Wrong password" : err.message;
       $("pw").select();
     }).then(function () { busy(f, false); });
   });

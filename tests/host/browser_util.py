@@ -1,0 +1,289 @@
+"""Helpers for the browser tests: chromium launch (skipping loudly when it is missing) and a small
+in-process mock of the device's HTTP API (docs/design.md "Web routes") serving the real web/ files.
+
+The mock lets the UI be tested without the simulator; the tests against the real sim use
+tests/host/simfixture.py instead. It keeps the contract's shapes and nothing more."""
+import json
+import math
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEB = os.path.join(ROOT, "web")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def require_browser():
+    """Skip (with a reason that says what to install) when playwright or chromium is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("BROWSER TESTS SKIPPED: python package playwright is missing "
+                    "(run `make` to build .venv with the pinned playwright==1.65.2)")
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip("BROWSER TESTS SKIPPED: chromium not found at %s; install it with "
+                    "`apt-get update && apt-get install -y chromium` (as root; .ci/run does this)" % CHROMIUM)
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+SCHEMA = [
+    {"key": "bms_protocol", "type": "str", "default": "auto",
+     "choices": ["auto", "jbd", "jk02_24s", "jk02_32s", "daly"]},
+    {"key": "bms_mac", "type": "str", "default": ""},
+    {"key": "bms_name", "type": "str", "default": ""},
+    {"key": "poll_interval_s", "type": "int", "default": 5, "min": 2, "max": 300},
+    {"key": "max_soc", "type": "int", "default": 100, "min": 50, "max": 100},
+    {"key": "min_soc", "type": "int", "default": 80, "min": 5, "max": 99},
+    {"key": "cell_max_v", "type": "float", "default": 3.6, "min": 3.4, "max": 3.65},
+    {"key": "temp_min_c", "type": "float", "default": 2, "min": 0, "max": 20},
+    {"key": "temp_max_c", "type": "float", "default": 45, "min": 25, "max": 55},
+    {"key": "temp_hyst_c", "type": "float", "default": 3, "min": 0.5, "max": 10},
+    {"key": "stale_s", "type": "int", "default": 30, "min": 10, "max": 600},
+    {"key": "relay_active_low", "type": "bool", "default": True},
+    {"key": "wifi_password", "type": "str", "default": "", "secret": True},
+    {"key": "hostname", "type": "str", "default": "smartbms"},
+]
+
+
+class MockDevice:
+    """State of the mock device; the handler mutates it under `lock`."""
+
+    def __init__(self, password="secret-pw"):
+        self.lock = threading.Lock()
+        self.password = password
+        self.sessions = set()
+        self.t0 = time.time()
+        self.settings = dict((f["key"], f["default"]) for f in SCHEMA if not f.get("secret"))
+        self.override = None
+        self.events = [{"seq": i + 1, "up_s": i * 60, "t": None, "kind": "boot" if i == 0 else "relay",
+                        "msg": "event %d" % (i + 1)} for i in range(3)]
+        self.uploads = []
+        self.wifi = None
+
+    def soc(self):
+        return 55 + 5 * math.sin((time.time() - self.t0) / 3.0)
+
+    def status(self):
+        soc = self.soc()
+        cells = [3.30 + 0.01 * (i % 3) + soc / 10000 for i in range(4)]
+        relay = self.override["mode"] == "on" if self.override else True
+        return {
+            "bms": {"voltage": round(sum(cells), 3), "current": round(10 + soc / 10, 2), "soc": round(soc, 1),
+                    "remaining_ah": round(soc, 1), "nominal_ah": 100, "cycles": 12, "cells": cells,
+                    "temperatures": [21.5, 22.0], "charge_fet": True, "discharge_fet": True, "faults": [],
+                    "age_s": 1, "connected": True, "stats": {"errors": 0}},
+            "charger": {"relay": relay, "state": "override" if self.override else "charging",
+                        "reason": "manual override" if self.override else "soc below max_soc",
+                        "since_s": 42, "next": "stop at 100 %",
+                        "override": self.override},
+            "device": {"version": "1.2.3", "uptime_s": int(time.time() - self.t0), "free_heap": 81234,
+                       "wifi": {"mode": "sta", "ssid": "simnet", "ip": "127.0.0.1", "rssi": -60,
+                                "connected": True, "ap_ssid": None},
+                       "ota": {"running": "ota_0", "running_version": "1.2.3", "previous_version": "1.2.2",
+                               "pending_verify": False},
+                       "setup_mode": False, "safe_mode": False},
+        }
+
+    def history(self):
+        pts = [[-(120 - i) * 60, 50 + i / 12, 13.2 + i / 600, 10 - i / 20] for i in range(121)]
+        return {"interval_s": 60, "points": pts}
+
+    def check_settings(self, partial):
+        spec = dict((f["key"], f) for f in SCHEMA)
+        for k, v in partial.items():
+            f = spec.get(k)
+            if f is None:
+                return k, "unknown key"
+            if f["type"] in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                return k, "must be a number"
+            if "min" in f and not f["min"] <= v <= f["max"]:
+                return k, "out of range %s..%s" % (f["min"], f["max"])
+        new = dict(self.settings, **partial)
+        if new["min_soc"] > new["max_soc"] - 5:
+            return "min_soc", "must be at least 5 below max_soc"
+        return None
+
+
+def _handler(dev):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _send(self, code, body, ctype="application/json", headers=()):
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authed(self):
+            cookie = self.headers.get("Cookie", "")
+            return any(c.strip() == "session=" + s for s in dev.sessions for c in cookie.split(";"))
+
+        def _file(self, rel, ctype):
+            with open(os.path.join(WEB, rel), "rb") as f:
+                self._send(200, f.read(), ctype)
+
+        def _json(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            try:
+                return json.loads(self.rfile.read(n) or b"{}")
+            except ValueError:
+                return None
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            types = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
+            if path == "/login":
+                return self._file("public/login.html", "text/html")
+            if path.startswith("/public/") and ".." not in path:
+                return self._file(path[1:], types[os.path.splitext(path)[1]])
+            if path == "/api/auth":
+                return self._send(200, {"setup_required": dev.password is None,
+                                        "logged_in": self._authed(), "setup_mode": False})
+            if not self._authed():
+                if path.startswith("/api/"):
+                    return self._send(401, {"error": "login required"})
+                return self._send(302, b"", headers=[("Location", "/login")])
+            if path == "/":
+                return self._file("index.html", "text/html")
+            if path in ("/app.js", "/app.css"):
+                return self._file(path[1:], types[os.path.splitext(path)[1]])
+            with dev.lock:
+                answers = {
+                    "/api/status": dev.status,
+                    "/api/history": dev.history,
+                    "/api/settings": lambda: dict(dev.settings),
+                    "/api/settings/schema": lambda: SCHEMA,
+                    "/api/events": lambda: dev.events,
+                    "/api/wifi/scan": lambda: [{"ssid": "simnet", "rssi": -50, "secure": True},
+                                               {"ssid": "cafe", "rssi": -80, "secure": False}],
+                    "/api/bms/scan": lambda: [{"name": "xiaoxiang", "mac": "a4:c1:38:00:11:22",
+                                               "protocol": "jbd", "rssi": -70}],
+                }
+                if path in answers:
+                    return self._send(200, answers[path]())
+            return self._send(404, {"error": "not found"})
+
+        def do_PUT(self):
+            if self.path != "/api/settings" or not self._authed():
+                return self._send(401, {"error": "login required"})
+            body = self._json()
+            with dev.lock:
+                bad = dev.check_settings(body) if isinstance(body, dict) else ("", "bad json")
+                if bad:
+                    return self._send(422, {"error": bad[1], "field": bad[0]})
+                dev.settings.update(body)
+                return self._send(200, dict(dev.settings))
+
+        def do_POST(self):
+            path = self.path
+            if path == "/api/ota":
+                n = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(n)
+                if not self._authed():
+                    return self._send(401, {"error": "login required"})
+                dev.uploads.append((self.headers.get("Content-Type"), data))
+                if not data.startswith(b"\xe9"):
+                    return self._send(422, {"error": "not an ESP32 app image (bad magic)"})
+                return self._send(200, {"ok": True, "version": "9.9.9"})
+            body = self._json()
+            if body is None:
+                return self._send(400, {"error": "malformed JSON"})
+            with dev.lock:
+                if path == "/api/login":
+                    if dev.password is not None and body.get("password") == dev.password:
+                        token = os.urandom(8).hex()
+                        dev.sessions.add(token)
+                        return self._send(200, {"ok": True},
+                                          headers=[("Set-Cookie", "session=%s; Path=/; HttpOnly" % token)])
+                    return self._send(401, {"error": "wrong password"})
+                if path == "/api/setup":
+                    if dev.password is not None:
+                        return self._send(403, {"error": "password already set"})
+                    dev.password = body.get("password")
+                    return self._send(200, {"ok": True})
+                if path == "/api/logout":
+                    dev.sessions.clear()
+                    return self._send(200, {"ok": True})
+                if not self._authed():
+                    return self._send(401, {"error": "login required"})
+                if path == "/api/relay":
+                    if body.get("mode") == "auto":
+                        dev.override = None
+                    elif body.get("mode") in ("on", "off"):
+                        dev.override = {"mode": body["mode"], "remaining_min": body.get("minutes")}
+                    else:
+                        return self._send(422, {"error": "bad mode", "field": "mode"})
+                    return self._send(200, {"ok": True})
+                if path == "/api/wifi":
+                    dev.wifi = body
+                    return self._send(200, {"ok": True})
+                if path in ("/api/reboot", "/api/timeout/reset", "/api/ota/url"):
+                    return self._send(200, {"ok": True})
+            return self._send(404, {"error": "not found"})
+
+    return Handler
+
+
+class MockServer:
+    def __init__(self, password="secret-pw"):
+        self.dev = MockDevice(password)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.dev))
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.password = password
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def page_errors(page):
+    """Collect uncaught page errors, so a test can assert the UI ran without exceptions."""
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def login(page, url, password):
+    page.goto(url + "/")
+    page.wait_for_url("**/login")
+    page.fill("#pw", password)
+    page.click("#login button")
+    page.wait_for_url(url + "/")
+    page.wait_for_function("document.getElementById('soc').textContent !== '–'", timeout=15000)
+
+
+def canvas_has_ink(page, selector="#chart"):
+    """Count canvas pixels that are not transparent: > 0 means something was drawn."""
+    return page.evaluate("""(sel) => {
+        const c = document.querySelector(sel); if (!c.width) return 0;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""", selector)
+
+
+def have_sim():
+    try:
+        import simfixture  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+__all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "canvas_has_ink",
+           "have_sim"]
