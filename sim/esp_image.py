@@ -2,15 +2,15 @@
 esptool's elf2image writes (header, extended header, segments, checksum, SHA-256), with
 an esp_app_desc_t at the start of the first (DROM) segment. Also the broken variants the
 validator must refuse and a merged firmware.bin (bootloader + partition table + app).
-Generated images are never executed: only their structure matters."""
+Generated images are never executed: only their structure matters.
+Runs on CPython and on the MicroPython unix port (the unit tests use it on both)."""
 import hashlib
-import os
-import random
 import struct
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+_f = globals().get("__file__") or "sim/esp_image.py"
+HERE = _f.rsplit("/", 1)[0] if "/" in _f else "."
+ROOT = HERE.rsplit("/", 1)[0] if "/" in HERE.strip("./") else (HERE + "/..")
 
 DESC_MAGIC = 0xABCD5432
 DROM = 0x3F400020  # first DROM segment: right after the 0x20-byte header + segment header
@@ -38,8 +38,7 @@ def build(segments, entry=IRAM + 0x400, chip_id=0, hash_appended=True, flash_byt
     for addr, data in segments:
         data = bytes(data) + b"\0" * (-len(data) % 4)
         out += struct.pack("<II", addr, len(data)) + data
-        for b in data:
-            checksum ^= b
+        checksum ^= _xor(data)
     out += b"\0" * (15 - len(out) % 16)
     out.append(checksum)
     if hash_appended:
@@ -47,9 +46,27 @@ def build(segments, entry=IRAM + 0x400, chip_id=0, hash_appended=True, flash_byt
     return bytes(out)
 
 
+def _xor(data):
+    x = int.from_bytes(data, "little") if data else 0
+    h = 1
+    while h < len(data):
+        h <<= 1
+    h >>= 1
+    while h:
+        x = (x ^ (x >> (h * 8))) & ((1 << (h * 8)) - 1)
+        h >>= 1
+    return x
+
+
 def _filler(n, seed):
-    r = random.Random(seed)
-    return r.randbytes(n) if hasattr(r, "randbytes") else bytes(r.getrandbits(8) for _ in range(n))
+    """Deterministic incompressible bytes (SHA-256 in counter mode)."""
+    out = bytearray()
+    i = 0
+    key = struct.pack("<I", seed)
+    while len(out) < n:
+        out += hashlib.sha256(key + struct.pack("<I", i)).digest()
+        i += 1
+    return bytes(out[:n])
 
 
 def app_image(version="0.2.0", size=64 * 1024, project="micropython", chip_id=0,
@@ -67,11 +84,27 @@ def bootloader_image(seed=7):
 
 
 def partition_table():
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    """(parsed partitions, binary table) from boards/SMARTBMS/partitions.csv (CPython)."""
+    sys.path.insert(0, ROOT + "/scripts")
     import partition_table as pt
-    with open(os.path.join(ROOT, "boards", "SMARTBMS", "partitions.csv")) as f:
+    with open(ROOT + "/boards/SMARTBMS/partitions.csv") as f:
         parts = pt.parse_csv(f.read())
     return parts, pt.to_binary(parts)
+
+
+def _table_binary():
+    try:
+        return partition_table()[1]
+    except SyntaxError:
+        # MicroPython cannot import scripts/partition_table.py; a merged image only needs
+        # a table that looks like one (entries with the 0x50AA magic).
+        t = bytearray()
+        for ptype, sub, off, size, name in ((1, 2, 0x9000, 0x4000, b"nvs"), (1, 0, 0xD000, 0x2000, b"otadata"),
+                                            (0, 0x10, 0x10000, SLOT_SIZE, b"ota_0"),
+                                            (0, 0x11, 0x1E0000, SLOT_SIZE, b"ota_1")):
+            t += struct.pack("<HBBLL16sL", 0x50AA, ptype, sub, off, size, name, 0)
+        t += b"\xEB\xEB" + b"\xFF" * 14 + hashlib.md5(bytes(t)).digest()
+        return bytes(t) + b"\xFF" * (0xC00 - len(t))
 
 
 def merged_firmware(app):
@@ -80,7 +113,7 @@ def merged_firmware(app):
     out = bytearray(b"\xff" * (0xF000 + len(app)))
     boot = bootloader_image()
     out[0:len(boot)] = boot
-    table = partition_table()[1]
+    table = _table_binary()
     out[0x7000:0x7000 + len(table)] = table
     out[0xF000:] = app
     return bytes(out)

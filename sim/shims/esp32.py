@@ -18,7 +18,10 @@ _running = None  # label of the slot sim_boot booted
 class _Flash:
     def __init__(self, path):
         self.path = path
-        self.f = open(path, "r+b")
+        try:
+            self.f = open(path, "r+b", buffering=0)  # CPython: no stale read buffer
+        except TypeError:
+            self.f = open(path, "r+b")
 
     def read(self, addr, buf):
         self.f.seek(addr)

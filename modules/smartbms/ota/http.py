@@ -1,0 +1,217 @@
+# HTTP routes for OTA. POST /api/ota takes the raw app image as the request body
+# (application/octet-stream, Content-Length required, optional X-Image-SHA256) and streams
+# it into the inactive slot; POST /api/ota/url {"url", "sha256"} pulls one over HTTP(S).
+# The web layer's auth guard runs first. One upload at a time (409); a stalled upload
+# times out (408) with nothing activated; the loop gets control back after every block.
+import asyncio
+
+from smartbms import clock, ota
+from smartbms.ota.image import ImageError
+from smartbms.ota.updater import Updater, UpdateError
+
+STALL_S = 30  # device seconds without a byte before an upload is abandoned
+MIN_STALL_MS = 2000  # real ms floor, so a fast sim clock does not trip slow networks
+REBOOT_REASON = "ota"
+
+
+def _stall_s():
+    return max(clock.real_ms(STALL_S * 1000), MIN_STALL_MS) / 1000
+
+
+class _Stalled(Exception):
+    pass
+
+
+def _err(code, message, field=None):
+    body = {"error": message}
+    if field:
+        body["field"] = field
+    return body, code, {"Connection": "close"}
+
+
+async def _read_into(stream, buf):
+    # MicroPython's asyncio streams can fill a buffer without allocating; others return bytes
+    if hasattr(stream, "readinto"):
+        return await stream.readinto(buf)
+    data = await stream.read(len(buf))
+    buf[:len(data)] = data
+    return len(data)
+
+
+async def receive(stream, length, sha256=None, esp32_module=None):
+    """Stream `length` bytes from `stream` into the inactive slot, verify, activate.
+    Returns the image info dict. Raises ImageError (bad image), _Stalled, UpdateError."""
+    upd = Updater(length, sha256, esp32_module)
+    timeout = _stall_s()
+    try:
+        left = length
+        while left > 0:
+            room = upd.space()
+            if len(room) > left:
+                room = room[:left]
+            try:
+                n = await asyncio.wait_for(_read_into(stream, room), timeout)
+            except asyncio.TimeoutError:
+                raise _Stalled()
+            if not n:
+                raise ImageError("upload ended after %d of %d bytes" % (length - left, length))
+            left -= n
+            if upd.commit(n):
+                await asyncio.sleep_ms(0) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(0)
+        upd.end()
+        for _ in upd.verify_steps():
+            await asyncio.sleep(0)
+        return upd.activate()
+    except BaseException:
+        upd.abort()
+        raise
+
+
+async def _run(ctx, source, length, sha256):
+    try:
+        info = await receive(source, length, sha256)
+    except ImageError as e:
+        return _err(400, str(e))
+    except _Stalled:
+        return _err(408, "upload stalled: no data for %d s; nothing was activated" % STALL_S)
+    except UpdateError as e:
+        return _err(500, str(e))
+    except OSError as e:
+        return _err(500, "flash error: %s" % e)
+    _after_success(ctx, info)
+    return info
+
+
+def _after_success(ctx, info):
+    try:
+        from smartbms.ota import health
+        health.reset_counter()
+    except OSError:
+        pass
+    ev = getattr(ctx, "events", None)
+    if ev is not None:
+        try:
+            ev.add("ota", "image %s written to %s; rebooting" % (info.get("version"), info.get("slot")))
+        except Exception:
+            pass
+    info["reboot"] = True
+    req = getattr(ctx, "request_reboot", None)
+    if req is not None:
+        req(REBOOT_REASON)
+
+
+def install(app, ctx):
+    @app.post("/api/ota")
+    async def ota_upload(request):
+        if "Content-Length" not in request.headers:
+            return _err(411, "Content-Length is required (send the image as the raw body)")
+        ctype = (request.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
+        if ctype not in ("application/octet-stream", "application/x-www-form-urlencoded"):
+            return _err(415, "send the image as the raw body (application/octet-stream), not %s" % ctype)
+        length = request.content_length
+        if length <= 0:
+            return _err(400, "empty body: send micropython.bin")
+        if not ota.acquire():
+            return _err(409, "another upload is in progress")
+        try:
+            return await _run(ctx, request.stream, length, request.headers.get("X-Image-SHA256"))
+        finally:
+            ota.release()
+
+    @app.post("/api/ota/url")
+    async def ota_url(request):
+        body = request.json
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            return _err(400, "expected JSON {\"url\": ..., \"sha256\": ...}", "url")
+        sha = body.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            return _err(400, "sha256 (64 hex digits) is required to pull an image", "sha256")
+        if not ota.acquire():
+            return _err(409, "another upload is in progress")
+        try:
+            try:
+                reader, writer, length = await _open_url(body["url"])
+            except ValueError as e:
+                return _err(400, str(e), "url")
+            except (OSError, asyncio.TimeoutError) as e:
+                return _err(502, "cannot fetch the image: %s" % (e or "timeout"), "url")
+            try:
+                return await _run(ctx, reader, length, sha)
+            finally:
+                try:
+                    writer.close()
+                    await writer.wait_closed()
+                except Exception:
+                    pass
+        finally:
+            ota.release()
+
+    return app
+
+
+def parse_url(url):
+    """(scheme, host, port, path) of an http:// or https:// URL; ValueError otherwise."""
+    if url.startswith("http://"):
+        scheme, rest, port = "http", url[7:], 80
+    elif url.startswith("https://"):
+        scheme, rest, port = "https", url[8:], 443
+    else:
+        raise ValueError("url must start with http:// or https://")
+    i = rest.find("/")
+    hostport, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+    if "@" in hostport:
+        raise ValueError("credentials in the url are not supported")
+    j = hostport.rfind(":")
+    if j >= 0:
+        try:
+            port = int(hostport[j + 1:])
+        except ValueError:
+            raise ValueError("bad port in url")
+        hostport = hostport[:j]
+    if not hostport:
+        raise ValueError("url has no host")
+    return scheme, hostport, port, path
+
+
+async def _open_url(url):
+    scheme, host, port, path = parse_url(url)
+    ssl = None
+    if scheme == "https":
+        try:
+            import ssl as _ssl
+            ssl = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+            ssl.verify_mode = _ssl.CERT_NONE  # the image hash is the trust anchor
+        except (ImportError, AttributeError):
+            raise ValueError("https is not available on this build; use http:// with sha256")
+    timeout = _stall_s()
+    if ssl is None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    else:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ssl), timeout)
+    writer.write(("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: smartbms-ota\r\n"
+                  "Connection: close\r\n\r\n" % (path, host)).encode())
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), timeout)
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        writer.close()
+        raise OSError("not an HTTP response")
+    code = int(parts[1])
+    length = None
+    while True:
+        h = await asyncio.wait_for(reader.readline(), timeout)
+        if h in (b"\r\n", b"\n", b""):
+            break
+        i = h.find(b":")
+        if i > 0 and h[:i].strip().lower() == b"content-length":
+            try:
+                length = int(h[i + 1:].strip())
+            except ValueError:
+                raise OSError("bad Content-Length from the server")
+    if code != 200:
+        writer.close()
+        raise OSError("server answered HTTP %d" % code)
+    if length is None:
+        writer.close()
+        raise ValueError("the server sent no Content-Length")
+    return reader, writer, length

@@ -1,0 +1,128 @@
+# Writes an app image into the inactive slot while it streams in: each 4 KB block is
+# validated (smartbms.ota.image) before it is written, the slot is read back and re-hashed
+# after the last block, and only then does set_boot() make it the boot slot. Any failure
+# leaves otadata (the boot choice) and the running slot untouched. Never holds the image
+# in RAM: one 4 KB buffer plus the validator's small state.
+import hashlib
+
+from smartbms.ota.image import ImageChecker, ImageError
+
+BLOCK = 4096
+
+
+class UpdateError(Exception):
+    """A failure that is not the image's fault (flash I/O, set_boot refusal)."""
+
+
+class Updater:
+    def __init__(self, length=None, expected_sha256=None, esp32_module=None):
+        if esp32_module is None:
+            import esp32 as esp32_module
+        self.running = esp32_module.Partition(esp32_module.Partition.RUNNING)
+        self.target = self.running.get_next_update()
+        info = self.target.info()
+        self.label = info[4]
+        self.slot_size = info[3]
+        self.checker = ImageChecker(self.slot_size, expected_sha256)
+        if length is not None:
+            self.checker.check_length(length)
+        self.length = length
+        self._block = bytearray(BLOCK)
+        self._mv = memoryview(self._block)
+        self._fill = 0
+        self._block_no = 0
+        self._wrote = False
+
+    def space(self):
+        """A memoryview of the free part of the block buffer (to read into)."""
+        return self._mv[self._fill:]
+
+    def commit(self, n):
+        """n bytes were placed at space()[:n]; validate them and write full blocks.
+        Returns True when a block was written (a good moment to yield)."""
+        self.checker.feed(self._mv[self._fill:self._fill + n])
+        self._fill += n
+        if self._fill == BLOCK:
+            self._flush()
+            return True
+        return False
+
+    def write(self, data):
+        """Feed bytes of any length (copies through the block buffer)."""
+        mv = memoryview(data)
+        pos = 0
+        while pos < len(mv):
+            room = self.space()
+            k = min(len(room), len(mv) - pos)
+            room[:k] = mv[pos:pos + k]
+            pos += k
+            self.commit(k)
+
+    def _flush(self):
+        if self._fill < BLOCK:
+            for i in range(self._fill, BLOCK):
+                self._block[i] = 0xFF
+        try:
+            self.target.writeblocks(self._block_no, self._block)
+        except OSError as e:
+            raise UpdateError("flash write failed at block %d: %s" % (self._block_no, e))
+        self._wrote = True
+        self._block_no += 1
+        self._fill = 0
+
+    def finish(self):
+        """Validate the end, verify the written slot, activate it. Returns the image info."""
+        self.end()
+        self.verify()
+        return self.activate()
+
+    def end(self):
+        """The body is complete: check the image end and write the last partial block."""
+        self.info = self.checker.finish()
+        if self._fill:
+            self._flush()
+
+    def activate(self):
+        info = self.info
+        try:
+            self.target.set_boot()
+        except OSError as e:
+            raise UpdateError("the bootloader check refused the written image (%s)" % e)
+        info["slot"] = self.label
+        return info
+
+    def verify(self):
+        """Read the slot back and compare its SHA-256 with the one computed while streaming."""
+        for _ in self.verify_steps():
+            pass
+
+    def verify_steps(self):
+        """verify() one block per step, so an async caller can yield between blocks."""
+        h = hashlib.sha256()
+        left = self.checker.image_len
+        b = 0
+        while left > 0:
+            try:
+                self.target.readblocks(b, self._block)
+            except OSError as e:
+                raise UpdateError("flash read-back failed at block %d: %s" % (b, e))
+            k = min(left, BLOCK)
+            h.update(self._mv[:k])
+            left -= k
+            b += 1
+            yield b
+        if h.digest() != self.checker.digest:
+            raise UpdateError("read-back verification failed: the slot does not hold what was sent")
+
+    def abort(self):
+        """Forget a partial image. The boot slot was never changed; erase the first block so
+        the slot no longer shows a version it cannot boot."""
+        if self._wrote:
+            try:
+                self.target.ioctl(6, 0)
+            except OSError:
+                pass
+        self._fill = 0
+
+
+__all__ = ("Updater", "UpdateError", "ImageError")
