@@ -104,6 +104,11 @@ class Controller:
         self._hv_soc = None  # SOC when a cell-voltage stop ended a charge below its target
         self._restored = None
         self._temp_text = ""
+        self._cache_h = None
+        self._cache_timeout_s = 0
+        self._cache_c = None
+        self._cache_ah = None
+        self._cache_tail = 0.0
         self._bms_fault = ""
         if persisted:
             self._restore(persisted)
@@ -338,7 +343,7 @@ class Controller:
                     self._end_charge(now, wall, why, True)
                     return False
         elif phase == BALANCING:
-            tail = s["tail_current_c"] * (r.nominal_ah or 0)
+            tail = self._tail_a(s, r.nominal_ah)
             if tail > 0 and r.current <= tail:
                 self._end_charge(now, wall, "tail current %.1f A <= %.1f A" % (r.current, tail), True)
                 return False
@@ -361,7 +366,7 @@ class Controller:
                 self._timeout_at = None
                 self._start_charge(now, "SOC %s %% <= %s %% after the timeout rest" % (_fmt(soc), _fmt(s["min_soc"])))
             return False
-        if self._session_s > s["charge_timeout_h"] * 3600:
+        if self._session_s > self._timeout_s(s):
             self.timeouts += 1
             self._timeout_at = wall
             self._timeout_dev = now
@@ -369,6 +374,22 @@ class Controller:
                             self._timeout_next(), now)
             return True
         return False
+
+    # Derived limits are cached per input value: update() then allocates no floats for them.
+    def _timeout_s(self, s):
+        h = s["charge_timeout_h"]
+        if h != self._cache_h:
+            self._cache_h = h
+            self._cache_timeout_s = int(h * 3600)
+        return self._cache_timeout_s
+
+    def _tail_a(self, s, nominal_ah):
+        c = s["tail_current_c"]
+        if c != self._cache_c or nominal_ah != self._cache_ah:
+            self._cache_c = c
+            self._cache_ah = nominal_ah
+            self._cache_tail = c * (nominal_ah or 0)
+        return self._cache_tail
 
     def _set_phase(self, phase, why, nxt, now):
         self._phase = phase

@@ -1,0 +1,195 @@
+# The charge controller: rules in combination, persistence across reboots, allocation.
+import json
+
+from ctrlutil import DAY, WALL0, R, make, run, settings, to_rest
+from smartbms.charge.controller import Controller
+from testutil import IS_MICROPYTHON, skip
+
+
+def reboot(c, **kw):
+    """What the app does: store persisted() as JSON, restart with it."""
+    return Controller(settings(**kw), json.loads(json.dumps(c.persisted())))
+
+
+def test_ble_loss_during_balancing():
+    c = make(eoc_max_min=30, stale_s=30)
+    r = R(soc=100, current=8, received=0)
+    c.update(r, 0)
+    assert c.state == "balancing"
+    run(c, r, 5, 600)  # 10 min of balancing
+    # the BMS stops answering for an hour: relay off at once, the gap is not balancing time
+    assert c.update(r, 600 + 31) is False
+    assert c.state == "no_data"
+    assert c.update(r, 4000) is False
+    r.received = 4000
+    assert c.update(r, 4000) is True
+    assert c.state == "balancing"
+    assert run(c, r, 4005, 4000 + 19 * 60) is True
+    assert run(c, r, 4000 + 19 * 60, 4000 + 21 * 60) is False
+    assert c.state == "resting" and c.reason == "balanced for 30 min"
+
+
+def test_reboot_in_timeout_hold_with_wall_clock():
+    c = make(charge_timeout_h=1, timeout_rest_min=60)
+    run(c, R(soc=50), 0, 3700, wall0=WALL0)
+    assert c.state == "timeout"
+    c2 = reboot(c, charge_timeout_h=1, timeout_rest_min=60)
+    # device clock restarts at 0; the wall clock says 40 min passed: still held
+    assert c2.update(R(soc=50), 0, WALL0 + 3700 + 2400) is False
+    assert c2.state == "timeout"
+    assert c2.reason == "charge timeout (before restart)"
+    # 61 min after the timeout by the wall clock: re-armed
+    assert c2.update(R(soc=50), 1300, WALL0 + 3700 + 3700) is True
+    assert c2.state == "charging"
+
+
+def test_reboot_in_timeout_hold_without_clock_restarts_the_hold():
+    c = make(charge_timeout_h=1, timeout_rest_min=60)
+    run(c, R(soc=50), 0, 3700)
+    c.update(R(soc=50), 3700 + 3000)
+    c2 = reboot(c, charge_timeout_h=1, timeout_rest_min=60)
+    # the time before the reboot is unknown: the full rest is waited again
+    assert c2.update(R(soc=50), 0) is False
+    assert c2.update(R(soc=50), 3599) is False
+    assert c2.update(R(soc=50), 3600) is True
+
+
+def test_cold_snap_mid_charge():
+    c = make(min_switch_s=60)
+    c.update(R(soc=60), 0)
+    assert c.update(R(soc=61, temps=(1.0, 15)), 10) is False
+    assert c.state == "fault"
+    assert c.update(R(soc=61, temps=(-8, 15)), 3600) is False
+    assert c.update(R(soc=61, temps=(4.9, 15)), 7200) is False
+    assert c.update(R(soc=61, temps=(5.0, 15)), 7300) is True
+    assert c.state == "charging"
+
+
+def test_fault_while_overridden_on():
+    c = make(min_switch_s=0)
+    to_rest(c)
+    assert c.set_override("on", 60, 300) is True
+    assert c.update(R(soc=97, faults=["charge_overcurrent"]), 400) is False
+    assert c.state == "fault"
+    # the override is still running once the fault clears
+    assert c.update(R(soc=97), 500) is True
+    assert c.state == "override"
+    assert c.update(R(soc=97, charge_fet=False), 600) is False
+    assert c.update(R(soc=97, temps=(60,)), 700) is False
+
+
+def test_override_on_ends_at_a_cell_over_voltage():
+    c = make(min_switch_s=0)
+    to_rest(c)
+    c.set_override("on", 60, 300)
+    assert c.update(R(soc=100, cell=3.63), 400) is False
+    assert c.state == "resting"
+    assert c.update(R(soc=100, cell=3.40), 500) is False
+
+
+def test_override_off_while_stale_reports_no_data():
+    c = make()
+    r = R(soc=50, received=0)
+    c.update(r, 0)
+    c.set_override("off", 10, 5)
+    assert c.update(r, 100) is False and c.state == "no_data"
+
+
+def test_power_blip_in_resting_band_keeps_resting():
+    c = make()
+    now = to_rest(c)
+    assert c.dirty
+    c2 = reboot(c)
+    assert c2.update(None, 0) is False and c2.state == "startup"
+    assert c2.update(R(soc=92, current=-3), 5) is False
+    assert c2.state == "resting"
+    assert c2.reason == "resting since the last full charge (before restart)"
+    assert c2.update(R(soc=80, current=-3), 500) is True
+    assert now > 0
+
+
+def test_without_persisted_state_first_charge_goes_to_max():
+    c = make()
+    assert c.update(R(soc=92), 0) is True
+    assert c.state == "charging"
+
+
+def test_session_time_survives_reboot():
+    c = make(charge_timeout_h=1)
+    run(c, R(soc=50), 0, 3000)
+    assert c.persisted()["session_s"] >= 2700  # saved at 5-minute steps
+    c2 = reboot(c, charge_timeout_h=1)
+    assert c2.update(R(soc=50), 0) is True
+    assert c2.reason == "resuming the charge after restart"
+    run(c2, R(soc=50), 5, 1000)
+    assert c2.state == "timeout"
+
+
+def test_reboot_during_balancing_resumes_balancing():
+    c = make(eoc_max_min=30)
+    c.update(R(soc=100, current=8), 0)
+    c2 = reboot(c, eoc_max_min=30)
+    assert c2.update(R(soc=100, current=8), 0) is True
+    assert c2.state == "balancing"
+
+
+def test_last_full_charge_persists_for_full_every_days():
+    c = make(max_soc=90, min_soc=70, full_every_days=7)
+    c.update(R(soc=100, current=8), 0, WALL0)
+    c.update(R(soc=100, current=2), 100, WALL0 + 100)  # a full charge (max_soc 90: due at once? no: counted from boot)
+    assert c.state == "resting"
+    p = c.persisted()
+    c2 = Controller(settings(max_soc=90, min_soc=70, full_every_days=7), p)
+    # 3 days later, after a reboot: not due yet
+    assert c2.update(R(soc=85), 0, WALL0 + 3 * DAY) is False
+    assert c2.update(R(soc=70), 100, WALL0 + 3 * DAY + 100) is True
+    assert c2.next == "charges until SOC >= 90 %"
+
+
+def test_bad_persisted_data_is_ignored():
+    for bad in ("junk", 5, {"phase": "bogus"}, {"phase": 3, "hv_soc": 500}, [], {"session_s": 1e9}):
+        c = make(bad)
+        assert c.update(R(soc=90), 0) is True, bad
+        assert c.state == "charging" and c.reason == "first charge to the max level"
+    c = make({"phase": "resting", "session_s": -5, "timeout_at": "x", "full_at": True, "balance_s": "x"})
+    assert c.update(R(soc=90), 0) is False and c.state == "resting"
+    p = c.persisted()
+    assert p["session_s"] == 0 and p["balance_s"] == 0
+    assert "timeout_at" not in p and "full_at" not in p
+
+
+def test_persisted_is_small_json_and_dirty_tracks_changes():
+    c = make()
+    c.update(R(soc=50), 0, WALL0)
+    assert c.dirty
+    c.dirty = False
+    run(c, R(soc=50), 5, 200, wall0=WALL0)
+    assert not c.dirty  # steady charging does not ask for a flash write every reading
+    c.update(R(soc=100, current=10), 300, WALL0 + 300)
+    assert c.dirty
+    text = json.dumps(c.persisted())
+    assert len(text) < 200
+    assert json.loads(text)["phase"] == "balancing"
+
+
+def test_update_does_not_allocate_in_steady_state():
+    if not IS_MICROPYTHON:
+        skip("heap accounting is a MicroPython measurement")
+    import gc
+
+    c = make()
+    r = R(soc=50, received=0)
+    for t in range(0, 50, 5):
+        r.received = t
+        c.update(r, t, None)
+    gc.collect()
+    before = gc.mem_alloc()
+    t = 50
+    for _ in range(200):
+        r.received = t
+        c.update(r, t, None)
+        t += 5
+    used = gc.mem_alloc() - before
+    assert c.state == "charging"
+    # steady charging allocates nothing: no floats, lists, dicts or strings per call
+    assert used < 256, used
