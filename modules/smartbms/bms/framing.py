@@ -1,0 +1,172 @@
+# The incremental frame assembler shared by the codecs: BLE notifications go in, in arrival
+# order; complete, checksum-verified frames come out. One preallocated buffer per link.
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+try:
+    from time import ticks_diff as _ticks_diff
+except ImportError:
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
+STALL_MS = const(3000)  # a partial frame older than this is abandoned
+
+
+class Assembler:
+    """Base class. A family sets START (first byte of every frame), HEAD (bytes needed to
+    know the frame length), SIZE (its largest frame) and implements `_frame_len`,
+    `_check` and `_restarts`.
+
+    feed(data, sink, now_ms=None) -> number of frames passed to sink(frame); `frame` is a
+    memoryview into the buffer, valid only during the call. Bad input never raises: it is
+    dropped and counted (`dropped_bytes`, `bad_checksum`, `oversize`, `stalled`).
+    """
+
+    START = 0
+    HEAD = 1
+    SIZE = 1
+
+    def __init__(self, stall_ms=STALL_MS):
+        self._buf = bytearray(self.SIZE)
+        self._mv = memoryview(self._buf)
+        self.stall_ms = stall_ms
+        self._last_ms = None
+        self.frames = 0
+        self.dropped_bytes = 0
+        self.bad_checksum = 0
+        self.oversize = 0
+        self.stalled = 0
+        self.reset()
+
+    def reset(self):
+        """Forget any partial frame (e.g. after a reconnect); counters are kept."""
+        self._n = 0
+        self._need = 0
+
+    def pending(self):
+        """Bytes of the partial frame held."""
+        return self._n
+
+    def _drop_partial(self):
+        self.dropped_bytes += self._n
+        self._n = 0
+        self._need = 0
+
+    # ---- family hooks -------------------------------------------------------------
+    def _frame_len(self, buf):
+        """Total frame length from the HEAD bytes; 0 = not a frame header, -1 = too big."""
+        raise NotImplementedError
+
+    def _check(self, buf, n):
+        """True when the n-byte frame's checksum (and trailer) are right."""
+        raise NotImplementedError
+
+    def _restarts(self, src, i, end):
+        """True when a notification starting at src[i] opens a new frame (restart on it)."""
+        return False
+
+    def _skip(self, src, i, end):
+        """Index of the first byte of src worth assembling (JK drops injected AT\\r\\n)."""
+        return i
+
+    # ---- the loop ------------------------------------------------------------------
+    def feed(self, data, sink, now_ms=None):
+        if now_ms is not None:
+            last = self._last_ms
+            self._last_ms = now_ms
+            if self._n and last is not None and _ticks_diff(now_ms, last) > self.stall_ms:
+                self.stalled += 1
+                self._drop_partial()
+        try:
+            src = memoryview(data)
+        except TypeError:
+            return 0
+        end = len(src)
+        i = self._skip(src, 0, end)
+        if self._n and i < end and self._restarts(src, i, end):
+            self._drop_partial()
+        return self._consume(src, i, end, sink)
+
+    def _resync(self):
+        """The held bytes are not a good frame: drop them up to the next start byte."""
+        n = self._n
+        buf = self._buf
+        j = 1
+        while j < n and buf[j] != self.START:
+            j += 1
+        self.dropped_bytes += j
+        if j < n:
+            self._mv[0:n - j] = self._mv[j:n]
+        self._n = n - j
+        self._need = 0
+
+    def _consume(self, src, i, end, sink):
+        frames = 0
+        buf = self._buf
+        start = self.START
+        while True:
+            n = self._n
+            if n == 0:
+                j = i
+                while j < end and src[j] != start:
+                    j += 1
+                self.dropped_bytes += j - i
+                i = j
+                if i >= end:
+                    break
+            want = self._need or self.HEAD
+            if n < want:
+                if i >= end:
+                    break
+                k = want - n
+                if k > end - i:
+                    k = end - i
+                self._mv[n:n + k] = src[i:i + k]
+                i += k
+                n += k
+                self._n = n
+                if n < want:
+                    break
+            if not self._need:
+                need = self._frame_len(buf)
+                if need > self.SIZE or need < 0:
+                    self.oversize += 1
+                    self._resync()
+                elif need < self.HEAD:
+                    self._resync()
+                else:
+                    self._need = need
+                continue
+            need = self._need
+            if self._check(buf, need):
+                self.frames += 1
+                frames += 1
+                try:
+                    sink(self._mv[:need])
+                finally:
+                    # Bytes held beyond the frame (only after a resync) start the next one.
+                    rest = n - need
+                    if rest:
+                        self._mv[0:rest] = self._mv[need:n]
+                    self._n = rest
+                    self._need = 0
+            else:
+                self.bad_checksum += 1
+                self._resync()
+        return frames
+
+    def stats(self):
+        return {
+            "frames": self.frames,
+            "dropped_bytes": self.dropped_bytes,
+            "bad_checksum": self.bad_checksum,
+            "oversize": self.oversize,
+            "stalled": self.stalled,
+        }
