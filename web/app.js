@@ -1,7 +1,17 @@
 "use strict";
 (function () {
   var $ = function (id) { return document.getElementById(id); };
-  var status = null, settings = {}, schema = [], lastHistory = null;
+  var status = null, settings = {}, schema = [], schemaByKey = {}, lastHistory = null;
+  var UNITS = {degC: "°C"};
+  var LABELS = {bms_protocol: "Protocol", bms_mac: "MAC address (empty: first found)", bms_name: "Name",
+    bms_mode: "Connection", poll_interval_s: "Poll interval", max_soc: "Stop charging at SOC",
+    min_soc: "Restart charging below SOC", tail_current_c: "Full when current below", eoc_max_min: "Max end-of-charge time",
+    cell_max_v: "Stop at cell voltage", charge_timeout_h: "Charge timeout", timeout_rest_min: "Rest after a timeout",
+    temp_min_c: "Min charge temperature", temp_max_c: "Max charge temperature", temp_hyst_c: "Temperature hysteresis",
+    stale_s: "Data stale after", full_every_days: "Full charge every (0: never)", min_switch_s: "Min time between switches",
+    relay_pin: "Relay GPIO", relay_active_low: "Relay active low", led_pin: "Status LED GPIO (-1: none)",
+    wifi_ssid: "WiFi network", wifi_password: "WiFi password", hostname: "Hostname"};
+  var GROUP_TITLES = {bms: "BMS", charge: "Charging", hardware: "Hardware", network: "Network"};
 
   // --- helpers -----------------------------------------------------------
   function api(method, url, body) {
@@ -234,24 +244,32 @@
     var list = [];
     if (Array.isArray(s)) list = s.map(function (f) { return Object.assign({}, f, {key: f.key || f.name}); });
     else for (var k in s) list.push(Object.assign({}, s[k], {key: k}));
-    return list.filter(function (f) { return f.key && f.key !== "admin_hash" && f.writable !== false; });
+    list = list.filter(function (f) { return f.key && f.key !== "admin_hash" && f.writable !== false; });
+    schemaByKey = {};
+    list.forEach(function (f) { schemaByKey[f.key] = f; });
+    return list;
   }
   var GROUPS = [["bms", /^bms_|^poll_/], ["charge", /soc|tail|eoc|cell_|timeout|temp_|stale|full_|switch/], ["hardware", /pin|relay_|led/], ["network", /wifi|host/]];
-  function groupOf(k) { for (var i = 0; i < GROUPS.length; i++) if (GROUPS[i][1].test(k)) return GROUPS[i][0]; return "other"; }
+  function groupOf(k) { var f = schemaByKey[k]; if (f && f.group) return f.group; for (var i = 0; i < GROUPS.length; i++) if (GROUPS[i][1].test(k)) return GROUPS[i][0]; return "other"; }
   function choicesOf(f) { return f.choices || f.enum || f.options || null; }
   function isNum(f) { return /int|float|num/.test(f.type || "") || (typeof f["default"] === "number" && !choicesOf(f)); }
   function isBool(f) { return /bool/.test(f.type || "") || typeof f["default"] === "boolean"; }
 
   function buildSettings() {
     var box = clear($("sfields")), groups = {};
-    schema.forEach(function (f) { (groups[groupOf(f.key)] = groups[groupOf(f.key)] || []).push(f); });
-    GROUPS.map(function (g) { return g[0]; }).concat(["other"]).forEach(function (g) {
+    var order = GROUPS.map(function (g) { return g[0]; });
+    schema.forEach(function (f) {
+      var g = groupOf(f.key);
+      if (order.indexOf(g) < 0) order.push(g);
+      (groups[g] = groups[g] || []).push(f);
+    });
+    order.concat(["other"]).forEach(function (g) {
       if (!groups[g]) return;
-      box.appendChild(el("h3", {}, g));
+      box.appendChild(el("h3", {}, GROUP_TITLES[g] || words(g)));
       groups[g].forEach(function (f) {
         var wrap = el("div", {id: "f_" + f.key}), id = "s_" + f.key, inp, ch = choicesOf(f);
-        var lab = el("label", {"for": id}, f.label || words(f.key));
-        if (f.unit) lab.appendChild(el("span", {"class": "mut"}, " (" + f.unit + ")"));
+        var lab = el("label", {"for": id}, f.label || LABELS[f.key] || words(f.key));
+        if (f.unit) lab.appendChild(el("span", {"class": "mut"}, " (" + (UNITS[f.unit] || f.unit) + ")"));
         wrap.appendChild(lab);
         if (ch) {
           inp = el("select", {id: id});
@@ -264,7 +282,7 @@
           if (f.max !== undefined && f.max !== null) inp.max = f.max;
         } else {
           inp = el("input", {id: id, type: f.secret ? "password" : "text", autocomplete: "off"});
-          if (f.secret) inp.placeholder = "unchanged";
+          if (f.maxlen || f.max_len) inp.maxLength = f.max_len || f.maxlen;
         }
         inp.name = f.key;
         inp.addEventListener("input", function () { validate(); });
@@ -272,7 +290,7 @@
         var hint = [];
         if (f.min !== undefined && f.min !== null && isNum(f)) hint.push(f.min + " … " + f.max);
         if (f.help || f.description) hint.push(f.help || f.description);
-        if (f["default"] !== undefined && !f.secret) hint.push("default " + f["default"]);
+        if (f["default"] !== undefined && f["default"] !== "" && !f.secret) hint.push("default " + f["default"]);
         wrap.appendChild(el("div", {"class": "mut"}, hint.join(" · ")));
         wrap.appendChild(el("div", {"class": "err", id: "e_" + f.key}));
         box.appendChild(wrap);
@@ -286,6 +304,7 @@
       if (!inp) return;
       if (inp.type === "checkbox") inp.checked = !!v;
       else inp.value = f.secret || v === undefined || v === null ? "" : v;
+      if (f.secret) inp.placeholder = settings[f.key + "_set"] ? "set (leave empty to keep)" : "not set";
     });
     validate(); txt("smsg", "");
   }
@@ -293,6 +312,8 @@
     var inp = $("s_" + f.key);
     if (inp.type === "checkbox") return inp.checked;
     if (inp.type === "number") return inp.value.trim() === "" ? NaN : Number(inp.value);
+    var ch = choicesOf(f);
+    if (ch && typeof ch[0] === "number") return Number(inp.value);
     return inp.value;
   }
   function fieldError(f, v) {
@@ -307,11 +328,12 @@
     if (typeof v === "string") {
       var maxl = f.max_len || f.maxlen || f.max_length;
       if (maxl && v.length > maxl) return "at most " + maxl + " characters";
-      if (f.secret && v !== "" && f.min_len && v.length < f.min_len) return "at least " + f.min_len + " characters";
-      if (f.pattern && v !== "" && !new RegExp("^(?:" + f.pattern + ")$").test(v)) return "invalid format";
+      var minl = f.secret ? (v === "" ? 0 : f.min_len_if_set || f.min_len) : f.min_len;
+      if (minl && v.length < minl) return "at least " + minl + " character" + (minl > 1 ? "s" : "");
+      if (f.pattern && !new RegExp("^(?:" + f.pattern + ")$").test(v)) return "invalid format";
     }
     if (f.key === "bms_mac" && v && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(v)) return "format AA:BB:CC:DD:EE:FF";
-    if (f.key === "hostname" && !/^[a-z0-9-]{1,32}$/.test(v)) return "1..32 of a-z 0-9 -";
+    if (f.key === "hostname" && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(v)) return "a-z, 0-9 and - (not at either end)";
     if (f.key === "wifi_password" && v && (v.length < 8 || v.length > 63)) return "8..63 characters";
     if (f.key === "relay_pin" && ((v >= 6 && v <= 11) || v >= 34)) return "not an output-capable GPIO";
     return "";
@@ -320,7 +342,8 @@
   var RULES = [
     [["min_soc", "max_soc"], function (s) { return s.min_soc <= s.max_soc - 5; }, "min_soc", "must be at least 5 below max SOC"],
     [["temp_min_c", "temp_hyst_c", "temp_max_c"], function (s) { return s.temp_min_c + 2 * s.temp_hyst_c < s.temp_max_c; }, "temp_max_c", "must exceed temp min + 2 × hysteresis"],
-    [["stale_s", "poll_interval_s"], function (s) { return s.stale_s >= 2 * s.poll_interval_s; }, "stale_s", "must be at least 2 × poll interval"]
+    [["stale_s", "poll_interval_s"], function (s) { return s.stale_s >= 2 * s.poll_interval_s; }, "stale_s", "must be at least 2 × poll interval"],
+    [["led_pin", "relay_pin"], function (s) { return s.led_pin !== s.relay_pin; }, "led_pin", "must differ from the relay pin"]
   ];
   function validate() {
     var vals = {}, errs = {}, ok = true;

@@ -6,6 +6,9 @@ tests/host/simfixture.py instead. It keeps the contract's shapes and nothing mor
 import json
 import math
 import os
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,23 +38,8 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-SCHEMA = [
-    {"key": "bms_protocol", "type": "str", "default": "auto",
-     "choices": ["auto", "jbd", "jk02_24s", "jk02_32s", "daly"]},
-    {"key": "bms_mac", "type": "str", "default": ""},
-    {"key": "bms_name", "type": "str", "default": ""},
-    {"key": "poll_interval_s", "type": "int", "default": 5, "min": 2, "max": 300},
-    {"key": "max_soc", "type": "int", "default": 100, "min": 50, "max": 100},
-    {"key": "min_soc", "type": "int", "default": 80, "min": 5, "max": 99},
-    {"key": "cell_max_v", "type": "float", "default": 3.6, "min": 3.4, "max": 3.65},
-    {"key": "temp_min_c", "type": "float", "default": 2, "min": 0, "max": 20},
-    {"key": "temp_max_c", "type": "float", "default": 45, "min": 25, "max": 55},
-    {"key": "temp_hyst_c", "type": "float", "default": 3, "min": 0.5, "max": 10},
-    {"key": "stale_s", "type": "int", "default": 30, "min": 10, "max": 600},
-    {"key": "relay_active_low", "type": "bool", "default": True},
-    {"key": "wifi_password", "type": "str", "default": "", "secret": True},
-    {"key": "hostname", "type": "str", "default": "smartbms"},
-]
+sys.path.insert(0, os.path.join(ROOT, "modules"))
+from smartbms import settings as settings_mod  # noqa: E402  (pure logic: the real schema and rules)
 
 
 class MockDevice:
@@ -62,7 +50,9 @@ class MockDevice:
         self.password = password
         self.sessions = set()
         self.t0 = time.time()
-        self.settings = dict((f["key"], f["default"]) for f in SCHEMA if not f.get("secret"))
+        self.tmp = tempfile.mkdtemp(prefix="smartbms-mock-")
+        self.store = settings_mod.Settings(os.path.join(self.tmp, "settings.json"))
+        self.store.load()
         self.override = None
         self.events = [{"seq": i + 1, "up_s": i * 60, "t": None, "kind": "boot" if i == 0 else "relay",
                         "msg": "event %d" % (i + 1)} for i in range(3)]
@@ -93,25 +83,17 @@ class MockDevice:
                        "setup_mode": False, "safe_mode": False},
         }
 
+    @property
+    def settings(self):
+        return self.store.public()
+
     def history(self):
-        pts = [[-(120 - i) * 60, 50 + i / 12, 13.2 + i / 600, 10 - i / 20] for i in range(121)]
-        return {"interval_s": 60, "points": pts}
-
-    def check_settings(self, partial):
-        spec = dict((f["key"], f) for f in SCHEMA)
-        for k, v in partial.items():
-            f = spec.get(k)
-            if f is None:
-                return k, "unknown key"
-            if f["type"] in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                return k, "must be a number"
-            if "min" in f and not f["min"] <= v <= f["max"]:
-                return k, "out of range %s..%s" % (f["min"], f["max"])
-        new = dict(self.settings, **partial)
-        if new["min_soc"] > new["max_soc"] - 5:
-            return "min_soc", "must be at least 5 below max_soc"
-        return None
-
+        # GET /api/history's shape (smartbms.history.series): columns, null for minutes without data
+        n = 121
+        soc = [None if 40 <= i < 45 else round(50 + i / 12, 1) for i in range(n)]
+        volt = [None if x is None else round(13.2 + i / 600, 2) for i, x in enumerate(soc)]
+        amp = [None if x is None else round(10 - i / 20, 1) for i, x in enumerate(soc)]
+        return {"interval_s": 60, "start_s": 0, "count": n, "soc": soc, "voltage": volt, "current": amp}
 
 def _handler(dev):
     class Handler(BaseHTTPRequestHandler):
@@ -165,8 +147,8 @@ def _handler(dev):
                 answers = {
                     "/api/status": dev.status,
                     "/api/history": dev.history,
-                    "/api/settings": lambda: dict(dev.settings),
-                    "/api/settings/schema": lambda: SCHEMA,
+                    "/api/settings": dev.store.public,
+                    "/api/settings/schema": settings_mod.schema_public,
                     "/api/events": lambda: dev.events,
                     "/api/wifi/scan": lambda: [{"ssid": "simnet", "rssi": -50, "secure": True},
                                                {"ssid": "cafe", "rssi": -80, "secure": False}],
@@ -181,12 +163,14 @@ def _handler(dev):
             if self.path != "/api/settings" or not self._authed():
                 return self._send(401, {"error": "login required"})
             body = self._json()
+            if not isinstance(body, dict):
+                return self._send(400, {"error": "malformed JSON", "field": None})
             with dev.lock:
-                bad = dev.check_settings(body) if isinstance(body, dict) else ("", "bad json")
-                if bad:
-                    return self._send(422, {"error": bad[1], "field": bad[0]})
-                dev.settings.update(body)
-                return self._send(200, dict(dev.settings))
+                try:
+                    dev.store.update(body)
+                except settings_mod.SettingsError as e:
+                    return self._send(422, {"error": e.message, "field": e.field})
+                return self._send(200, dev.store.public())
 
         def do_POST(self):
             path = self.path
@@ -251,6 +235,7 @@ class MockServer:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+        shutil.rmtree(self.dev.tmp, ignore_errors=True)
 
 
 def page_errors(page):
@@ -278,11 +263,12 @@ def canvas_has_ink(page, selector="#chart"):
 
 
 def have_sim():
+    """The sim tests need simfixture and the application's web layer to exist."""
     try:
         import simfixture  # noqa: F401
     except ImportError:
         return False
-    return True
+    return all(os.path.exists(os.path.join(ROOT, "modules", "smartbms", n)) for n in ("app.py", "web.py"))
 
 
 __all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "canvas_has_ink",
