@@ -38,11 +38,11 @@ class _Flash:
 
     def program(self, addr, data):
         # NOR flash: programming only clears bits, as a write without erase does
-        old = bytearray(len(data))
+        n = len(data)
+        old = bytearray(n)
         self.read(addr, old)
-        for i in range(len(data)):
-            old[i] &= data[i]
-        self.write(addr, old)
+        both = int.from_bytes(old, "little") & int.from_bytes(data, "little")
+        self.write(addr, both.to_bytes(n, "little"))
 
     def erase(self, addr, size):
         self.write(addr, b"\xff" * size)
@@ -154,7 +154,7 @@ class Partition:
         if op == 6:
             _dev().erase(self._addr(arg, 0, self.block_size), self.block_size)
             return 0
-        return None if op in (1, 2, 3) else -22
+        return 0 if op in (1, 2, 3) else -22  # init, deinit, sync
 
     def get_next_update(self):
         slots = _app_slots()
