@@ -242,7 +242,7 @@ def run(scenario, out=None):
                 ctrl = Controller(settings, stored)
                 boot_t = t
                 reading = None
-                next_poll = t
+                next_poll = t + poll  # the BMS link needs a moment after boot
             now = int(t - boot_t)
             wall = int(WALL_START + t) if wall_clock else None
             if "override" in ev:
@@ -301,6 +301,9 @@ def main(argv):
     except ScenarioError as e:
         print("simulate: error: %s" % e, file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): not an error of ours
+        sys.stderr.close()
+        return 0
     return 0
 
 
