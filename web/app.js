@@ -477,7 +477,7 @@
       try { j = JSON.parse(x.responseText); } catch (err) { j = {}; }
       btn.disabled = false;
       if (x.status === 401) { location.href = "/login"; return; }
-      if (x.status >= 200 && x.status < 300) { prog.value = 100; txt("fmsg", j.message || ("Installed " + (j.version || "") + "; rebooting…").replace("  ", " ")); }
+      if (x.status >= 200 && x.status < 300) { prog.value = 100; txt("fmsg", "Installed " + (j.version || "the image") + (j.slot ? " in " + j.slot : "") + (j.reboot === false ? "." : "; the device restarts now.")); }
       else txt("ferr", j.error || ("Upload failed: HTTP " + x.status));
     };
     x.onerror = function () { btn.disabled = false; txt("ferr", "Connection lost during upload"); };
@@ -491,7 +491,7 @@
     if (!/^[0-9a-f]{64}$/.test(sha)) { txt("uerr", "SHA-256 must be 64 hex digits"); return; }
     txt("umsg", "Downloading…");
     api("POST", "/api/ota/url", {url: url, sha256: sha}).then(function (j) {
-      txt("umsg", j.message || "Installed; rebooting…");
+      txt("umsg", "Installed " + (j.version || "the image") + (j.slot ? " in " + j.slot : "") + "; the device restarts now.");
     }, function (err) { txt("umsg", ""); txt("uerr", err.message); });
   });
   $("reboot").addEventListener("click", function () {

@@ -180,9 +180,10 @@ def _handler(dev):
                 if not self._authed():
                     return self._send(401, {"error": "login required"})
                 dev.uploads.append((self.headers.get("Content-Type"), data))
+                # the answers of smartbms.ota.http: 400 {"error"} or the image info
                 if not data.startswith(b"\xe9"):
-                    return self._send(422, {"error": "not an ESP32 app image (bad magic)"})
-                return self._send(200, {"ok": True, "version": "9.9.9"})
+                    return self._send(400, {"error": "not an ESP32 app image (bad magic)"})
+                return self._send(200, {"version": "9.9.9", "slot": "ota_1", "reboot": True})
             body = self._json()
             if body is None:
                 return self._send(400, {"error": "malformed JSON"})
