@@ -144,6 +144,8 @@ def test_missing_file_gives_defaults_and_logs_why():
     assert s.load() == "defaults"
     assert s["max_soc"] == 100 and s.get("hostname") == "smartbms"
     assert "no settings file" in log.text()
+    assert s.load_log == [m for _k, m in log.lines]  # kept for an event log created later
+    assert all(k == "settings" for k, _m in log.lines)
 
 
 def test_update_saves_and_reloads():
@@ -376,10 +378,12 @@ def test_stale_new_file_is_ignored_and_removed():
 def test_file_from_a_newer_firmware_keeps_known_keys():
     d = _tmpdir("newer")
     _write(d + "/settings.json", json.dumps({"version": 7, "max_soc": 90, "future_knob": 3}))
+    before = _read(d + "/settings.json")
     log = _Log()
     s = Settings(d + "/settings.json", log=log)
     assert s.load() == "main" and s["max_soc"] == 90
     assert "future_knob" in log.text()
+    assert _read(d + "/settings.json") == before  # not rewritten just for loading it
 
 
 # ---- migrations ----
