@@ -14,7 +14,7 @@ Scenario (every key optional except duration_h; unknown keys are an error):
   battery         capacity_ah, cells, soc, charger_a, load_a, temperature_c,
                   imbalance_pct (cell spread in %, default 1), balance_a (default 1),
                   load_schedule ([[hour_of_day, amps], ...], a daily load pattern)
-  settings        charge settings (see SETTINGS below), validated with their ranges
+  settings        any smartbms setting (the charge ones matter), validated by smartbms.settings
   events          [{"at_h": H, <one or more actions>}, ...] in any order; actions:
                   load_a, charger_a, temperature_c (numbers), load_schedule (list or null),
                   ble ("up" | "down": the BMS stops answering), reboot (true: the controller
@@ -33,28 +33,10 @@ for _sub in ("modules", "sim"):
         sys.path.insert(0, _p)
 
 from battery import FAULTS, Battery  # noqa: E402
+from smartbms import settings as settings_schema  # noqa: E402
 from smartbms.charge.controller import Controller  # noqa: E402
 
 WALL_START = 1767225600  # 2026-01-01T00:00:00Z, so runs are reproducible
-
-# Charge settings the simulator accepts: key -> (default, low, high, integer-only).
-# The same keys, defaults and ranges as smartbms.settings.
-SETTINGS = {
-    "poll_interval_s": (5, 2, 300, True),
-    "max_soc": (100, 50, 100, True),
-    "min_soc": (80, 5, 99, True),
-    "tail_current_c": (0.05, 0.01, 0.5, False),
-    "eoc_max_min": (30, 0, 240, True),
-    "cell_max_v": (3.60, 3.40, 3.65, False),
-    "charge_timeout_h": (3.5, 0.5, 24, False),
-    "timeout_rest_min": (60, 0, 1440, True),
-    "temp_min_c": (2, 0, 20, False),
-    "temp_max_c": (45, 25, 55, False),
-    "temp_hyst_c": (3, 0.5, 10, False),
-    "stale_s": (30, 10, 600, True),
-    "full_every_days": (0, 0, 90, True),
-    "min_switch_s": (60, 0, 3600, True),
-}
 
 BATTERY_KEYS = ("capacity_ah", "cells", "soc", "charger_a", "load_a", "temperature_c",
                 "imbalance_pct", "balance_a", "load_schedule")
@@ -88,21 +70,18 @@ def _keys(where, d, allowed):
 
 
 def validate_settings(partial):
-    """Defaults + `partial`, range- and cross-checked; raises ScenarioError on any problem."""
-    _keys("settings", partial, SETTINGS)
-    out = {}
-    for key, (default, lo, hi, integer) in SETTINGS.items():
-        v = partial.get(key, default)
-        if integer and not (isinstance(v, int) and not isinstance(v, bool)):
-            raise ScenarioError("settings.%s must be an integer, not %s" % (key, json.dumps(v)))
-        out[key] = _num("settings." + key, v, lo, hi)
-    if out["min_soc"] > out["max_soc"] - 5:
-        raise ScenarioError("settings: min_soc must be at least 5 below max_soc")
-    if out["temp_min_c"] + 2 * out["temp_hyst_c"] >= out["temp_max_c"]:
-        raise ScenarioError("settings: temp_min_c + 2 * temp_hyst_c must be below temp_max_c")
-    if out["stale_s"] < 2 * out["poll_interval_s"]:
-        raise ScenarioError("settings: stale_s must be at least 2 * poll_interval_s")
-    return out
+    """Defaults + `partial`, checked by smartbms.settings (ranges and cross-field rules);
+    raises ScenarioError on any problem."""
+    if not isinstance(partial, dict):
+        raise ScenarioError("settings must be an object")
+    values = settings_schema.defaults()
+    try:
+        for key, v in partial.items():
+            values[key] = settings_schema.check_value(key, v)
+        settings_schema.check_rules(values, tuple(partial))
+    except settings_schema.SettingsError as e:
+        raise ScenarioError("settings.%s: %s" % (e.field, e.message) if e.field else "settings: " + e.message)
+    return values
 
 
 def _load_schedule(where, v):
