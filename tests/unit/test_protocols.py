@@ -61,3 +61,19 @@ def test_uuid16_forms():
     assert protocols.uuid16("0000fff0-0000-1000-8000-00805f9b34fb") == 0xFFF0
     assert protocols.uuid16("6e400001-b5a3-f393-e0a9-e50e24dcca9e") is None
     assert protocols.uuid16(-1) is None
+
+
+def test_every_driver_has_the_interface():
+    for name in protocols.NAMES:
+        d = protocols.get(name)
+        assert d.name == name
+        assert isinstance(d.service_uuids, tuple) and d.service_uuids
+        assert d.streams in (True, False)
+        for req in d.start_requests() + d.poll_requests():
+            assert isinstance(req, bytes) and len(req) <= 20
+        a = d.new_assembler()
+        assert a.feed(b"", lambda f: None) == 0
+        for attr in ("frames", "dropped_bytes", "bad_checksum", "oversize", "stalled"):
+            assert getattr(a, attr) == 0
+        # non-streaming drivers must poll something
+        assert d.streams or d.poll_requests()
