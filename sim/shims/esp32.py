@@ -10,6 +10,7 @@ from smartbms.ota import otadata
 FLASH_SIZE = 0x400000
 TABLE_OFFSET = 0x8000
 BLOCK = 4096
+_ERASED = b"\xff" * BLOCK
 
 _flash_path = None
 _running = None  # label of the slot sim_boot booted
@@ -32,9 +33,10 @@ class _Flash:
     def write(self, addr, data):
         if addr < 0 or addr + len(data) > FLASH_SIZE:
             raise OSError(22)
+        # unbuffered: a killed process (a power cut) keeps every completed write; no
+        # fsync, which only matters if the host itself crashes
         self.f.seek(addr)
         self.f.write(data)
-        self.f.flush()
 
     def program(self, addr, data):
         # NOR flash: programming only clears bits, as a write without erase does
@@ -45,7 +47,11 @@ class _Flash:
         self.write(addr, both.to_bytes(n, "little"))
 
     def erase(self, addr, size):
-        self.write(addr, b"\xff" * size)
+        while size > 0:
+            k = min(size, BLOCK)
+            self.write(addr, _ERASED if k == BLOCK else _ERASED[:k])
+            addr += k
+            size -= k
 
 
 _flash = None
@@ -141,8 +147,9 @@ class Partition:
         if offset is None:
             addr = self._addr(block, 0, len(buf))
             size = (len(buf) + BLOCK - 1) // BLOCK * BLOCK
-            _dev().erase(addr, size)
-            _dev().write(addr, buf)
+            if size != len(buf):
+                _dev().erase(addr + size - BLOCK, BLOCK)  # the partly written last block
+            _dev().write(addr, buf)  # erase + program of whole blocks = the new bytes
         else:
             _dev().program(self._addr(block, offset, len(buf)), buf)
 

@@ -34,12 +34,27 @@ def test_stream_in_odd_chunks_then_activate():
         u.write(IMG[i:i + 1000])
     info = u.finish()
     assert info["slot"] == "ota_1" and info["version"] == "0.2.0"
-    assert info["sha256"] == "".join("%02x" % b for b in hashlib.sha256(IMG).digest())
+    assert info["sha256"] is None  # no X-Image-SHA256: the appended hash is the check
+    assert info["image_sha256"] == "".join("%02x" % b for b in IMG[-32:])
     assert _boot_label() == "ota_1"
     back = bytearray(len(IMG))
     esp32.Partition("ota_1").readblocks(0, back)
     assert back == IMG
     assert sim_boot.boot(path, quiet) == ("ota_1", "pending_verify")
+
+
+def test_expected_digest_checked_while_streaming():
+    otaflash.fresh("upd_sha")
+    sha = "".join("%02x" % b for b in hashlib.sha256(IMG).digest())
+    u = Updater(len(IMG), sha)
+    u.write(IMG)
+    assert u.finish()["sha256"] == sha
+    otaflash.fresh("upd_sha2")
+    u = Updater(len(IMG), "11" * 32)
+    u.write(IMG)
+    assert "X-Image-SHA256" in str(raises(ImageError, u.finish))
+    u.abort()
+    assert _boot_label() == "ota_0"
 
 
 def test_bad_image_leaves_boot_slot_and_running_slot_alone():

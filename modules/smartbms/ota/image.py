@@ -82,9 +82,9 @@ def is_version(text):
     return True
 
 
-def _xor_bytes(data):
+def _xor_fold(data):
     # XOR of all bytes via one big integer folded onto itself: far faster than a Python
-    # loop on MicroPython, and the temporaries are freed at once.
+    # loop, with short-lived temporaries (used where viper is not available).
     n = len(data)
     if not n:
         return 0
@@ -100,6 +100,15 @@ def _xor_bytes(data):
     return x
 
 
+try:
+    from smartbms.ota._xor_native import xor_bytes as _xor_viper
+
+    def _xor_bytes(data):
+        return _xor_viper(data, len(data))
+except (ImportError, SyntaxError, NameError, ValueError):
+    _xor_bytes = _xor_fold
+
+
 class ImageChecker:
     """Feed an image with feed(chunk); finish() returns a dict or raises ImageError.
 
@@ -107,15 +116,17 @@ class ImageChecker:
     whole body must have (X-Image-SHA256), or None. app_policy=False checks only what
     ESP-IDF's own verification checks (used by the simulated set_boot). in_slot=True
     stops at the image end (reading a slot, which is padded with 0xFF) instead of
-    refusing trailing bytes."""
+    refusing trailing bytes. body_digest=False skips hashing the whole body a second time
+    when no expected digest is given (the appended SHA-256 still covers the image)."""
 
-    def __init__(self, slot_size, expected_sha256=None, app_policy=True, in_slot=False):
+    def __init__(self, slot_size, expected_sha256=None, app_policy=True, in_slot=False, body_digest=True):
         self.slot_size = slot_size
         self.app_policy = app_policy
         self.in_slot = in_slot
         self.expected = _digest_bytes(expected_sha256) if expected_sha256 is not None else None
         self._img_hash = hashlib.sha256()
-        self._body_hash = None if in_slot else hashlib.sha256()
+        want_body = not in_slot and (body_digest or self.expected is not None)
+        self._body_hash = hashlib.sha256() if want_body else None
         self._buf = bytearray(HEADER_LEN)  # header, then segment headers
         self._hash_buf = bytearray(32)
         self._desc = bytearray(DESC_LEN)
@@ -135,7 +146,8 @@ class ImageChecker:
         self.project = None
         self.version = None
         self.chip = None
-        self.digest = None  # SHA-256 of the whole body, when finished
+        self.digest = None  # SHA-256 of the whole body, when finished (and computed)
+        self.image_digest = None  # SHA-256 of the image before its appended hash
 
     @property
     def complete(self):
@@ -216,7 +228,8 @@ class ImageChecker:
             else:
                 self._done()
         elif st == _HASH:
-            if self._img_hash.digest() != bytes(self._hash_buf):
+            self.image_digest = self._img_hash.digest()
+            if self.image_digest != bytes(self._hash_buf):
                 raise ImageError("appended SHA-256 does not match the image (corrupt image)")
             self._done()
 
@@ -314,7 +327,8 @@ class ImageChecker:
         if self.expected is not None and digest != self.expected:
             raise ImageError("SHA-256 of the upload does not match X-Image-SHA256")
         return {"version": self.version, "project": self.project, "size": self.image_len,
-                "sha256": _hex(digest) if digest else None}
+                "sha256": _hex(digest) if digest else None,
+                "image_sha256": _hex(self._hash_buf) if self._hash_appended else None}
 
 
 _STATE_NAMES = ("the header", "a segment header", "segment data", "the checksum padding",

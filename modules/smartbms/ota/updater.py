@@ -23,7 +23,9 @@ class Updater:
         info = self.target.info()
         self.label = info[4]
         self.slot_size = info[3]
-        self.checker = ImageChecker(self.slot_size, expected_sha256)
+        # the appended SHA-256 covers the image; a second whole-body hash only to check
+        # an X-Image-SHA256 the client sent
+        self.checker = ImageChecker(self.slot_size, expected_sha256, body_digest=False)
         if length is not None:
             self.checker.check_length(length)
         self.length = length
@@ -97,9 +99,12 @@ class Updater:
             pass
 
     def verify_steps(self):
-        """verify() one block per step, so an async caller can yield between blocks."""
+        """verify() one block per step, so an async caller can yield between blocks.
+        Re-hashes the slot up to the appended hash and compares with the digest computed
+        while streaming; the appended hash itself must read back unchanged too."""
+        c = self.checker
         h = hashlib.sha256()
-        left = self.checker.image_len
+        left = c.image_len - 32 if c.image_digest is not None else c.image_len
         b = 0
         while left > 0:
             try:
@@ -111,7 +116,16 @@ class Updater:
             left -= k
             b += 1
             yield b
-        if h.digest() != self.checker.digest:
+        tail_ok = True
+        if c.image_digest is not None:
+            tail = bytearray(32)
+            try:
+                self.target.readblocks(0, tail, c.image_len - 32)
+            except OSError as e:
+                raise UpdateError("flash read-back failed: %s" % e)
+            tail_ok = tail == c._hash_buf
+        want = c.image_digest if c.image_digest is not None else c.digest
+        if not tail_ok or h.digest() != want:
             raise UpdateError("read-back verification failed: the slot does not hold what was sent")
 
     def abort(self):
