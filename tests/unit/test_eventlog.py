@@ -239,3 +239,97 @@ def test_write_errors_keep_events_pending():
 
 def test_bad_capacity_is_rejected():
     raises(ValueError, EventLog, "/tmp/smartbms-unit/none", 0)
+
+
+def test_settings_log_into_the_event_log():
+    from smartbms.settings import Settings
+
+    d = _tmpdir("settings")
+    log, _ = _log(d + "/ev", capacity=20)
+    s = Settings(d + "/settings.json", log=log)
+    s.load()
+    s.update({"max_soc": 90})
+    kinds = [e["kind"] for e in log.recent()]
+    assert kinds == ["settings", "settings"]
+    assert "max_soc 100 -> 90" in log.recent()[-1]["msg"]
+
+
+# ---- power cuts on a real littlefs (MicroPython unix port) ----
+
+class _RamBlocks:
+    """Records the device image before every program/erase and after a half-done program."""
+
+    def __init__(self, blocks=24, size=256):
+        self.size = size
+        self.data = bytearray(blocks * size)
+        self.snapshots = None
+
+    def readblocks(self, n, buf, off=0):
+        a = n * self.size + off
+        buf[:] = self.data[a:a + len(buf)]
+
+    def writeblocks(self, n, buf, off=None):
+        a = n * self.size + (off or 0)
+        if self.snapshots is not None:
+            self.snapshots.append(bytes(self.data))
+            h = len(buf) // 2
+            self.data[a:a + h] = buf[:h]
+            self.snapshots.append(bytes(self.data))
+        self.data[a:a + len(buf)] = buf
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return len(self.data) // self.size
+        if op == 5:
+            return self.size
+        if op == 6:
+            if self.snapshots is not None:
+                self.snapshots.append(bytes(self.data))
+            a = arg * self.size
+            self.data[a:a + self.size] = b"\xff" * self.size
+        return 0
+
+
+def test_power_cut_at_every_flash_write_on_littlefs():
+    from testutil import IS_MICROPYTHON, skip
+
+    if not IS_MICROPYTHON:
+        skip("littlefs block devices need the MicroPython unix port")
+    import vfs
+
+    point = "/lfs_eventlog_test"
+    bd = _RamBlocks()
+    vfs.VfsLfs2.mkfs(bd)
+    vfs.mount(vfs.VfsLfs2(bd), point)
+    cap = 4
+    try:
+        log, _ = _log(point + "/ev", capacity=cap)
+        bd.snapshots = []
+        for i in range(14):
+            log.add("info", "e%d" % (log.last_seq + 1))
+            log.flush(force=True)
+        assert log.write_errors == 0
+        bd.snapshots.append(bytes(bd.data))
+    finally:
+        vfs.umount(point)
+    snaps = bd.snapshots
+    bd.snapshots = None
+    assert len(snaps) > 28
+    for i in range(len(snaps)):
+        img = _RamBlocks()
+        img.data[:] = snaps[i]
+        vfs.mount(vfs.VfsLfs2(img), point)
+        try:
+            again, _ = _log(point + "/ev", capacity=cap)
+            r = again.recent(100)
+            seqs = [e["seq"] for e in r]
+            if seqs:
+                # the newest `cap` events that reached the flash, intact and in order
+                assert seqs == list(range(seqs[-1] - len(seqs) + 1, seqs[-1] + 1)), (i, seqs)
+                assert len(seqs) == min(cap, seqs[-1]), (i, seqs)
+                assert all(e["msg"] == "e%d" % e["seq"] for e in r)
+            s = again.add("boot", "after cut %d" % i)
+            assert s > (seqs[-1] if seqs else 0)
+        finally:
+            vfs.umount(point)
+    assert seqs[-1] == 14
