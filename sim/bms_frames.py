@@ -12,6 +12,19 @@ def fragments(frame, size=20):
     return [bytes(frame[i:i + size]) for i in range(0, len(frame), size)]
 
 
+def _clamp(x, lo, hi):
+    x = int(round(x))
+    return lo if x < lo else hi if x > hi else x
+
+
+def _u16(x):
+    return _clamp(x, 0, 0xFFFF)
+
+
+def _s16(x):
+    return _clamp(x, -0x8000, 0x7FFF)
+
+
 # ---- JBD ---------------------------------------------------------------------------
 def _jbd_sum(buf, start, end):
     s = 0
@@ -42,16 +55,17 @@ def jbd_basic_data(voltage=13.2, current=0.0, remaining_ah=50.0, nominal_ah=100.
                    extra=b""):
     ntc = len(temperatures)
     data = bytearray(23 + 2 * ntc)
-    struct.pack_into(">HhHHHHHHH", data, 0, int(round(voltage * 100)), int(round(current * 100)),
-                     int(round(remaining_ah * 100)), int(round(nominal_ah * 100)), cycles,
+    # Out-of-range values are clamped to what the fields can carry.
+    struct.pack_into(">HhHHHHHHH", data, 0, _u16(voltage * 100), _s16(current * 100),
+                     _u16(remaining_ah * 100), _u16(nominal_ah * 100), _u16(cycles),
                      production, balance & 0xFFFF, balance >> 16, protection)
     data[18] = version
-    data[19] = soc
+    data[19] = _clamp(soc, 0, 255)
     data[20] = (1 if charge_fet else 0) | (2 if discharge_fet else 0)
     data[21] = cell_count
     data[22] = ntc
     for i in range(ntc):
-        struct.pack_into(">H", data, 23 + 2 * i, int(round(temperatures[i] * 10)) + 2731)
+        struct.pack_into(">H", data, 23 + 2 * i, _u16(temperatures[i] * 10 + 2731))
     return bytes(data) + bytes(extra)
 
 
@@ -63,7 +77,7 @@ def jbd_basic(status=0, **values):
 def jbd_cells(cells):
     data = bytearray(2 * len(cells))
     for i in range(len(cells)):
-        struct.pack_into(">H", data, 2 * i, int(round(cells[i] * 1000)))
+        struct.pack_into(">H", data, 2 * i, _u16(cells[i] * 1000))
     return jbd_frame(0x04, data)
 
 
@@ -117,7 +131,7 @@ def jk02_cell_info(cells=(3.3, 3.3, 3.3, 3.3), voltage=None, current=0.0, soc=50
         voltage = sum(cells)
     t = []
     for x in (list(temperatures) + [None, None])[:2]:
-        t.append(JK_NO_SENSOR if x is None else int(round(x * 10)))
+        t.append(JK_NO_SENSOR if x is None else _s16(x * 10))
     struct.pack_into("<I", buf, 118 + off, int(round(voltage * 1000)))
     struct.pack_into("<i", buf, 126 + off, int(round(current * 1000)))
     struct.pack_into("<hh", buf, 130 + off, t[0], t[1])
@@ -127,7 +141,7 @@ def jk02_cell_info(cells=(3.3, 3.3, 3.3, 3.3), voltage=None, current=0.0, soc=50
     else:
         struct.pack_into("<h", buf, 134, int(round(mos_temp * 10)))
         struct.pack_into(">H", buf, 136, errors)
-    buf[141 + off] = soc
+    buf[141 + off] = _clamp(soc, 0, 255)
     struct.pack_into("<III", buf, 142 + off, int(round(remaining_ah * 1000)),
                      int(round(nominal_ah * 1000)), cycles)
     buf[166 + off] = 1 if charge_fet else 0
@@ -174,15 +188,15 @@ def daly_status_registers(cells=(3.3, 3.3, 3.3, 3.3), temperatures=(25,), voltag
     value for registers 0x3A..0x3D (0x3A most significant)."""
     regs = [0] * count
     for i in range(len(cells)):
-        regs[i] = int(round(cells[i] * 1000))
+        regs[i] = _u16(cells[i] * 1000)
     for i in range(len(temperatures)):
-        regs[0x20 + i] = int(round(temperatures[i])) + 40
+        regs[0x20 + i] = _u16(temperatures[i] + 40)
     if voltage is None:
         voltage = sum(cells)
-    regs[0x28] = int(round(voltage * 10))
-    regs[0x29] = int(round(current * 10)) + 30000
-    regs[0x2A] = int(round(soc * 10))
-    regs[0x30] = int(round(remaining_ah * 10))
+    regs[0x28] = _u16(voltage * 10)
+    regs[0x29] = _u16(current * 10 + 30000)
+    regs[0x2A] = _u16(soc * 10)
+    regs[0x30] = _u16(remaining_ah * 10)
     regs[0x31] = len(cells)
     regs[0x32] = len(temperatures)
     regs[0x33] = cycles

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Decode BMS notifications into JSON, using the firmware's own codecs.
+
+    bms_decode.py PROTOCOL HEX [HEX ...]
+
+PROTOCOL is jbd, jk02_24s, jk02_32s or daly. Each HEX argument is one BLE notification
+(spaces and colons allowed), fed in order through the protocol's assembler. Prints one JSON
+object per complete frame, one per line:
+  - measurement frames: the Reading fields (voltage V, current A (+ = charging), soc %,
+    remaining_ah, nominal_ah, cycles, cells [V], temperatures [degC], charge_fet,
+    discharge_fet, faults); a JBD basic-info frame omits `cells`, a JBD cell frame has
+    `cells` only; a field the frame does not carry is null (e.g. Daly nominal_ah);
+  - other frames: a small object of their own: JBD model {"model"}, JBD write ack
+    {"register", "ack", "data"}, JK device info {"type": "device_info", "vendor",
+    "hardware", "software", "name"}, JK settings {"type": "settings"}, other Daly
+    responses {"type": "response", "bytes", "data"}.
+A corrupt, truncated or non-hex input prints a one-line reason on stderr and exits 2.
+"""
+import json
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_MODULES = os.path.join(os.path.dirname(_HERE), "modules")
+if _MODULES not in sys.path:
+    sys.path.insert(0, _MODULES)
+
+from smartbms.bms import protocols  # noqa: E402
+from smartbms.bms.reading import BMSError, Reading  # noqa: E402
+
+# Decimal places per field: the codecs' resolution (JK reports mV, mA, mAh).
+_PLACES = {
+    "voltage": 3,
+    "current": 3,
+    "remaining_ah": 3,
+    "nominal_ah": 3,
+    "soc": 1,
+    "cells": 3,
+    "temperatures": 1,
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _round(key, value):
+    places = _PLACES.get(key)
+    if places is None or value is None:
+        return value
+    if isinstance(value, list):
+        return [round(v, places) for v in value]
+    if isinstance(value, float):
+        v = round(value, places)
+        return int(v) if key == "soc" and v == int(v) else v
+    return value
+
+
+def reading_json(reading, fields=None):
+    """The Reading as a JSON-ready dict (rounded), optionally limited to `fields`."""
+    d = reading.to_dict()
+    out = {}
+    for key in d:
+        if fields is None or key in fields:
+            out[key] = _round(key, d[key])
+    return out
+
+
+_JBD_BASIC_FIELDS = tuple(k for k in Reading().to_dict() if k != "cells")
+
+
+def _fields_for(protocol, frame):
+    """Which Reading fields this frame carries (None = all)."""
+    if protocol == "jbd":
+        return ("cells",) if frame[1] == 0x04 else _JBD_BASIC_FIELDS
+    return None
+
+
+class FrameDecoder:
+    """Notifications in, JSON-ready dicts out: the pipeline shared with bms_probe."""
+
+    def __init__(self, protocol):
+        if protocol not in protocols.NAMES:
+            raise UsageError("unknown protocol %r (use one of: %s)" % (protocol, ", ".join(protocols.NAMES)))
+        self.protocol = protocol
+        self.driver = protocols.get(protocol)
+        self.assembler = self.driver.new_assembler()
+        self._out = []
+        self._error = None
+
+    def _sink(self, frame):
+        reading = Reading()
+        try:
+            if self.driver.decode(frame, reading):
+                self._out.append(reading_json(reading, _fields_for(self.protocol, frame)))
+            else:
+                self._out.append(self.driver.info(frame))
+        except BMSError as e:
+            if self._error is None:
+                self._error = str(e)
+
+    def feed(self, data, now_ms=None):
+        """Feed one notification; returns the dicts of the frames it completed. Raises
+        BMSError for a complete frame that does not decode."""
+        self._out = []
+        self._error = None
+        self.assembler.feed(data, self._sink, now_ms)
+        if self._error is not None:
+            raise BMSError(self._error)
+        return self._out
+
+    def problems(self):
+        """Why the input so far was not clean, or None."""
+        a = self.assembler
+        if a.bad_checksum:
+            return "%d frame(s) with a bad checksum" % a.bad_checksum
+        if a.oversize:
+            return "%d frame(s) longer than the protocol allows" % a.oversize
+        if a.pending():
+            return "truncated frame: %d byte(s) of an incomplete frame at the end" % a.pending()
+        if not a.frames:
+            if a.dropped_bytes:
+                return "no %s frame found (%d byte(s) of other data)" % (self.protocol, a.dropped_bytes)
+            return "no %s frame found" % self.protocol
+        return None
+
+
+def parse_hex(arg, index):
+    text = arg.replace(" ", "").replace(":", "").replace("\n", "")
+    if text[:2].lower() == "0x":
+        text = text[2:]
+    if not text:
+        raise UsageError("argument %d is empty" % index)
+    if len(text) % 2:
+        raise UsageError("argument %d has an odd number of hex digits" % index)
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError("argument %d is not hex: %r" % (index, arg[:40]))
+
+
+def main(argv=None, out=None, err=None):
+    argv = sys.argv[1:] if argv is None else argv
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if argv and argv[0] in ("-h", "--help"):
+        out.write(__doc__)
+        return 0
+    try:
+        if len(argv) < 2:
+            raise UsageError("usage: bms_decode.py PROTOCOL HEX [HEX ...] (PROTOCOL: %s)" % "|".join(protocols.NAMES))
+        decoder = FrameDecoder(argv[0])
+        notifications = [parse_hex(a, i + 2) for i, a in enumerate(argv[1:])]
+        for n in notifications:
+            for obj in decoder.feed(n):
+                out.write(json.dumps(obj) + "\n")
+        problem = decoder.problems()
+        if problem:
+            raise BMSError(problem)
+    except (UsageError, BMSError) as e:
+        err.write("bms_decode: %s\n" % e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
