@@ -194,7 +194,16 @@ class Auth:
     def set_password(self, password, iterations=ITERATIONS):
         """Validate, hash and store a new password; ends every session. AuthError on bad
         input (nothing changed); an OSError from saving also leaves the old password."""
-        stored = make_hash(password, iterations)
+        self._store(make_hash(password, iterations))
+
+    async def set_password_async(self, password, iterations=ITERATIONS):
+        """set_password() without holding the event loop for the whole hash."""
+        pw = check_password_text(password)
+        salt = os.urandom(SALT_BYTES)
+        key = await pbkdf2_sha256_async(pw, salt, iterations)
+        self._store("pbkdf2$%d$%s$%s" % (iterations, _hex(salt), _hex(key)))
+
+    def _store(self, stored):
         if hasattr(self._settings, "set_secret"):
             self._settings.set_secret(HASH_KEY, stored)
         else:

@@ -1,0 +1,709 @@
+# The HTTP API and the web UI (microdot), talking to the rest of the firmware only through
+# the app context `ctx` (docs/design.md "The application context").
+#
+# Defences that keep a small device alive on a LAN:
+# - the request head (line + headers, and a body up to BODY_LIMIT) must arrive within
+#   HEAD_TIMEOUT_MS and stay under MAX_HEAD_BYTES; a streamed body (OTA) may pause at most
+#   IDLE_TIMEOUT_MS between reads; a client that does not take its answer within
+#   WRITE_TIMEOUT_MS is dropped;
+# - at most MAX_ACTIVE requests are handled at once, MAX_WAITING more wait a moment for a
+#   slot, anything beyond is answered 503 at once;
+# - bodies over BODY_LIMIT get 413 before a byte of them is read, except on the routes
+#   given a larger limit with set_body_limit() (the OTA upload), which must read
+#   request.stream;
+# - every error is JSON {"error", "field"} with a 4xx code, and a rejected request changes
+#   nothing: bodies are validated completely before anything is applied.
+import json
+import sys
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    asyncio = None
+
+from microdot import Microdot, Request, Response
+
+from smartbms import clock
+from smartbms.auth import COOKIE, AuthError, AuthThrottled
+from smartbms.version import VERSION
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+BODY_LIMIT = const(16 * 1024)
+OTA_PATH = "/api/ota"
+OTA_BODY_LIMIT = const(0x1D0000)  # one app slot (boards/SMARTBMS partition table)
+HEAD_TIMEOUT_MS = const(5000)
+IDLE_TIMEOUT_MS = const(10000)
+WRITE_TIMEOUT_MS = const(10000)
+SCAN_TIMEOUT_MS = const(20000)
+MAX_HEAD_BYTES = const(4096)
+MAX_ACTIVE = const(6)
+MAX_WAITING = const(10)
+QUEUE_WAIT_MS = const(3000)
+DISCARD_BYTES = const(64 * 1024)
+DISCARD_MS = const(300)
+EVENTS_DEFAULT = const(50)
+EVENTS_MAX = const(200)
+
+PUBLIC_API = ("/api/auth", "/api/login", "/api/logout", "/api/setup")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                                "form-action 'self'; base-uri 'none'"),
+)
+
+Request.max_readline = 2048
+
+
+class ApiError(Exception):
+    def __init__(self, status, message, field=None, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def error(status, message, field=None, headers=None):
+    doc = {"error": message}
+    if field is not None:
+        doc["field"] = field
+    return Response(doc, status, headers)
+
+
+def _sleep_ms(ms):
+    return asyncio.sleep_ms(ms) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(ms / 1000)
+
+
+class _HeadTooLarge(ValueError):
+    pass
+
+
+class _Reader:
+    """The client stream as microdot reads it: caps the size of the request head, and once
+    the head is in, bounds every further read (a streamed body) by IDLE_TIMEOUT_MS."""
+
+    def __init__(self, stream, idle_ms):
+        self._s = stream
+        self._idle_s = idle_ms / 1000
+        self.head = 0
+        self.timed = False
+
+    async def _t(self, coro):
+        if not self.timed:
+            return await coro
+        return await asyncio.wait_for(coro, self._idle_s)
+
+    async def readline(self):
+        line = await self._t(self._s.readline())
+        if not self.timed:
+            self.head += len(line)
+            if self.head > MAX_HEAD_BYTES:
+                raise _HeadTooLarge("request head too large")
+        return line
+
+    async def read(self, n=-1):
+        return await self._t(self._s.read(n))
+
+    async def readexactly(self, n):
+        return await self._t(self._s.readexactly(n))
+
+    async def readinto(self, buf):
+        if hasattr(self._s, "readinto"):
+            return await self._t(self._s.readinto(buf))
+        data = await self._t(self._s.read(len(buf)))
+        buf[:len(data)] = data
+        return len(data)
+
+
+class _Writer:
+    """CPython's StreamWriter with the awrite/aclose that microdot uses (MicroPython's
+    stream already has them)."""
+
+    def __init__(self, w):
+        self._w = w
+
+    async def awrite(self, data):
+        self._w.write(data)
+        await self._w.drain()
+
+    async def aclose(self):
+        self._w.close()
+        try:
+            await self._w.wait_closed()
+        except Exception:  # noqa: BLE001 - the peer may be gone already
+            pass
+
+    def get_extra_info(self, name):
+        return self._w.get_extra_info(name)
+
+
+class WebApp(Microdot):
+    """Microdot with bounded connections, timeouts and per-route body limits."""
+
+    def __init__(self, ctx):
+        super().__init__()
+        self.ctx = ctx
+        self.body_limits = {}
+        self.active = 0
+        self.waiting = 0
+        self.rejected = 0  # connections answered 503
+        self.dropped = 0  # connections closed for a timeout or an oversize head
+        self.served = 0
+        # the limits, per instance so tests can shrink them
+        self.head_timeout_ms = HEAD_TIMEOUT_MS
+        self.idle_timeout_ms = IDLE_TIMEOUT_MS
+        self.write_timeout_ms = WRITE_TIMEOUT_MS
+        self.max_active = MAX_ACTIVE
+        self.max_waiting = MAX_WAITING
+        self.queue_wait_ms = QUEUE_WAIT_MS
+
+    async def _slot(self):
+        if self.active < self.max_active:
+            return True
+        if self.waiting >= self.max_waiting:
+            return False
+        self.waiting += 1
+        try:
+            waited = 0
+            while self.active >= self.max_active:
+                if waited >= self.queue_wait_ms:
+                    return False
+                await _sleep_ms(10)
+                waited += 10
+            return True
+        finally:
+            self.waiting -= 1
+
+    async def handle_request(self, reader, writer):
+        if not hasattr(writer, "awrite"):
+            writer = _Writer(writer)
+        if not await self._slot():
+            self.rejected += 1
+            await self._answer(writer, error(503, "busy: too many connections", headers={"Retry-After": "1"}), reader)
+            return
+        self.active += 1
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self.active -= 1
+
+    async def _handle(self, reader, writer):
+        r = _Reader(reader, self.idle_timeout_ms)
+        req = None
+        try:
+            peer = writer.get_extra_info("peername")
+        except Exception:  # noqa: BLE001
+            peer = None
+        try:
+            req = await asyncio.wait_for(Request.create(self, r, writer, peer), self.head_timeout_ms / 1000)
+        except _HeadTooLarge:
+            self.dropped += 1
+            await self._answer(writer, error(431, "request head too large"), reader)
+            return
+        except (ValueError, IndexError, UnicodeError):
+            await self._answer(writer, error(400, "malformed request"), reader)
+            return
+        except Exception:  # noqa: BLE001 - timeout, reset, cancelled: just hang up
+            self.dropped += 1
+            await self._close(writer)
+            return
+        if req is None:  # connection opened and closed without a request
+            await self._close(writer)
+            return
+        r.timed = True
+        res = await self.dispatch_request(req)
+        self.served += 1
+        # a refused body that was never read (over max_body_length) is still on its way
+        unread = req.content_length > Request.max_body_length and getattr(res, "status_code", 200) >= 400
+        await self._answer(writer, res, reader if unread else None)
+
+    async def _answer(self, writer, res, unread=None):
+        try:
+            if res is not Response.already_handled:
+                await asyncio.wait_for(res.write(writer), self.write_timeout_ms / 1000)
+        except Exception:  # noqa: BLE001 - a slow or vanished reader
+            self.dropped += 1
+        if unread is not None:
+            await self._discard(unread)
+        await self._close(writer)
+
+    @staticmethod
+    async def _discard(reader):
+        # Closing a socket with unread input makes TCP send a reset, which can destroy the
+        # answer before the client reads it: swallow a little input first (bounded in time
+        # and bytes, nothing kept), so the client sees the error instead of a reset.
+        left = DISCARD_BYTES
+        try:
+            while left > 0:
+                chunk = await asyncio.wait_for(reader.read(min(left, 512)), DISCARD_MS / 1000)
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except Exception:  # noqa: BLE001 - timeout or reset: done either way
+            pass
+
+    @staticmethod
+    async def _close(writer):
+        try:
+            await asyncio.wait_for(writer.aclose(), 2)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def set_body_limit(app, path, nbytes):
+    """Let `path` accept a body of up to `nbytes`; above BODY_LIMIT the handler must read
+    request.stream (the body is not read into RAM)."""
+    app.body_limits[path] = nbytes
+    if nbytes > Request.max_content_length:
+        Request.max_content_length = nbytes
+
+
+def _client(req):
+    # the client's IP only (not the port): failures are counted per host
+    a = req.client_addr
+    if isinstance(a, (tuple, list)) and a:
+        return str(a[0])
+    if isinstance(a, (bytes, bytearray)) and len(a) >= 8:  # a raw sockaddr_in (unix port)
+        return "%d.%d.%d.%d" % (a[4], a[5], a[6], a[7])
+    return str(a)
+
+
+def _mime(req):
+    ct = req.headers.get("Content-Type") or ""
+    return ct.split(";")[0].strip().lower()
+
+
+def _body_object(req, allow_empty=False):
+    """The request body as a JSON object; ApiError 400/415 otherwise."""
+    raw = req.body
+    if not raw:
+        if allow_empty:
+            return {}
+        raise ApiError(400, "a JSON object body is required")
+    if _mime(req) != "application/json":
+        raise ApiError(415, "the body must be application/json")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeError):
+        raise ApiError(400, "malformed JSON")
+    if type(doc) is not dict:
+        raise ApiError(400, "expected a JSON object")
+    return doc
+
+
+def _only(doc, allowed):
+    for k in doc:
+        if k not in allowed:
+            raise ApiError(422, "unknown key", k)
+
+
+def _int_arg(req, name, default, lo, hi):
+    v = req.args.get(name)
+    if v is None:
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        raise ApiError(400, "must be an integer", name)
+    if not lo <= n <= hi:
+        raise ApiError(422, "must be %d to %d" % (lo, hi), name)
+    return n
+
+
+def _number(x):
+    return not isinstance(x, bool) and isinstance(x, (int, float))
+
+
+# ---- documents ----
+
+def override_doc(ctl, now):
+    if hasattr(ctl, "override_info"):
+        return ctl.override_info(now)
+    mode = {1: "on", 2: "off"}.get(getattr(ctl, "_ov_mode", 0), "auto")
+    until = getattr(ctl, "_ov_until", 0)
+    if mode == "auto" or until <= now:
+        return {"mode": "auto", "remaining_min": None}
+    return {"mode": mode, "remaining_min": (until - now + 59) // 60}
+
+
+def charger_doc(ctx):
+    c = ctx.controller
+    now = clock.now()
+    return {
+        "relay": bool(c.relay) and not ctx.safe_mode,
+        "state": c.state,
+        "reason": c.reason,
+        "since_s": max(0, now - c.since) if c.since is not None else None,
+        "next": c.next,
+        "override": override_doc(c, now),
+    }
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - a broken part must not break the status page
+        return {"error": str(e)}
+
+
+def bms_doc(ctx):
+    link = ctx.link
+    r = link.latest if link is not None else None
+    out = r.to_dict() if r is not None else {}
+    out["age_s"] = link.age_s() if r is not None else None
+    out["connected"] = bool(link is not None and link.connected)
+    out["stats"] = dict(link.stats) if link is not None and link.stats else {}
+    return out
+
+
+def status_doc(ctx):
+    return {
+        "bms": bms_doc(ctx),
+        "charger": charger_doc(ctx),
+        "device": {
+            "version": VERSION,
+            "uptime_s": ctx.uptime_s(),
+            "free_heap": ctx.free_heap(),
+            "wifi": _safe(ctx.wifi.status) if ctx.wifi is not None else None,
+            "ota": _safe(ctx.ota.status) if ctx.ota is not None else None,
+            "setup_mode": bool(ctx.setup_mode),
+            "safe_mode": bool(ctx.safe_mode),
+        },
+    }
+
+
+# ---- static assets ----
+
+def _assets():
+    try:
+        import webassets
+
+        return webassets.ASSETS
+    except ImportError:
+        return {}
+
+
+def _etag(data):
+    import binascii
+
+    return '"%s-%08x"' % (VERSION, binascii.crc32(data) & 0xFFFFFFFF)
+
+
+def _asset_handler(url, entry):
+    data, ctype = entry[0], entry[1]
+    tag = _etag(data)
+
+    async def handler(req):
+        headers = {"Content-Type": ctype, "Cache-Control": "private, no-cache", "ETag": tag}
+        if req.headers.get("If-None-Match") == tag:
+            return Response(b"", 304, headers)
+        headers["Content-Encoding"] = "gzip"
+        return Response(data, 200, headers)
+
+    return handler
+
+
+# ---- the app ----
+
+def create_app(ctx, assets=None):
+    """The microdot app for `ctx`; `assets` defaults to the frozen webassets.ASSETS."""
+    app = WebApp(ctx)
+    auth = ctx.auth
+    set_body_limit(app, OTA_PATH, OTA_BODY_LIMIT)
+    scans = {"wifi": False, "bms": False}
+
+    def api(path, methods=("GET",)):
+        # handlers raise ApiError (or a validation error) for any rejected request
+        def deco(f):
+            async def wrapped(req, **kw):
+                try:
+                    res = f(req, **kw)
+                    if hasattr(res, "send"):  # a coroutine
+                        res = await res
+                    return res
+                except ApiError as e:
+                    return error(e.status, e.message, e.field, e.headers)
+                except AuthError as e:
+                    return error(422, e.message, e.field)
+                except ValueError as e:  # SettingsError and controller errors
+                    return error(422, getattr(e, "message", None) or str(e), getattr(e, "field", None))
+
+            app.route(path, methods=list(methods))(wrapped)
+            return f
+
+        return deco
+
+    def session_token(req):
+        return req.cookies.get(COOKIE)
+
+    @app.before_request
+    async def guard(req):
+        try:
+            ctx.mark_web_alive()
+        except AttributeError:
+            pass
+        path = req.path
+        public = path in PUBLIC_API or path == "/login" or path.startswith("/public/")
+        if not public:
+            ok = auth.session_valid(session_token(req))
+            if not ok and req.headers.get("Authorization"):
+                try:
+                    ok = await auth.check_basic(req.headers.get("Authorization"), _client(req))
+                except AuthThrottled as e:
+                    return error(429, "too many attempts: retry later", headers={"Retry-After": str(e.retry_after_s)})
+            if not ok:
+                if not path.startswith("/api/") and req.method in ("GET", "HEAD"):
+                    return Response.redirect("/login")
+                return error(401, "login required" if auth.has_password() else "set the admin password first")
+        if req.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = req.headers.get("Origin")
+            host = req.headers.get("Host")
+            if origin and origin != "null" and host and origin.split("://", 1)[-1] != host:
+                return error(403, "cross-origin request refused")
+            if req.content_length and _mime(req) in _FORM_TYPES:
+                return error(415, "form submissions are not accepted: send application/json")
+            if "Transfer-Encoding" in req.headers:
+                return error(411, "send a Content-Length")
+        limit = app.body_limits.get(path, BODY_LIMIT)
+        if req.content_length > limit:
+            return error(413, "body too large (at most %d bytes)" % limit)
+        return None
+
+    @app.after_request
+    async def after(req, res):
+        return _decorate(req, res)
+
+    @app.after_error_request
+    async def after_error(req, res):
+        return _decorate(req, res)
+
+    @app.errorhandler(404)
+    async def not_found(req):
+        return error(404, "not found")
+
+    @app.errorhandler(405)
+    async def not_allowed(req):
+        return error(405, "method not allowed")
+
+    @app.errorhandler(413)
+    async def too_large(req):
+        return error(413, "body too large (at most %d bytes)" % BODY_LIMIT)
+
+    @app.errorhandler(400)
+    async def bad_request(req):
+        return error(400, "malformed request")
+
+    @app.errorhandler(500)
+    async def internal(req):
+        return error(500, "internal error")
+
+    # ---- public ----
+    @api("/api/auth")
+    def auth_state(req):
+        return {"setup_required": not auth.has_password(), "logged_in": auth.session_valid(session_token(req)),
+                "setup_mode": bool(ctx.setup_mode)}
+
+    @api("/api/login", ("POST",))
+    async def login(req):
+        doc = _body_object(req)
+        _only(doc, ("password",))
+        pw = doc.get("password")
+        if not isinstance(pw, str):
+            raise ApiError(422, "must be a string", "password")
+        if not auth.has_password():
+            raise ApiError(409, "no password is set yet: use setup")
+        try:
+            ok = await auth.check_password(pw, _client(req))
+        except AuthThrottled as e:
+            raise ApiError(429, "too many attempts: retry later", None, {"Retry-After": str(e.retry_after_s)})
+        if not ok:
+            raise ApiError(401, "wrong password", "password")
+        token = auth.new_session()
+        return Response({"ok": True}, 200, {"Set-Cookie": auth.cookie(token)})
+
+    @api("/api/logout", ("POST",))
+    def logout(req):
+        auth.end_session(session_token(req))
+        return Response({"ok": True}, 200, {"Set-Cookie": auth.clear_cookie()})
+
+    @api("/api/setup", ("POST",))
+    async def setup(req):
+        if auth.has_password() and not ctx.setup_mode:
+            raise ApiError(403, "a password is already set (hold the BOOT button for setup mode to reset it)")
+        doc = _body_object(req)
+        _only(doc, ("password",))
+        await auth.set_password_async(doc.get("password"))
+        _event(ctx, "auth", "admin password set%s" % (" in setup mode" if ctx.setup_mode else ""))
+        return {"ok": True}
+
+    # ---- protected API ----
+    @api("/api/status")
+    def status(req):
+        return status_doc(ctx)
+
+    @api("/api/settings")
+    def settings_get(req):
+        return ctx.settings.public()
+
+    @api("/api/settings", ("PUT",))
+    def settings_put(req):
+        doc = _body_object(req)
+        changed = ctx.apply_settings(doc)
+        return {"ok": True, "changed": list(changed or ()), "settings": ctx.settings.public()}
+
+    @api("/api/settings/schema")
+    def settings_schema(req):
+        from smartbms import settings as settings_mod
+
+        return settings_mod.schema_public()
+
+    @api("/api/events")
+    def events(req):
+        limit = _int_arg(req, "limit", EVENTS_DEFAULT, 1, EVENTS_MAX)
+        since = _int_arg(req, "since", None, 0, 0x3FFFFFFF)
+        return {"events": ctx.events.recent(limit, since), "last_seq": ctx.events.last_seq}
+
+    @api("/api/history")
+    def history(req):
+        return Response(ctx.history.series(), 200, {"Content-Type": "application/json"})
+
+    @api("/api/wifi", ("POST",))
+    def wifi_set(req):
+        doc = _body_object(req)
+        _only(doc, ("ssid", "password"))
+        ssid = doc.get("ssid")
+        pw = doc.get("password", "")
+        if not isinstance(ssid, str) or not ssid:
+            raise ApiError(422, "a network name is required", "ssid")
+        if len(ssid.encode()) > 32:
+            raise ApiError(422, "at most 32 bytes", "ssid")
+        if not isinstance(pw, str):
+            raise ApiError(422, "must be a string", "password")
+        if pw and not 8 <= len(pw) <= 63:
+            raise ApiError(422, "must be empty (open network) or 8 to 63 characters", "password")
+        ctx.wifi.configure(ssid, pw)
+        return {"ok": True}
+
+    async def _scan(kind, coro_fn):
+        if scans[kind]:
+            raise ApiError(409, "a scan is already running")
+        scans[kind] = True
+        try:
+            return await asyncio.wait_for(coro_fn(), SCAN_TIMEOUT_MS / 1000)
+        except ApiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - timeout or radio error
+            raise ApiError(503, "scan failed: %s" % (e or type(e).__name__))
+        finally:
+            scans[kind] = False
+
+    @api("/api/wifi/scan")
+    async def wifi_scan(req):
+        return {"networks": await _scan("wifi", ctx.wifi.scan)}
+
+    @api("/api/bms/scan")
+    async def bms_scan(req):
+        return {"devices": await _scan("bms", ctx.scan_bms)}
+
+    @api("/api/relay", ("POST",))
+    def relay(req):
+        doc = _body_object(req)
+        _only(doc, ("mode", "minutes"))
+        mode = doc.get("mode")
+        if mode not in ("auto", "on", "off") or not isinstance(mode, str):
+            raise ApiError(422, "must be auto, on or off", "mode")
+        minutes = doc.get("minutes")
+        if mode != "auto":
+            if not _number(minutes):
+                raise ApiError(422, "a number of minutes is required", "minutes")
+            if not 1 <= minutes <= 1440:
+                raise ApiError(422, "must be 1 to 1440", "minutes")
+        elif minutes is not None and not _number(minutes):
+            raise ApiError(422, "must be a number", "minutes")
+        ctx.set_override(mode, minutes)
+        return {"ok": True, "charger": charger_doc(ctx)}
+
+    @api("/api/timeout/reset", ("POST",))
+    def timeout_reset(req):
+        _only(_body_object(req, True), ())
+        ctx.reset_timeout()
+        return {"ok": True, "charger": charger_doc(ctx)}
+
+    @api("/api/reboot", ("POST",))
+    def reboot(req):
+        _only(_body_object(req, True), ())
+        ctx.request_reboot("web request")
+        return {"ok": True, "message": "rebooting"}
+
+    # ---- pages and assets ----
+    if assets is None:
+        assets = _assets()
+    for url, entry in assets.items():
+        app.route(url)(_asset_handler(url, entry))
+    if "/index.html" in assets:
+        app.route("/")(_asset_handler("/", assets["/index.html"]))
+    if "/public/login.html" in assets:
+        app.route("/login")(_asset_handler("/login", assets["/public/login.html"]))
+
+    try:
+        from smartbms.ota import http as ota_http
+    except ImportError:
+        ota_http = None
+    if ota_http is not None and hasattr(ota_http, "install"):
+        ota_http.install(app, ctx)
+    return app
+
+
+def _decorate(req, res):
+    h = res.headers
+    for k, v in SECURITY_HEADERS:
+        h[k] = v
+    if req is not None and req.path.startswith("/api/"):
+        h["Cache-Control"] = "no-store"
+    return res
+
+
+def _event(ctx, kind, msg):
+    try:
+        ctx.events.add(kind, msg)
+    except Exception:  # noqa: BLE001 - logging must not fail the request
+        pass
+
+
+def default_host():
+    # the device listens on every interface; a host run (sim, tests) only on loopback
+    return "0.0.0.0" if sys.platform == "esp32" else "127.0.0.1"
+
+
+async def serve(ctx, host=None, port=80, app=None):
+    """Run the web server until cancelled (returns the asyncio server when `ready` wanted)."""
+    app = app or create_app(ctx)
+    if host is None:
+        host = getattr(ctx, "web_host", None) or default_host()
+    server = await start(app, host, port)
+    try:
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        server.close()
+
+
+async def start(app, host, port):
+    """Start listening; returns the asyncio server (close() to stop)."""
+
+    async def on_client(reader, writer):
+        try:
+            await app.handle_request(reader, writer)
+        except Exception as e:  # noqa: BLE001 - one bad connection must not end the server
+            sys.print_exception(e) if hasattr(sys, "print_exception") else None
+
+    return await asyncio.start_server(on_client, host, port, backlog=app.max_active + app.max_waiting)
