@@ -26,6 +26,8 @@ def wall_time():
     return t if t >= _EPOCH_2024 else None
 
 
+# In RAM, wall times are kept as seconds since 2024: a small int on the ESP32 (until 2058)
+# where the epoch value would be a 32-byte long int in every event.
 def _parse_line(line):
     try:
         e = json.loads(line)
@@ -33,7 +35,12 @@ def _parse_line(line):
         return None
     if type(e) is not list or len(e) != 5 or type(e[0]) is not int:
         return None
-    return tuple(e)
+    t = e[2]
+    return (e[0], e[1], None if type(t) is not int else t - _EPOCH_2024, e[3], e[4])
+
+
+def _absolute(t):
+    return None if t is None else t + _EPOCH_2024
 
 
 class EventLog:
@@ -66,47 +73,46 @@ class EventLog:
         self._last_flush = self._now()
 
     # ---- loading ----
-    def _scan(self, name):
-        """-> (events, lines, last_seq, ends_with_newline) of one segment file."""
-        events = []
+    def _scan(self, name, push):
+        """Read one segment -> (lines, last_seq, ends_with_newline); with `push`, each
+        event goes straight into the ring so a load never holds more than the ring."""
         lines = 0
         last = 0
         newline = True
         try:
             f = open(name)
         except OSError:
-            return events, 0, 0, True
+            return 0, 0, True
         try:
             for line in f:
                 lines += 1
                 newline = line.endswith("\n")
                 e = _parse_line(line)
                 if e is None:
-                    self.skipped_lines += 1
+                    if push:
+                        self.skipped_lines += 1
                     continue
-                events.append(e)
                 if e[0] > last:
                     last = e[0]
+                if push:
+                    self._push(e)
         finally:
             f.close()
-        return events, lines, last, newline
+        return lines, last, newline
 
     def _load(self):
-        a = self._scan(self.segments[0])
-        b = self._scan(self.segments[1])
-        active = 1 if b[2] > a[2] or (b[1] and not a[1]) else 0
-        older, newer = (a, b) if active == 1 else (b, a)
-        for e in older[0]:
-            self._push(e)
-        for e in newer[0]:
-            self._push(e)
-        top = max(a[2], b[2])
+        a = self._scan(self.segments[0], False)
+        b = self._scan(self.segments[1], False)
+        active = 1 if b[1] > a[1] or (b[0] and not a[0]) else 0
+        self._scan(self.segments[active ^ 1], True)
+        newer = self._scan(self.segments[active], True)
+        top = max(a[1], b[1])
         # events added but not yet flushed before a reset may have used up to
         # MAX_PENDING numbers past the last one on flash: skip them so seq never repeats
         self._next_seq = top + 1 + MAX_PENDING if top else 1
         self._active = active
-        self._active_lines = newer[1]
-        self._torn = not newer[3]
+        self._active_lines = newer[0]
+        self._torn = not newer[2]
         self._pending = 0
 
     def _push(self, e):
@@ -130,7 +136,7 @@ class EventLog:
             self._backfill(t, up)
         seq = self._next_seq
         self._next_seq = seq + 1
-        self._push((seq, up, t, kind, msg))
+        self._push((seq, up, None if t is None else t - _EPOCH_2024, kind, msg))
         if self._pending < self.capacity:
             self._pending += 1
         if kind in IMPORTANT:
@@ -150,7 +156,7 @@ class EventLog:
             if e[0] < self._boot_seq:
                 break
             if e[2] is None:
-                self._ring[j] = (e[0], e[1], wall - (up - e[1]), e[3], e[4])
+                self._ring[j] = (e[0], e[1], wall - (up - e[1]) - _EPOCH_2024, e[3], e[4])
 
     # ---- reading ----
     @property
@@ -173,7 +179,7 @@ class EventLog:
             e = self._ring[(start + i) % cap]
             if since_seq is not None and e[0] <= since_seq:
                 continue
-            out.append({"seq": e[0], "up_s": e[1], "t": e[2], "kind": e[3], "msg": e[4]})
+            out.append({"seq": e[0], "up_s": e[1], "t": _absolute(e[2]), "kind": e[3], "msg": e[4]})
             if len(out) >= n:
                 break
         return out
@@ -210,7 +216,8 @@ class EventLog:
                     self._active ^= 1
                     self._active_lines = 0
                     f = open(self.segments[self._active], "w")
-                f.write(json.dumps(self._ring[(first + i) % cap]))
+                e = self._ring[(first + i) % cap]
+                f.write(json.dumps((e[0], e[1], _absolute(e[2]), e[3], e[4])))
                 f.write("\n")
                 self._active_lines += 1
                 self._pending -= 1
