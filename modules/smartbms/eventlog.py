@@ -80,13 +80,13 @@ class EventLog:
         last = 0
         newline = True
         try:
-            f = open(name)
+            f = open(name, "rb")  # bytes: damaged UTF-8 must not stop the load
         except OSError:
             return 0, 0, True
         try:
             for line in f:
                 lines += 1
-                newline = line.endswith("\n")
+                newline = line.endswith(b"\n")
                 e = _parse_line(line)
                 if e is None:
                     if push:

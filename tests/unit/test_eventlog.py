@@ -199,9 +199,12 @@ def test_garbage_lines_and_missing_files_never_crash():
     base = _tmpdir("garbage") + "/ev"
     with open(base + "1.log", "w") as f:
         f.write('\x00\xff\n{"seq": 1}\n[1, 2]\n["a", 1, 2, "k", "m"]\n[7, 10, null, "relay", "on"]\n\n')
+    with open(base + "0.log", "wb") as f:
+        f.write(b'\xff\xfe\x00[3, 1, null, "x", "bad utf-8 \xc3"]\n[4, 1, null, "ok", "\xc3\xa9"]\n')
     log, _ = _log(base, capacity=10)
-    assert [e["seq"] for e in log.recent()] == [7]
-    assert log.skipped_lines == 5
+    assert [e["seq"] for e in log.recent()] == [4, 7]
+    assert log.recent()[0]["msg"] == "\u00e9"
+    assert log.skipped_lines == 6
     s = log.add("info", "next")
     assert s > 7
 
