@@ -90,7 +90,8 @@
     txt("creason", words(c.reason));
     txt("csince", typeof c.since_s === "number" ? dur(c.since_s) + " ago" : "–");
     txt("cnext", describe(c.next));
-    txt("covr", c.override ? describe(c.override) : "auto");
+    var o = c.override;
+    txt("covr", o && o.mode && o.mode !== "auto" ? o.mode + (typeof o.remaining_min === "number" ? " for " + Math.ceil(o.remaining_min) + " min more" : "") : "auto");
     renderCells(b.cells || []);
     txt("temps", (b.temperatures || []).length ? b.temperatures.map(function (t) { return num(t, 1) + " °C"; }).join(", ") : "–");
     txt("fets", b.charge_fet === undefined ? "–" : "charge " + (b.charge_fet ? "on" : "off") + ", discharge " + (b.discharge_fet ? "on" : "off"));
@@ -205,10 +206,14 @@
   }
   function fmtAxis(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1); }
 
+  // One request at a time: a slow device must not pile up connections.
+  var statusBusy = false;
   function pollStatus() {
-    return api("GET", "/api/status").then(renderStatus, function (e) {
+    if (statusBusy) return Promise.resolve();
+    statusBusy = true;
+    return api("GET", "/api/status").then(renderStatus, function () {
       pill("conn", "device offline", "bad");
-    });
+    }).then(function () { statusBusy = false; });
   }
   function pollHistory() {
     return api("GET", "/api/history").then(function (h) {

@@ -53,7 +53,7 @@ class MockDevice:
         self.tmp = tempfile.mkdtemp(prefix="smartbms-mock-")
         self.store = settings_mod.Settings(os.path.join(self.tmp, "settings.json"))
         self.store.load()
-        self.override = None
+        self.override = {"mode": "auto", "remaining_min": None}  # as smartbms.web reports it
         self.events = [{"seq": i + 1, "up_s": i * 60, "t": None, "kind": "boot" if i == 0 else "relay",
                         "msg": "event %d" % (i + 1)} for i in range(3)]
         self.uploads = []
@@ -65,16 +65,17 @@ class MockDevice:
     def status(self):
         soc = self.soc()
         cells = [3.30 + 0.01 * (i % 3) + soc / 10000 for i in range(4)]
-        relay = self.override["mode"] == "on" if self.override else True
+        manual = self.override["mode"] != "auto"
+        relay = self.override["mode"] == "on" if manual else True
         return {
             "bms": {"voltage": round(sum(cells), 3), "current": round(10 + soc / 10, 2), "soc": round(soc, 1),
                     "remaining_ah": round(soc, 1), "nominal_ah": 100, "cycles": 12, "cells": cells,
                     "temperatures": [21.5, 22.0], "charge_fet": True, "discharge_fet": True, "faults": [],
                     "age_s": 1, "connected": True, "stats": {"errors": 0}},
-            "charger": {"relay": relay, "state": "override" if self.override else "charging",
-                        "reason": "manual override" if self.override else "soc below max_soc",
+            "charger": {"relay": relay, "state": "override" if manual else "charging",
+                        "reason": "manual override" if manual else "soc below max_soc",
                         "since_s": 42, "next": "stop at 100 %",
-                        "override": self.override},
+                        "override": dict(self.override)},
             "device": {"version": "1.2.3", "uptime_s": int(time.time() - self.t0), "free_heap": 81234,
                        "wifi": {"mode": "sta", "ssid": "simnet", "ip": "127.0.0.1", "rssi": -60,
                                 "connected": True, "ap_ssid": None},
@@ -207,7 +208,7 @@ def _handler(dev):
                     return self._send(401, {"error": "login required"})
                 if path == "/api/relay":
                     if body.get("mode") == "auto":
-                        dev.override = None
+                        dev.override = {"mode": "auto", "remaining_min": None}
                     elif body.get("mode") in ("on", "off"):
                         dev.override = {"mode": body["mode"], "remaining_min": body.get("minutes")}
                     else:
@@ -240,9 +241,11 @@ class MockServer:
 
 
 def page_errors(page):
-    """Collect uncaught page errors, so a test can assert the UI ran without exceptions."""
+    """Collect uncaught page errors and CSP violations, so a test can assert the UI ran cleanly."""
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # the device sends a strict Content-Security-Policy: the UI must not trip it
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Content Security" in m.text else None)
     return errors
 
 
@@ -252,7 +255,22 @@ def login(page, url, password):
     page.fill("#pw", password)
     page.click("#login button")
     page.wait_for_url(url + "/")
-    page.wait_for_function("document.getElementById('soc').textContent !== '–'", timeout=15000)
+    # the first /api/status answer has arrived (the device part is there even without BMS data)
+    wait_js(page, "document.getElementById('ver').textContent !== '–'", timeout=15)
+
+
+def wait_js(page, expr, arg=None, timeout=10):
+    """Poll a JS expression (or function of `arg`) until truthy. page.wait_for_function evaluates
+    its predicate with eval, which the device's Content-Security-Policy rightly forbids."""
+    deadline = time.monotonic() + timeout
+    fn = expr if expr.lstrip().startswith("(") else "() => (%s)" % expr
+    while True:
+        value = page.evaluate(fn, arg)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, expr))
+        time.sleep(0.1)
 
 
 def canvas_has_ink(page, selector="#chart"):
@@ -273,4 +291,4 @@ def have_sim():
 
 
 __all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "canvas_has_ink",
-           "have_sim"]
+           "have_sim", "wait_js"]

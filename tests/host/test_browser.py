@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from browser_util import MockServer, canvas_has_ink, have_sim, launch, login, page_errors, require_browser, ROOT
+from browser_util import MockServer, canvas_has_ink, have_sim, launch, login, page_errors, require_browser, wait_js, ROOT
 
 pytestmark = pytest.mark.browser
 PHONE = {"width": 375, "height": 740}
@@ -56,7 +56,7 @@ def test_unauthenticated_page_goes_to_login_and_wrong_password_is_refused(page, 
     assert page.is_visible("#login") and not page.is_visible("#setup")
     page.fill("#pw", "not-the-password")
     page.click("#login button")
-    page.wait_for_function("document.getElementById('lerr').textContent.length > 0")
+    wait_js(page, "document.getElementById('lerr').textContent.length > 0")
     assert page.text_content("#lerr") == "Wrong password"
     assert page.url.endswith("/login")
     assert errors == []
@@ -67,7 +67,7 @@ def test_dashboard_shows_live_values_cells_and_chart(page, mock):
     login(page, mock.url, mock.password)
     first = soc_text(page)
     assert 0 <= float(first) <= 100
-    page.wait_for_function("(v) => document.getElementById('soc').textContent !== v", arg=first, timeout=8000)
+    wait_js(page, "(v) => document.getElementById('soc').textContent !== v", arg=first, timeout=8)
     st = mock.dev.status()
     assert page.text_content("#relay") == "ON"
     assert page.text_content("#cstate") == "charging"
@@ -77,7 +77,7 @@ def test_dashboard_shows_live_values_cells_and_chart(page, mock):
     assert page.text_content("#power").endswith(" W")
     assert "21.5" in page.text_content("#temps")
     assert page.text_content("#ver") == "1.2.3"
-    page.wait_for_function("document.getElementById('chartnote').textContent.indexOf('121 samples') >= 0")
+    wait_js(page, "document.getElementById('chartnote').textContent.indexOf('121 samples') >= 0")
     assert canvas_has_ink(page) > 1000
     os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
     page.screenshot(path=os.path.join(ROOT, "build", "dashboard-mock.png"), full_page=True)
@@ -89,16 +89,18 @@ def test_manual_override_and_back_to_auto(page, mock):
     page.select_option("#omode", "off")
     page.fill("#omin", "30")
     page.click("#ovr button")
-    page.wait_for_function("document.getElementById('relay').textContent === 'OFF'")
+    wait_js(page, "document.getElementById('relay').textContent === 'OFF'")
     assert mock.dev.override == {"mode": "off", "remaining_min": 30}
     assert page.text_content("#cstate") == "override"
+    assert page.text_content("#covr") == "off for 30 min more"
     page.fill("#omin", "0")
     page.click("#ovr button")
     assert page.text_content("#oerr") == "Minutes must be 1..1440"
     assert mock.dev.override["remaining_min"] == 30
     page.click("#oauto")
-    page.wait_for_function("document.getElementById('relay').textContent === 'ON'")
-    assert mock.dev.override is None
+    wait_js(page, "document.getElementById('relay').textContent === 'ON'")
+    assert mock.dev.override == {"mode": "auto", "remaining_min": None}
+    assert page.text_content("#covr") == "auto"
 
 
 def test_settings_form_validates_in_page_and_shows_server_errors(page, mock):
@@ -124,7 +126,7 @@ def test_settings_form_validates_in_page_and_shows_server_errors(page, mock):
     assert page.text_content("#e_min_soc") == ""
     before = dict(mock.dev.settings)
     page.click("#sform button[type=submit]")
-    page.wait_for_function("document.getElementById('smsg').textContent === 'Saved.'")
+    wait_js(page, "document.getElementById('smsg').textContent === 'Saved.'")
     assert mock.dev.settings == dict(before, max_soc=90, min_soc=70)
     # a server-side rejection lands next to the field it names, and nothing is claimed saved
     page.route("**/api/settings", lambda route: route.fulfill(
@@ -133,7 +135,7 @@ def test_settings_form_validates_in_page_and_shows_server_errors(page, mock):
         if route.request.method == "PUT" else route.continue_())
     page.fill("#s_hostname", "garage-bms")
     page.click("#sform button[type=submit]")
-    page.wait_for_function("document.getElementById('e_hostname').textContent === 'relay pin is busy'")
+    wait_js(page, "document.getElementById('e_hostname').textContent === 'relay pin is busy'")
     assert "Not saved" in page.text_content("#sgerr")
     assert mock.dev.settings["hostname"] == "smartbms"
 
@@ -157,7 +159,7 @@ def test_first_time_setup_sets_password_and_logs_in(page):
         page.click("#setup button")
         page.wait_for_url(srv.url + "/")
         assert srv.dev.password == "long-enough-1"
-        page.wait_for_function("document.getElementById('soc').textContent !== '–'")
+        wait_js(page, "document.getElementById('soc').textContent !== '–'")
     finally:
         srv.stop()
 
@@ -175,14 +177,14 @@ def test_wifi_bms_log_and_firmware_pages(page, mock):
     assert "8..63" in page.text_content("#werr") and mock.dev.wifi is None
     page.fill("#wpw", "password123")
     page.click("#wform button")
-    page.wait_for_function("document.getElementById('wmsg').textContent.length > 0")
+    wait_js(page, "document.getElementById('wmsg').textContent.length > 0")
     assert mock.dev.wifi == {"ssid": "simnet", "password": "password123"}
 
     page.click("a[href='#bms']")
     page.click("#bscan")
     page.wait_for_selector("#blist li button")
     page.click("#blist li button")
-    page.wait_for_function("document.getElementById('bmsg').textContent.indexOf('Using') === 0")
+    wait_js(page, "document.getElementById('bmsg').textContent.indexOf('Using') === 0")
     assert mock.dev.settings["bms_mac"] == "A4:C1:38:00:11:22"
     assert mock.dev.settings["bms_protocol"] == "jbd"
 
@@ -196,13 +198,13 @@ def test_wifi_bms_log_and_firmware_pages(page, mock):
     page.set_input_files("#ffile", files=[{"name": "fw.bin", "mimeType": "application/octet-stream",
                                            "buffer": b"\x00" * 70000}])
     page.click("#fup button")
-    page.wait_for_function("document.getElementById('ferr').textContent.length > 0")
+    wait_js(page, "document.getElementById('ferr').textContent.length > 0")
     assert "bad magic" in page.text_content("#ferr")
     image = b"\xe9" + os.urandom(200000)
     page.set_input_files("#ffile", files=[{"name": "fw.bin", "mimeType": "application/octet-stream",
                                            "buffer": image}])
     page.click("#fup button")
-    page.wait_for_function("document.getElementById('fmsg').textContent.length > 0")
+    wait_js(page, "document.getElementById('fmsg').textContent.length > 0")
     assert "9.9.9" in page.text_content("#fmsg")
     assert page.eval_on_selector("#fprog", "e => e.value") == 100
     assert mock.dev.uploads[-1] == ("application/octet-stream", image)
@@ -259,18 +261,18 @@ def test_sim_login_live_values_chart_and_override(browser, sim):
         page.wait_for_selector("#login", state="visible")
         page.fill("#pw", sim.password + "-wrong")
         page.click("#login button")
-        page.wait_for_function("document.getElementById('lerr').textContent.length > 0")
+        wait_js(page, "document.getElementById('lerr').textContent.length > 0")
         assert page.url.endswith("/login")
         login(page, sim.url, sim.password)
         # live: some measured value changes between polls (the sim runs faster than real time)
         read = "['soc','volt','amp'].map(id => document.getElementById(id).textContent).join('|')"
         first = page.evaluate(read)
-        page.wait_for_function("(v) => %s !== v" % read, arg=first, timeout=30000)
+        wait_js(page, "(v) => %s !== v" % read, arg=first, timeout=30)
         assert page.text_content("#link") == "connected"
         assert page.locator("#cells .cell").count() == len(_status(sim)["bms"]["cells"])
         # the chart: wait for history to carry samples (one a simulated minute)
-        page.wait_for_function("document.getElementById('chartnote').textContent.indexOf('samples') > 0",
-                               timeout=30000)
+        wait_js(page, "document.getElementById('chartnote').textContent.indexOf('samples') > 0",
+                               timeout=30)
         assert canvas_has_ink(page) > 1000
         os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
         page.screenshot(path=os.path.join(ROOT, "build", "dashboard.png"), full_page=True)
@@ -278,12 +280,12 @@ def test_sim_login_live_values_chart_and_override(browser, sim):
         page.select_option("#omode", "off")
         page.fill("#omin", "20")
         page.click("#ovr button")
-        page.wait_for_function("document.getElementById('relay').textContent === 'OFF'")
+        wait_js(page, "document.getElementById('relay').textContent === 'OFF'")
         st = _status(sim)["charger"]
-        assert st["relay"] is False and st["state"] == "override"
+        assert st["relay"] is False and st["override"]["mode"] == "off"
         page.click("#oauto")
-        page.wait_for_function("document.getElementById('covr').textContent === 'auto'")
-        assert not _status(sim)["charger"].get("override")
+        wait_js(page, "document.getElementById('covr').textContent === 'auto'")
+        assert _status(sim)["charger"]["override"]["mode"] == "auto"
         assert errors == []
     finally:
         ctx.close()
@@ -305,14 +307,14 @@ def test_sim_setting_survives_restart(browser, sim):
         new = "95" if page.input_value("#s_max_soc") != "95" else "90"
         page.fill("#s_max_soc", new)
         page.click("#sform button[type=submit]")
-        page.wait_for_function("document.getElementById('smsg').textContent === 'Saved.'")
+        wait_js(page, "document.getElementById('smsg').textContent === 'Saved.'")
         sim.restart()
         sim.wait_ready(30)
         login(page, sim.url, sim.password)
         page.evaluate("location.hash = 'settings'")
         page.reload()
         page.wait_for_selector("#s_max_soc")
-        page.wait_for_function("(v) => document.getElementById('s_max_soc').value === v", arg=new)
+        wait_js(page, "(v) => document.getElementById('s_max_soc').value === v", arg=new)
     finally:
         ctx.close()
 
@@ -340,7 +342,7 @@ def test_sim_first_time_setup(browser, tmp_path):
         page.fill("#np2", "first-password")
         page.click("#setup button")
         page.wait_for_url(s.url + "/")
-        page.wait_for_function("document.getElementById('soc').textContent !== '–'")
+        wait_js(page, "document.getElementById('soc').textContent !== '–'")
     finally:
         ctx.close()
         s.stop()

@@ -32,7 +32,7 @@
     e.preventDefault();
     var f = $("setup"), pw = $("np").value;
     $("serr").textContent = "";
-    if (pw.length < 8) { $("serr").textContent = "At least 8 characters"; return; }
+    if (pw.length < 8 || pw.length > 64) { $("serr").textContent = pw.length < 8 ? "At least 8 characters" : "At most 64 characters"; return; }
     if (pw !== $("np2").value) { $("serr").textContent = "The passwords differ"; return; }
     busy(f, true);
     post("/api/setup", {password: pw}).then(function () {
