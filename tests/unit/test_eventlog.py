@@ -336,3 +336,17 @@ def test_power_cut_at_every_flash_write_on_littlefs():
         finally:
             vfs.umount(point)
     assert seqs[-1] == 14
+
+
+def test_default_path_comes_from_paths():
+    from smartbms import paths
+
+    old = paths.ROOT
+    paths.ROOT = _tmpdir("root") + "/"
+    try:
+        log = EventLog(capacity=5)
+        assert log.segments == (paths.ROOT + "events0.log", paths.ROOT + "events1.log")
+        log.add("boot", "hello")
+        assert len(_lines(paths.ROOT + "events0.log")) == 1
+    finally:
+        paths.ROOT = old

@@ -659,3 +659,33 @@ def test_power_cut_at_every_flash_write_on_littlefs():
             seen_new += 1
     assert seen_old and seen_new  # the cut points cover both sides of the commit
     assert got == new
+
+
+def test_default_path_comes_from_paths():
+    from smartbms import paths
+
+    old = paths.ROOT
+    paths.ROOT = _tmpdir("root") + "/"
+    try:
+        s = Settings(log=_Log())
+        assert s.path == paths.ROOT + "settings.json"
+        s.load()
+        s.update({"hostname": "garage"})
+        assert json.loads(_read(paths.ROOT + "settings.json"))["hostname"] == "garage"
+    finally:
+        paths.ROOT = old
+
+
+def test_event_log_object_as_logger():
+    class Events:
+        def __init__(self):
+            self.got = []
+
+        def add(self, kind, message):
+            self.got.append((kind, message))
+
+    ev = Events()
+    s = Settings(_tmpdir("evlog") + "/settings.json", log=ev)
+    s.load()
+    s.update({"bms_mode": "release"})
+    assert ev.got[-1] == ("settings", "bms_mode persistent -> release")
