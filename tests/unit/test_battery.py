@@ -138,3 +138,31 @@ def test_bad_parameters_raise():
                {"imbalance_pct": 50}, {"load_schedule": []}, {"load_schedule": [[5, 1], [3, 1]]},
                {"load_schedule": [[25, 1]]}, {"load_schedule": [[1, -1]]}, {"load_schedule": [[1]]}):
         raises(ValueError, Battery, **kw)
+
+
+def test_closed_loop_with_the_controller():
+    # what the live simulator does, in fast time: battery -> reading -> controller -> relay
+    from ctrlutil import make
+
+    b = Battery(capacity_ah=100, soc=60, charger_a=20, load_a=2)
+    c = make()
+    starts = []
+    rests = []
+    state = None
+    t = 0
+    while t < 3 * 86400:
+        relay = c.update(b.reading(t), t)
+        if c.state != state:
+            state = c.state
+            if state == "charging":
+                starts.append(b.soc())
+            elif state == "resting":
+                rests.append(b.soc())
+        b.step(30, relay)
+        t += 30
+    # 2 A takes the 20 % from 100 to 80 in 10 h: six charges in three days
+    assert starts[0] == 60.0 and len(starts) == 6
+    for soc in starts[1:]:
+        assert 79.0 < soc <= 80.0
+    assert len(rests) in (5, 6) and min(rests) == 100.0
+    assert c.timeouts == 0 and c.faults == 0 and c.full_charges == len(rests)
