@@ -16,9 +16,13 @@ def _tmpdir(tag):
         os.mkdir(base)
     except OSError:
         pass
-    d = "%s/%s-%d" % (base, tag, random.getrandbits(30))
-    os.mkdir(d)
-    return d
+    while True:  # a fresh folder even if the random numbers repeat between runs
+        d = "%s/%s-%d" % (base, tag, random.getrandbits(30))
+        try:
+            os.mkdir(d)
+            return d
+        except OSError:
+            pass
 
 
 def _lines(path):
