@@ -299,3 +299,14 @@ def test_no_nominal_capacity_ends_balancing_by_time():
     assert run(c, R(soc=100, current=1, nominal_ah=0), 5, 600) is True
     assert run(c, R(soc=100, current=1, nominal_ah=0), 600, 610) is False
     assert c.reason == "balanced for 10 min"
+
+
+def test_fault_reason_follows_the_current_protection():
+    c = make()
+    c.update(R(soc=50, faults=["charge_overtemp"]), 0)
+    assert c.reason == "BMS protection: charge_overtemp"
+    c.update(R(soc=50, faults=["short_circuit"]), 10)
+    assert c.reason == "BMS protection: short_circuit" and c.since == 0
+    c.update(R(soc=50, faults=["short_circuit"], temps=(-2,)), 20)
+    assert c.reason == "temperature -2.0 °C < 2 °C"
+    assert c.faults == 1  # one stretch in the fault state

@@ -270,8 +270,6 @@ class Controller:
             for t in temps:
                 if t < tmin or t > tmax:
                     self._temp_block = True
-                    if self._block != _B_TEMP:
-                        self._block = 0
                     self._temp_text = "temperature %.1f °C %s %s °C" % (
                         t, "<" if t < tmin else ">", _fmt(tmin if t < tmin else tmax))
                     break
@@ -279,9 +277,9 @@ class Controller:
             return _B_TEMP
         for f in r.faults:
             if f in CHARGE_FAULTS:
-                if self._block != _B_BMS or self._bms_fault != f:
+                if self._bms_fault != f:
                     self._bms_fault = f
-                    self._block = 0
+                    self._block = 0  # another protection: rebuild the reason
                 return _B_BMS
         if r.charge_fet is False:
             return _B_FET
