@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Read a real BMS from a laptop over Bluetooth LE, through the firmware's own drivers.
+
+    bms_probe.py --scan [--timeout S] [--all]
+    bms_probe.py --mac AA:BB:CC:DD:EE:FF [--protocol auto|jbd|jk02_24s|jk02_32s|daly]
+                 [--count N] [--interval S] [--timeout S]
+
+--scan prints one JSON line per advertising BMS: {"mac", "name", "rssi", "protocol"}
+(--all: every device, protocol null when unknown). --mac connects, writes the driver's
+start requests, then polls (JK streams on its own) and prints N readings as JSON lines with
+the Reading fields (a JBD reading merges its basic-info and cell frames), plus one
+{"info": {...}} line per frame without measurements (JK device info). Exits 2 on bad
+arguments or when the BMS cannot be found/read, with a one-line reason on stderr.
+
+Needs `bleak` (pip install bleak): an optional laptop-only dependency, imported on use.
+"""
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _p in (os.path.join(os.path.dirname(_HERE), "modules"), _HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from bms_decode import reading_json  # noqa: E402
+from smartbms.bms import protocols  # noqa: E402
+from smartbms.bms.reading import BMSError, Reading  # noqa: E402
+
+_MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")  # MAC or macOS UUID
+
+
+class ProbeError(Exception):
+    pass
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bms_probe.py", description="Read a BMS over BLE (needs bleak).")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--scan", action="store_true", help="list advertising BMSes")
+    mode.add_argument("--mac", help="address of the BMS to read")
+    p.add_argument("--protocol", default="auto", choices=("auto",) + protocols.NAMES)
+    p.add_argument("--count", type=int, default=1, help="readings to print (default 1)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the BMS")
+    p.add_argument("--all", action="store_true", help="--scan: list non-BMS devices too")
+    args = p.parse_args(argv)
+    if args.mac is not None and not _MAC.match(args.mac):
+        p.error("--mac must look like AA:BB:CC:DD:EE:FF")
+    if args.count < 1:
+        p.error("--count must be at least 1")
+    if args.timeout <= 0 or args.interval < 0:
+        p.error("--timeout must be > 0 and --interval >= 0")
+    return args
+
+
+def uuid128(u16):
+    return "0000%04x-0000-1000-8000-00805f9b34fb" % u16
+
+
+def describe_advertisement(address, name, service_uuids=(), manufacturer_data=None, rssi=None):
+    """The scan line for one advertisement (bleak gives service UUID strings and a dict
+    company id -> bytes)."""
+    mfr = tuple((manufacturer_data or {}).keys())
+    return {"mac": address, "name": name, "rssi": rssi,
+            "protocol": protocols.detect(name, tuple(service_uuids or ()), mfr)}
+
+
+def _props(char):
+    return set(getattr(char, "properties", ()) or ())
+
+
+def pick_characteristics(services, driver):
+    """(notify, write) characteristics for the driver. JK modules may expose two FFE1
+    characteristics: pick them by their properties."""
+    notify = write = None
+    for service in services:
+        for char in getattr(service, "characteristics", ()):
+            u = protocols.uuid16(char.uuid)
+            props = _props(char)
+            if u == driver.notify_uuid and "notify" in props and notify is None:
+                notify = char
+            if u == driver.write_uuid and props & {"write", "write-without-response"} and write is None:
+                write = char
+    if notify is None or write is None:
+        raise ProbeError("the device has no %s characteristics (notify 0x%04X, write 0x%04X)"
+                         % (driver.name, driver.notify_uuid, driver.write_uuid))
+    return notify, write
+
+
+class Session:
+    """Notifications in, decoded frames merged into one Reading: the non-BLE half of the probe."""
+
+    def __init__(self, protocol):
+        self.driver = protocols.get(protocol)
+        self.assembler = self.driver.new_assembler()
+        self.reading = Reading()
+        self.infos = []
+        self.measured = 0
+        self.errors = []
+
+    def _sink(self, frame):
+        try:
+            if self.driver.decode(frame, self.reading):
+                self.measured += 1
+            else:
+                info = self.driver.info(frame)
+                if info is not None:
+                    self.infos.append(info)
+        except BMSError as e:
+            self.errors.append(str(e))
+
+    def feed(self, data):
+        self.assembler.feed(bytes(data), self._sink, int(time.monotonic() * 1000))
+
+    def take_infos(self):
+        out, self.infos = self.infos, []
+        return out
+
+    def snapshot(self):
+        return reading_json(self.reading)
+
+
+async def _wait_measured(session, queue, target, timeout, out):
+    loop = asyncio.get_event_loop()
+    deadline = loop.time() + timeout
+    while session.measured < target:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise ProbeError("no answer from the BMS within %.1f s (%s)" % (timeout, _why(session)))
+        try:
+            data = await asyncio.wait_for(queue.get(), left)
+        except asyncio.TimeoutError:
+            continue
+        session.feed(data)
+        for info in session.take_infos():
+            out.write(json.dumps({"info": info}) + "\n")
+
+
+def _why(session):
+    if session.errors:
+        return "last error: " + session.errors[-1]
+    a = session.assembler
+    return "frames %d, bad checksum %d, dropped bytes %d" % (a.frames, a.bad_checksum, a.dropped_bytes)
+
+
+async def probe(client, protocol, count=1, interval=2.0, timeout=10.0, out=None):
+    """Read `count` readings from a connected client with bleak's interface
+    (services, start_notify, write_gatt_char) and print them as JSON lines."""
+    out = out or sys.stdout
+    session = Session(protocol)
+    driver = session.driver
+    notify, write = pick_characteristics(client.services, driver)
+    queue = asyncio.Queue()
+    await client.start_notify(notify, lambda _sender, data: queue.put_nowait(bytes(data)))
+    response = "write" in _props(write)
+    for req in driver.start_requests():
+        await client.write_gatt_char(write, req, response=response)
+    for n in range(count):
+        if n and interval:
+            await asyncio.sleep(interval)
+        if driver.streams:
+            await _wait_measured(session, queue, session.measured + 1, timeout, out)
+        else:
+            # One request at a time: the BMS answers each with one frame.
+            for req in driver.poll_requests():
+                target = session.measured + 1
+                await client.write_gatt_char(write, req, response=response)
+                await _wait_measured(session, queue, target, timeout, out)
+        out.write(json.dumps(session.snapshot()) + "\n")
+        if hasattr(out, "flush"):
+            out.flush()
+    return session
+
+
+def _bleak():
+    try:
+        import bleak
+    except ImportError:
+        raise ProbeError("bms_probe needs the 'bleak' package on the laptop: pip install bleak")
+    return bleak
+
+
+async def run_scan(args, out):
+    bleak = _bleak()
+    found = await bleak.BleakScanner.discover(timeout=args.timeout, return_adv=True)
+    for device, adv in found.values():
+        line = describe_advertisement(device.address, adv.local_name or device.name,
+                                      adv.service_uuids, adv.manufacturer_data, adv.rssi)
+        if line["protocol"] or args.all:
+            out.write(json.dumps(line) + "\n")
+
+
+async def run_probe(args, out):
+    bleak = _bleak()
+    protocol = args.protocol
+    device = None
+    if protocol == "auto":
+        found = await bleak.BleakScanner.discover(timeout=args.timeout, return_adv=True)
+        for dev, adv in found.values():
+            if dev.address.lower() == args.mac.lower():
+                device = dev
+                protocol = describe_advertisement(dev.address, adv.local_name or dev.name,
+                                                  adv.service_uuids, adv.manufacturer_data)["protocol"]
+                break
+        if device is None:
+            raise ProbeError("%s not found (is it advertising, or connected to something else?)" % args.mac)
+        if protocol is None:
+            raise ProbeError("%s is no known BMS: pass --protocol" % args.mac)
+    else:
+        device = await bleak.BleakScanner.find_device_by_address(args.mac, timeout=args.timeout)
+        if device is None:
+            raise ProbeError("%s not found (is it advertising, or connected to something else?)" % args.mac)
+    async with bleak.BleakClient(device, timeout=args.timeout) as client:
+        await probe(client, protocol, args.count, args.interval, args.timeout, out)
+
+
+def main(argv=None, out=None, err=None):
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        asyncio.run(run_scan(args, out) if args.scan else run_probe(args, out))
+    except (ProbeError, BMSError) as e:
+        err.write("bms_probe: %s\n" % e)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
