@@ -94,6 +94,8 @@ async def receive(stream, length, sha256=None, esp32_module=None):
                 if guard.stalled:
                     raise _Stalled()
                 raise
+            except asyncio.TimeoutError:  # the web layer's own idle timeout on body reads
+                raise _Stalled()
             guard.alive()
             if not n:
                 raise ImageError("upload ended after %d of %d bytes" % (length - left, length))
