@@ -132,7 +132,8 @@ class Battery:
 
     def set_load_schedule(self, schedule):
         """A daily load pattern: [[hour_of_day, amps], ...] with ascending hours in 0..24;
-        each load applies from its hour until the next (the last one wraps past midnight)."""
+        each load applies from its hour until the next (the last one wraps past midnight).
+        The battery's own time `t` starts at midnight; the schedule replaces `load_a`."""
         last = -1
         for entry in schedule:
             if len(entry) != 2:
