@@ -100,8 +100,9 @@
     $("faults").style.color = f.length ? "var(--bad)" : "";
     txt("link", b.connected ? "connected" : "disconnected");
     txt("age", typeof b.age_s === "number" ? dur(b.age_s) : "no data");
-    var st = b.stats || b.link || {}, errs = [];
-    for (var k in st) if (/err|fail|bad|drop|timeout|stall|reconnect/.test(k) && st[k]) errs.push(words(k) + " " + st[k]);
+    var st = b.stats || {}, errs = [];
+    if (st.polls) errs.push(st.ok + "/" + st.polls + " polls ok");
+    for (var k in st) if (/^(errors|timeouts|reconnects|bad_frames|failures|last_error)$/.test(k) && st[k]) errs.push(words(k) + ": " + st[k]);
     txt("lerrs", errs.length ? errs.join(", ") : "none");
     pill("conn", b.connected ? "BMS ok" : "BMS offline", b.connected ? "on" : "bad");
     txt("ver", d.version || "–");
@@ -444,7 +445,7 @@
       txt("bmsg", devs.length + " found");
       devs.forEach(function (d) {
         var li = el("li"), use = el("button", {type: "button"}, "Use");
-        var proto = d.protocol || d.bms_protocol || "auto";
+        var proto = d.family || d.protocol || "auto";
         li.appendChild(el("span", {}, (d.name || "(no name)") + " · " + (d.mac || d.addr) + " · " + words(proto) + (typeof d.rssi === "number" ? " · " + d.rssi + " dBm" : "")));
         use.addEventListener("click", function () {
           var body = {bms_mac: (d.mac || d.addr).toUpperCase(), bms_protocol: proto};

@@ -71,7 +71,8 @@ class MockDevice:
             "bms": {"voltage": round(sum(cells), 3), "current": round(10 + soc / 10, 2), "soc": round(soc, 1),
                     "remaining_ah": round(soc, 1), "nominal_ah": 100, "cycles": 12, "cells": cells,
                     "temperatures": [21.5, 22.0], "charge_fet": True, "discharge_fet": True, "faults": [],
-                    "age_s": 1, "connected": True, "stats": {"errors": 0}},
+                    "age_s": 1, "connected": True,
+                    "stats": {"polls": 20, "ok": 19, "errors": 1, "timeouts": 0, "last_error": "timeout"}},
             "charger": {"relay": relay, "state": "override" if manual else "charging",
                         "reason": "manual override" if manual else "soc below max_soc",
                         "since_s": 42, "next": "stop at 100 %",
@@ -150,11 +151,11 @@ def _handler(dev):
                     "/api/history": dev.history,
                     "/api/settings": dev.store.public,
                     "/api/settings/schema": settings_mod.schema_public,
-                    "/api/events": lambda: dev.events,
-                    "/api/wifi/scan": lambda: [{"ssid": "simnet", "rssi": -50, "secure": True},
-                                               {"ssid": "cafe", "rssi": -80, "secure": False}],
-                    "/api/bms/scan": lambda: [{"name": "xiaoxiang", "mac": "a4:c1:38:00:11:22",
-                                               "protocol": "jbd", "rssi": -70}],
+                    "/api/events": lambda: {"events": dev.events, "last_seq": len(dev.events)},
+                    "/api/wifi/scan": lambda: {"networks": [{"ssid": "cafe", "rssi": -80, "secure": False},
+                                                            {"ssid": "simnet", "rssi": -50, "secure": True}]},
+                    "/api/bms/scan": lambda: {"devices": [{"name": "xiaoxiang", "mac": "A4:C1:38:00:11:22",
+                                                           "family": "jbd", "rssi": -70}]},
                 }
                 if path in answers:
                     return self._send(200, answers[path]())

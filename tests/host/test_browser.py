@@ -72,6 +72,7 @@ def test_dashboard_shows_live_values_cells_and_chart(page, mock):
     assert page.text_content("#relay") == "ON"
     assert page.text_content("#cstate") == "charging"
     assert page.text_content("#link") == "connected"
+    assert page.text_content("#lerrs") == "19/20 polls ok, errors: 1, last error: timeout"
     assert page.locator("#cells .cell").count() == len(st["bms"]["cells"])
     assert "Δ" in page.text_content("#cellsum")
     assert page.text_content("#power").endswith(" W")
@@ -170,6 +171,7 @@ def test_wifi_bms_log_and_firmware_pages(page, mock):
     page.click("#wscan")
     page.wait_for_selector("#wlist li")
     assert page.locator("#wlist li").count() == 2
+    assert page.locator("#wlist li").first.text_content().startswith("simnet")  # strongest first
     page.locator("#wlist li", has_text="simnet").locator("button").click()
     assert page.input_value("#wssid") == "simnet"
     page.fill("#wpw", "short")
