@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Size of the web UI as frozen into the firmware (gzip -9, as scripts/build_assets.py does).
+Goal: under 25 KB gzipped in total (it lives in flash and crosses a slow AP link)."""
+import gzip
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET = 25 * 1024
+
+
+def main():
+    web = os.path.join(ROOT, "web")
+    total_raw = total_gz = 0
+    print("%-24s %8s %8s" % ("file", "raw", "gzipped"))
+    for root, dirs, files in os.walk(web):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                raw = f.read()
+            gz = len(gzip.compress(raw, 9, mtime=0))
+            total_raw += len(raw)
+            total_gz += gz
+            print("%-24s %8d %8d" % (os.path.relpath(path, web), len(raw), gz))
+    print("%-24s %8d %8d  (budget %d: %s)" % ("total", total_raw, total_gz, BUDGET,
+                                               "ok" if total_gz <= BUDGET else "OVER"))
+    return 0 if total_gz <= BUDGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
