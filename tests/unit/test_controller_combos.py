@@ -134,16 +134,23 @@ def test_reboot_during_balancing_resumes_balancing():
 
 
 def test_last_full_charge_persists_for_full_every_days():
-    c = make(max_soc=90, min_soc=70, full_every_days=7)
-    c.update(R(soc=100, current=8), 0, WALL0)
-    c.update(R(soc=100, current=2), 100, WALL0 + 100)  # a full charge (max_soc 90: due at once? no: counted from boot)
+    kw = {"max_soc": 90, "min_soc": 70, "full_every_days": 7}
+    c = make(**kw)
+    c.update(R(soc=90), 0, WALL0)
     assert c.state == "resting"
-    p = c.persisted()
-    c2 = Controller(settings(max_soc=90, min_soc=70, full_every_days=7), p)
-    # 3 days later, after a reboot: not due yet
-    assert c2.update(R(soc=85), 0, WALL0 + 3 * DAY) is False
-    assert c2.update(R(soc=70), 100, WALL0 + 3 * DAY + 100) is True
-    assert c2.next == "charges until SOC >= 90 %"
+    # day 7 (counted from boot): a full charge
+    t = 7 * DAY
+    assert c.update(R(soc=85), t, WALL0 + t) is True
+    c.update(R(soc=100, current=2), t + 100, WALL0 + t + 100)
+    assert c.update(R(soc=100, current=2), t + 200, WALL0 + t + 200) is False
+    assert c.full_charges == 1 and c.persisted()["full_at"] == WALL0 + t + 200
+    # reboot on day 8: the device clock restarts, the wall clock knows the full charge was a day ago
+    c2 = reboot(c, **kw)
+    assert c2.update(R(soc=85), 0, WALL0 + 8 * DAY) is False
+    assert c2.update(R(soc=85), DAY, WALL0 + 9 * DAY) is False
+    # day 14.1: seven days after the last full charge (only 6.1 days of this boot)
+    assert c2.update(R(soc=85), int(6.1 * DAY), WALL0 + int(14.1 * DAY)) is True
+    assert c2.reason == "full charge due (every 7 days)"
 
 
 def test_bad_persisted_data_is_ignored():
