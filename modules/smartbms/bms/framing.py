@@ -84,10 +84,13 @@ class Assembler:
             if self._n and last is not None and _ticks_diff(now_ms, last) > self.stall_ms:
                 self.stalled += 1
                 self._drop_partial()
-        try:
-            src = memoryview(data)
-        except TypeError:
-            return 0
+        # bytes/bytearray are indexed directly; anything else must offer the buffer protocol.
+        src = data
+        if type(data) is not bytes and type(data) is not bytearray:
+            try:
+                src = memoryview(data)
+            except TypeError:
+                return 0
         end = len(src)
         i = self._skip(src, 0, end)
         if self._n and i < end and self._restarts(src, i, end):
@@ -128,7 +131,10 @@ class Assembler:
                 k = want - n
                 if k > end - i:
                     k = end - i
-                self._mv[n:n + k] = src[i:i + k]
+                if i == 0 and k == end:
+                    self._mv[n:n + k] = src  # the usual case: a whole notification
+                else:
+                    self._mv[n:n + k] = memoryview(src)[i:i + k]
                 i += k
                 n += k
                 self._n = n
