@@ -150,10 +150,12 @@ class Progress:
         self.out.flush()
 
 
-def wait_back(dev, old_uptime, new_version, old_version, timeout, log):
-    """Wait for the reboot and report. Returns an exit code."""
+def wait_back(dev, old_uptime, new_version, old_version, timeout, log, confirm=True):
+    """Wait for the reboot, then (confirm=True) for the new image to confirm itself or
+    for the rollback. Returns an exit code."""
     deadline = time.monotonic() + timeout
-    went_down = False
+    went_down = rebooted = False
+    said_pending = False
     while time.monotonic() < deadline:
         try:
             ota, up = dev.ota_status()
@@ -161,24 +163,32 @@ def wait_back(dev, old_uptime, new_version, old_version, timeout, log):
             went_down = True
             time.sleep(0.3)
             continue
-        rebooted = went_down or (up is not None and old_uptime is not None and up < old_uptime)
-        if rebooted and ota:
-            running = ota.get("running_version")
-            if running == new_version:
-                log("device is back running %s from %s%s" % (running, ota.get("running"),
-                    " (pending verification: it confirms itself after 60 s of healthy running)"
-                    if ota.get("pending_verify") else ""))
-                return EXIT_OK
-            if running == old_version:
-                log("ROLLBACK: the device came back running the old version %s" % running)
-                return EXIT_ROLLBACK
-            log("device is back running %r (expected %s)" % (running, new_version))
-            return EXIT_ROLLBACK
-        if rebooted and not ota:
+        rebooted = rebooted or went_down or (up is not None and old_uptime is not None and up < old_uptime)
+        if not rebooted:
+            time.sleep(0.3)
+            continue
+        if not ota:
             log("device is back (its status does not report OTA details)")
             return EXIT_OK
-        time.sleep(0.3)
-    log("the device did not come back within %d s" % timeout)
+        running = ota.get("running_version")
+        if running != new_version:
+            if running == old_version:
+                log("ROLLBACK: the device came back running the old version %s from %s"
+                    % (running, ota.get("running")))
+            else:
+                log("device is back running %r, expected %s" % (running, new_version))
+            return EXIT_ROLLBACK
+        if not ota.get("pending_verify") or not confirm:
+            log("device is back running %s from %s%s" % (running, ota.get("running"),
+                " (pending verification)" if ota.get("pending_verify") else
+                ", confirmed" if said_pending else ""))
+            return EXIT_OK
+        if not said_pending:
+            log("device runs %s from %s, pending verification (confirmed after 60 s healthy)..."
+                % (running, ota.get("running")))
+            said_pending = True
+        time.sleep(0.5)
+    log("no confirmation within %d s (see the device's event log)" % timeout)
     return EXIT_UNREACHABLE
 
 
@@ -188,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--password", default=os.environ.get("SMARTBMS_PASSWORD"),
                     help="admin password (default $SMARTBMS_PASSWORD)")
     ap.add_argument("--wait", type=float, default=120, help="seconds to wait for the reboot (0: do not wait)")
+    ap.add_argument("--no-confirm", action="store_true",
+                    help="return once the new version answers, without waiting for its 60 s health check")
     ap.add_argument("image")
     args = ap.parse_args(argv)
 
@@ -224,7 +236,7 @@ def main(argv=None):
         log("written to %s; the device reboots into it" % body.get("slot"))
         if not args.wait:
             return EXIT_OK
-        return wait_back(dev, uptime, info["version"], old, args.wait, log)
+        return wait_back(dev, uptime, info["version"], old, args.wait, log, confirm=not args.no_confirm)
     except Failure as e:
         log(str(e))
         return e.code

@@ -41,15 +41,12 @@ def slot_version(part):
     return d[1] if d else None
 
 
-def otadata_state(esp32):
-    """(active seq, state) from the otadata partition, or (None, None) when erased/absent."""
-    parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, 0, None)
-    if not parts:
-        return None, None
+def otadata_state(part):
+    """(active seq, state) from the otadata partition, or (None, None) when erased."""
     entries = []
     buf = bytearray(otadata.ENTRY_SIZE)
     for i in range(2):
-        parts[0].readblocks(i, buf)
+        part.readblocks(i, buf)
         entries.append(otadata.decode(buf))
     a = otadata.active(entries)
     if a < 0:
@@ -57,22 +54,34 @@ def otadata_state(esp32):
     return entries[a][0], entries[a][1]
 
 
+_parts = None  # (running, its label, its version, the other slot, otadata or None, slot labels)
+
+
+def _partitions():
+    # the running slot and the layout do not change until the next boot: look them up once
+    global _parts
+    if _parts is None:
+        import esp32
+        run = esp32.Partition(esp32.Partition.RUNNING)
+        try:
+            other = run.get_next_update()
+        except OSError:
+            other = None
+        data = esp32.Partition.find(esp32.Partition.TYPE_DATA, 0, None)
+        slots = sorted(p.info()[4] for p in esp32.Partition.find(esp32.Partition.TYPE_APP))
+        _parts = (run, run.info()[4], slot_version(run), other, data[0] if data else None, slots)
+    return _parts
+
+
 def status():
-    """{"running", "running_version", "previous_version", "pending_verify", "state"}."""
-    import esp32
-    run = esp32.Partition(esp32.Partition.RUNNING)
-    label = run.info()[4]
-    out = {"running": label, "running_version": slot_version(run), "previous_version": None,
+    """{"running", "running_version", "previous_version", "pending_verify", "state", "busy"}."""
+    run, label, version, other, data, slots = _partitions()
+    out = {"running": label, "running_version": version,
+           "previous_version": slot_version(other) if other is not None else None,
            "pending_verify": False, "state": "undefined", "busy": _busy}
-    try:
-        out["previous_version"] = slot_version(run.get_next_update())
-    except OSError:
-        pass
-    seq, state = otadata_state(esp32)
-    if seq is not None:
-        slots = [p.info()[4] for p in esp32.Partition.find(esp32.Partition.TYPE_APP)]
-        slots.sort()
-        if slots and slots[otadata.slot_of(seq, len(slots))] == label:
+    if data is not None:
+        seq, state = otadata_state(data)
+        if seq is not None and slots[otadata.slot_of(seq, len(slots))] == label:
             out["state"] = otadata.STATE_NAMES.get(state, "undefined")
             out["pending_verify"] = state == otadata.PENDING_VERIFY
     return out
