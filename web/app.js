@@ -67,7 +67,11 @@
     var secs = document.querySelectorAll("main>section");
     for (var i = 0; i < secs.length; i++) secs[i].classList.toggle("hide", secs[i].id !== id);
     var tabs = document.querySelectorAll("#tabs a");
-    for (i = 0; i < tabs.length; i++) tabs[i].classList.toggle("on", tabs[i].getAttribute("href") === "#" + id);
+    for (i = 0; i < tabs.length; i++) {
+      var on = tabs[i].getAttribute("href") === "#" + id;
+      tabs[i].classList.toggle("on", on);
+      if (on && tabs[i].scrollIntoView) tabs[i].scrollIntoView({block: "nearest", inline: "nearest"});
+    }
     if (loaders[id]) loaders[id]();
     if (id === "dash" && lastHistory) drawChart(lastHistory);
   }
