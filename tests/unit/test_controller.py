@@ -310,3 +310,18 @@ def test_fault_reason_follows_the_current_protection():
     c.update(R(soc=50, faults=["short_circuit"], temps=(-2,)), 20)
     assert c.reason == "temperature -2.0 °C < 2 °C"
     assert c.faults == 1  # one stretch in the fault state
+
+
+def test_override_info_for_the_status_page():
+    c = make(min_switch_s=0)
+    c.update(R(soc=50), 0)
+    assert c.override_info(0) == {"mode": "auto", "remaining_min": None}
+    c.set_override("off", 30, 10)
+    assert c.override_info(10) == {"mode": "off", "remaining_min": 30}
+    assert c.override_info(10 + 29 * 60 + 1) == {"mode": "off", "remaining_min": 1}
+    assert c.override_info(10 + 30 * 60) == {"mode": "auto", "remaining_min": None}
+    c.set_override("on", 5, 20)
+    assert c.override_info(20)["mode"] == "on"
+    # a cell at the limit ends an "on" override
+    c.update(R(soc=50, cell=3.65), 30)
+    assert c.override_info(30) == {"mode": "auto", "remaining_min": None}

@@ -174,6 +174,13 @@ class Controller:
             raise ValueError("override mode must be on, off or auto")
         return self.update(self._reading, now, self._wall)
 
+    def override_info(self, now):
+        """{"mode": "on" | "off" | "auto", "remaining_min": minutes left, rounded up, or None}."""
+        if self._ov_mode == _OV_AUTO or now >= self._ov_until:
+            return {"mode": "auto", "remaining_min": None}
+        return {"mode": "on" if self._ov_mode == _OV_ON else "off",
+                "remaining_min": (self._ov_until - now + 59) // 60}
+
     def reset_timeout(self, now):
         """Manual reset of a timeout hold: a new charge starts (safety stops still apply)."""
         if self._phase == TIMEOUT or self._restored == TIMEOUT:
