@@ -1,0 +1,461 @@
+# The BLE link to the BMS on aioble: find and connect, discover the service, pick the
+# write/notify characteristics by their properties, subscribe, request/response with
+# bounded waits, reconnect with backoff, and the poll loop that publishes Readings.
+#
+# Every notification is captured at IRQ level: aioble hands each one to
+# `_on_notify_indicate(queue, ...)`, which appends to the characteristic's one-slot deque
+# (`_notify_queue`), so back-to-back fragments would overwrite each other before
+# notified() runs. The link puts its own ring (_Capture) in that slot instead.
+#
+# Radio waits (connect, discovery, responses) are real milliseconds: the radio does not
+# speed up with the simulator's clock. Poll intervals and backoff are device time
+# (smartbms.clock).
+import time
+
+from smartbms import clock
+from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.scan import find, normalize_mac, scan  # noqa: F401 (scan re-exported)
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+try:
+    _ticks_ms = time.ticks_ms
+    _ticks_diff = time.ticks_diff
+    _ticks_add = time.ticks_add
+except AttributeError:  # CPython
+
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+    def _ticks_add(a, b):
+        return a + b
+
+
+try:
+    from random import getrandbits as _getrandbits
+except ImportError:  # pragma: no cover
+
+    def _getrandbits(n):
+        return _ticks_ms() & ((1 << n) - 1)
+
+
+_FLAG_WRITE_NO_RESPONSE = const(0x0004)
+_FLAG_WRITE = const(0x0008)
+_FLAG_NOTIFY = const(0x0010)
+
+BACKOFF_MIN_MS = const(1000)
+BACKOFF_MAX_MS = const(60000)
+MAX_TIMEOUTS = const(3)  # consecutive unanswered polls before the link is rebuilt
+_WAIT_TICK_MS = const(10)  # how often a response wait looks at the capture ring
+_SLEEP_SLICE_MS = const(500)  # device ms; lets close() end a sleeping run() soon
+_SCAN_MS = const(5000)
+_CAPTURE_SLOTS = const(48)  # a 300-byte JK frame is 15 notifications at the default MTU
+
+MODES = ("persistent", "release")
+
+
+class LinkError(Exception):
+    """The BMS is reachable but not usable (service or characteristics missing)."""
+
+
+def backoff_ms(failures, rand8=None):
+    """Delay before retry number `failures` (1, 2, ...): 1 s doubling to 60 s, minus up to
+    a quarter at random so that devices restarted together do not retry in step."""
+    if failures < 1:
+        return 0
+    base = BACKOFF_MIN_MS << (failures - 1 if failures < 8 else 7)
+    if base > BACKOFF_MAX_MS:
+        base = BACKOFF_MAX_MS
+    if rand8 is None:
+        rand8 = _getrandbits(8)
+    return base - (base >> 2) * (rand8 & 0xFF) // 256
+
+
+async def _sleep_real_ms(ms):
+    if hasattr(asyncio, "sleep_ms"):
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+class _Capture:
+    """Takes the place of aioble's one-slot notification deque: the notify IRQ appends
+    each fragment here, the poller pops them in order. Single producer (the IRQ), single
+    consumer (the poller): each side writes only its own index. While not listening,
+    fragments are dropped at once (a streaming JK between polls)."""
+
+    def __init__(self, slots=_CAPTURE_SLOTS):
+        self._slots = [None] * slots
+        self._n = slots
+        self._head = 0  # IRQ side; indexes run modulo 2*slots so full != empty
+        self._tail = 0
+        self.listening = False
+        self.overflow_bytes = 0
+
+    def __len__(self):
+        return (self._head - self._tail) % (2 * self._n)
+
+    def append(self, data):
+        if not self.listening:
+            return
+        if len(self) >= self._n:
+            self.overflow_bytes += len(data)
+            return
+        h = self._head
+        self._slots[h % self._n] = data
+        self._head = (h + 1) % (2 * self._n)
+
+    def popleft(self):
+        if not len(self):
+            raise IndexError("empty")
+        t = self._tail
+        i = t % self._n
+        data = self._slots[i]
+        self._slots[i] = None
+        self._tail = (t + 1) % (2 * self._n)
+        return data
+
+    def clear(self):
+        while len(self):
+            self.popleft()
+
+
+class BMSLink:
+    """Polls one BMS over BLE. `driver` comes from smartbms.bms.protocols.get(); the BMS
+    is found by `mac` ('AA:BB:CC:DD:EE:FF') or by advertised `name`.
+    mode "persistent" keeps the connection; "release" connects for each poll and
+    disconnects after it, leaving the BMS free for its phone app in between.
+
+    Public state: latest (Reading or None; the object is reused every other poll, so copy
+    it with to_dict() to keep it), age_s(), connected, stats (dict)."""
+
+    def __init__(self, driver, mac=None, name=None, mode="persistent", interval_s=5,
+                 request_timeout_ms=3000, connect_timeout_ms=10000, mtu=247, scan_ms=_SCAN_MS):
+        if mac is not None and mac != "":
+            mac = normalize_mac(mac)
+        else:
+            mac = None
+        if name is not None:
+            name = str(name).strip() or None
+        if mac is None and name is None:
+            raise ValueError("BMSLink needs the BMS's MAC address or its advertised name")
+        if mode not in MODES:
+            raise ValueError("mode must be one of %s, not %r" % (", ".join(MODES), mode))
+        if not 0 < interval_s <= 3600:
+            raise ValueError("interval_s must be in (0, 3600]")
+        if not 50 <= request_timeout_ms <= 60000 or not 50 <= connect_timeout_ms <= 60000:
+            raise ValueError("timeouts must be 50..60000 ms")
+        if not 100 <= scan_ms <= 60000:
+            raise ValueError("scan_ms must be 100..60000")
+        if mtu and not 23 <= mtu <= 517:
+            raise ValueError("mtu must be 23..517 (0 = keep the default)")
+        for attr in ("service_uuids", "streams", "start_requests", "poll_requests", "new_assembler", "decode"):
+            if not hasattr(driver, attr):
+                raise ValueError("driver lacks %s" % attr)
+        self.driver = driver
+        self.mac = mac
+        self.name = name
+        self.mode = mode
+        self.interval_s = interval_s
+        self.request_timeout_ms = request_timeout_ms
+        self.connect_timeout_ms = connect_timeout_ms
+        self.mtu = mtu
+        self.scan_ms = scan_ms
+        self.latest = None
+        self.connected = False
+        self.stats = {
+            "polls": 0, "ok": 0, "errors": 0, "timeouts": 0, "reconnects": 0, "connects": 0,
+            "frames": 0, "bad_frames": 0, "dropped_bytes": 0, "failures": 0, "last_error": None,
+        }
+        self._work = Reading()  # decoded into; swapped with latest when a poll completes
+        self._assembler = driver.new_assembler()
+        self._capture = _Capture()
+        self._sink = self._on_frame  # bound once: a bound method allocates each time it is made
+        self._device = None
+        self._conn = None
+        self._wchar = None
+        self._nchar = None
+        self._write_response = False
+        self._answers = 0
+        self._frame_error = None
+        self._failures = 0  # consecutive failed cycles: drives the backoff
+        self._timeouts_in_row = 0
+        self._lost = False  # a link failed: the next connection is a reconnect
+        self._restart_stream = False
+        self._running = False
+        self._published_ms = 0
+
+    # ---- public -------------------------------------------------------------------
+    def age_s(self):
+        """Device seconds since the latest reading arrived, None before the first."""
+        if self.latest is None:
+            return None
+        return clock.now() - self.latest.received
+
+    async def run(self, on_reading=None):
+        """Poll every interval_s until close(); on_reading(reading) after each good poll."""
+        self._running = True
+        while self._running:
+            started = clock.now_ms()
+            ok = await self.poll_once()
+            if ok:
+                # Space readings (not poll starts) by the interval: a cycle that had to
+                # connect first must not be followed by a reading that comes early.
+                started = self._published_ms
+                if on_reading is not None:
+                    on_reading(self.latest)
+            if not self._running:
+                break
+            if self._failures:
+                wait = backoff_ms(self._failures)
+            else:
+                wait = self.interval_s * 1000 - (clock.now_ms() - started)
+            await self._sleep(wait)
+        await self._drop()
+
+    async def close(self):
+        """Stop run() (at its next wake-up) and disconnect now."""
+        self._running = False
+        await self._drop()
+
+    async def poll_once(self):
+        """One cycle: connect if needed, poll, publish. True when a Reading was published."""
+        st = self.stats
+        st["polls"] += 1
+        ok = False
+        try:
+            if self._conn is None or not self._conn.is_connected():
+                if self._conn is not None:
+                    self._lost = True
+                    await self._drop()
+                await self._open()
+            ok = await self._poll()
+            if ok:
+                self._timeouts_in_row = 0
+                self._failures = 0
+            else:
+                st["timeouts"] += 1
+                st["errors"] += 1
+                st["last_error"] = "timeout: no answer from the BMS"
+                self._timeouts_in_row += 1
+                self._restart_stream = True
+                if self._timeouts_in_row >= MAX_TIMEOUTS:
+                    # A BMS that stays mute over a live link is often wedged: rebuild it.
+                    self._timeouts_in_row = 0
+                    self._lost = True
+                    self._failures += 1
+                    await self._drop()
+        except Exception as e:  # noqa: BLE001 - any radio failure ends this cycle only
+            self._fail(e)
+            await self._drop()
+        finally:
+            self._capture.listening = False
+            st["frames"] = self._assembler.frames
+            st["dropped_bytes"] = self._assembler.dropped_bytes + self._capture.overflow_bytes
+            st["failures"] = self._failures
+            if self.mode == "release":
+                await self._drop()
+        return ok
+
+    # ---- connection ---------------------------------------------------------------
+    def _fail(self, e):
+        st = self.stats
+        st["errors"] += 1
+        if isinstance(e, asyncio.TimeoutError):
+            st["timeouts"] += 1
+            msg = "timeout"
+        else:
+            msg = str(e) or type(e).__name__
+            if type(e).__name__ == "DeviceDisconnectedError":
+                msg = "disconnected"
+        st["last_error"] = "%s: %s" % (type(e).__name__, msg) if msg != type(e).__name__ else msg
+        self._failures += 1
+        st["failures"] = self._failures
+        self._lost = True
+
+    async def _open(self):
+        import aioble
+        import bluetooth
+
+        if self._device is None:
+            dev = await find(self.mac, self.name, self.scan_ms)
+            if dev is None:
+                if self.mac is None:
+                    raise LinkError("no BMS advertising as %r" % self.name)
+                # Not seen (maybe not advertising right now): try the public address.
+                dev = aioble.Device(aioble.ADDR_PUBLIC, self.mac)
+            self._device = dev
+        dev = self._device
+        try:
+            conn = await dev.connect(timeout_ms=self.connect_timeout_ms)
+        except Exception:
+            # aioble leaves the controller's attempt running and keeps the dead connection
+            # on the Device: cancel the one, forget the other (rescan next time).
+            self._device = None
+            try:
+                aioble.core.ble.gap_connect(None)
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        if not conn.is_connected():
+            self._device = None
+            raise LinkError("connection closed while opening")
+        self._conn = conn
+        self.connected = True
+        self.stats["connects"] += 1
+        if self._lost:
+            self.stats["reconnects"] += 1
+            self._lost = False
+        t = self.request_timeout_ms
+        # aioble's discovery has no timeout of its own: bound it here.
+        with conn.timeout(t):
+            service = None
+            for u in self.driver.service_uuids:
+                service = await conn.service(bluetooth.UUID(u))
+                if service is not None:
+                    break
+            if service is None:
+                raise LinkError("BMS has no service %s" % ", ".join("%04X" % u for u in self.driver.service_uuids))
+            chars = []
+            async for ch in service.characteristics():
+                chars.append(ch)
+        self._pick(chars)
+        self._nchar._notify_queue = self._capture
+        self._capture.listening = False
+        with conn.timeout(t):
+            await self._nchar.subscribe(notify=True)
+        if self.mtu:
+            try:
+                await conn.exchange_mtu(self.mtu, timeout_ms=t)
+            except Exception:  # noqa: BLE001 - the default MTU works, only slower
+                pass
+        await self._start()
+
+    def _pick(self, chars):
+        notify = write = None
+        for ch in chars:
+            if notify is None and ch.properties & _FLAG_NOTIFY:
+                notify = ch
+        # Prefer a write characteristic that is not the notify one (JBD FF02 over FF01),
+        # and write-without-response over write (the BMSes answer by notification).
+        best = -1
+        for ch in chars:
+            p = ch.properties
+            if not p & (_FLAG_WRITE | _FLAG_WRITE_NO_RESPONSE):
+                continue
+            score = (2 if ch is not notify else 0) + (1 if p & _FLAG_WRITE_NO_RESPONSE else 0)
+            if score > best:
+                best = score
+                write = ch
+        if notify is None or write is None:
+            raise LinkError("BMS service lacks a %s characteristic" % ("notify" if notify is None else "write"))
+        self._nchar = notify
+        self._wchar = write
+        self._write_response = not (write.properties & _FLAG_WRITE_NO_RESPONSE)
+
+    async def _start(self):
+        for req in self.driver.start_requests():
+            self._arm()
+            await self._write(req)
+            # Give each start request a chance to be answered; a mute one is judged by the poll.
+            await self._collect(0)
+        self._restart_stream = False
+
+    async def _drop(self):
+        conn = self._conn
+        self._conn = None
+        self._nchar = self._wchar = None
+        self.connected = False
+        self._capture.listening = False
+        self._capture.clear()
+        if conn is not None and conn.is_connected():
+            try:
+                await conn.disconnect(timeout_ms=2000)
+            except Exception:  # noqa: BLE001 - the link is gone either way
+                pass
+
+    # ---- request/response ---------------------------------------------------------
+    def _on_frame(self, frame):
+        try:
+            if self.driver.decode(frame, self._work):
+                self._answers += 1
+        except BMSError as e:
+            self.stats["bad_frames"] += 1
+            self._frame_error = e
+
+    def _arm(self):
+        self._capture.clear()
+        self._assembler.reset()
+        self._answers = 0
+        self._frame_error = None
+        self._capture.listening = True
+
+    async def _write(self, data):
+        await self._wchar.write(data, self._write_response, self.request_timeout_ms)
+
+    async def _collect(self, want):
+        """Feed captured fragments to the assembler until `want` measurement frames were
+        decoded (want 0: until any frame arrived). False on timeout; raises when the
+        link drops or the BMS answers with an error frame."""
+        cap = self._capture
+        asm = self._assembler
+        sink = self._sink
+        deadline = _ticks_add(_ticks_ms(), self.request_timeout_ms)
+        frames0 = asm.frames
+        while True:
+            while len(cap):
+                asm.feed(cap.popleft(), sink)
+            if self._frame_error is not None:
+                raise self._frame_error
+            if (want and self._answers >= want) or (not want and asm.frames != frames0):
+                return True
+            if self._conn is None or not self._conn.is_connected():
+                raise LinkError("disconnected")
+            if _ticks_diff(deadline, _ticks_ms()) <= 0:
+                return False
+            await _sleep_real_ms(_WAIT_TICK_MS)
+
+    async def _poll(self):
+        if self.driver.streams:
+            if self._restart_stream:
+                await self._start()
+            self._arm()  # only a frame that starts after now counts: no stale data
+            if not await self._collect(1):
+                return False
+        else:
+            for req in self.driver.poll_requests():
+                self._arm()
+                await self._write(req)
+                if not await self._collect(1):
+                    return False
+        self._capture.listening = False
+        self._publish()
+        return True
+
+    def _publish(self):
+        r = self._work
+        r.received = clock.now()
+        self._published_ms = clock.now_ms()
+        self._work = self.latest if self.latest is not None else Reading()
+        self.latest = r
+        self.stats["ok"] += 1
+
+    async def _sleep(self, ms):
+        while ms > 0 and self._running:
+            step = ms if ms < _SLEEP_SLICE_MS else _SLEEP_SLICE_MS
+            await clock.sleep_ms(step)
+            ms -= step

@@ -1,0 +1,417 @@
+# The BLE link against the fake aioble (sim/shims/aioble), on both runtimes.
+import asyncio
+
+import aioble
+import bluetooth
+import bms_frames
+from aioble import sim
+from testutil import approx, raises, run_async
+
+from smartbms import clock
+from smartbms.bms import link as linkmod
+from smartbms.bms import protocols
+from smartbms.bms.link import BMSLink, backoff_ms
+
+_R = bluetooth.FLAG_READ
+_W = bluetooth.FLAG_WRITE
+_WNR = bluetooth.FLAG_WRITE_NO_RESPONSE
+_N = bluetooth.FLAG_NOTIFY
+
+VALUES = {"voltage": 13.3, "current": -2.5, "soc": 77, "remaining_ah": 77.0, "nominal_ah": 100.0,
+          "cycles": 12, "cells": (3.31, 3.32, 3.33, 3.32), "temperatures": (21.0, 22.0),
+          "charge_fet": True, "discharge_fet": True}
+
+MAC = {"jbd": "A4:C1:37:00:00:01", "jk02_32s": "C8:47:8C:00:00:02", "jk02_24s": "C8:47:8C:00:00:03",
+       "daly": "17:71:06:00:00:04"}
+
+
+class FakeBMS:
+    """A simulated BMS answering in its protocol (frames from sim/bms_frames.py)."""
+
+    def __init__(self, protocol, values=None, mtu_max=23, stream_ms=30, two_jk_chars=False):
+        self.protocol = protocol
+        self.values = dict(values or VALUES)
+        self.stream_ms = stream_ms
+        self.streamed = 0
+        self._stream = None
+        if protocol == "jbd":
+            self.notify_uuid, name, mfr = 0xFF01, "SP04S034-L4S", None
+            services = {0xFF00: [(0xFF01, _R | _N), (0xFF02, _W | _WNR)]}
+        elif protocol == "daly":
+            self.notify_uuid, name, mfr = 0xFFF1, "DL-177106000004", None
+            services = {0xFFF0: [(0xFFF1, _R | _N), (0xFFF2, _W | _WNR)]}
+        else:
+            self.notify_uuid, name, mfr = 0xFFE1, "JK-B2A8S20P", (0x0B65, b"\x01\x02")
+            chars = [(0xFFE1, _W | _WNR | _N)]
+            if two_jk_chars:  # newer modules: a notify-only FFE1 first, then write+notify
+                chars = [(0xFFE1, _R | _N), (0xFFE1, _W | _N)]
+            services = {0xFFE0: chars}
+        self.p = sim.add_peripheral(sim.Peripheral(MAC[protocol], name, services, mfr, rssi=-55,
+                                                   mtu_max=mtu_max, on_write=self.on_write))
+
+    def on_write(self, char_uuid, data):
+        for frame in bms_frames.respond(self.protocol, data, self.values):
+            self.p.notify(self.notify_uuid, frame)
+        if self.protocol.startswith("jk02") and data[4] == 0x96 and self._stream is None:
+            self._stream = asyncio.create_task(self._streaming())
+
+    async def _streaming(self):
+        req = b"\xaa\x55\x90\xeb\x96" + bytes(15)
+        try:
+            while self.p.connected:
+                await sim.sleep_ms(self.stream_ms)
+                for frame in bms_frames.respond(self.protocol, req, self.values):
+                    if self.p.notify(self.notify_uuid, frame):
+                        self.streamed += 1
+        finally:
+            self._stream = None
+
+
+def _link(protocol, **kw):
+    kw.setdefault("request_timeout_ms", 300)
+    kw.setdefault("connect_timeout_ms", 200)
+    kw.setdefault("scan_ms", 100)
+    if "name" not in kw:
+        kw.setdefault("mac", MAC[protocol])
+    return BMSLink(protocols.get(protocol), **kw)
+
+
+def _check_reading(r, values, protocol):
+    assert approx(r.voltage, values["voltage"], 0.011)
+    assert approx(r.current, values["current"], 0.011)
+    assert r.soc == values["soc"]
+    assert approx(r.remaining_ah, values["remaining_ah"], 0.011)
+    assert r.cycles == values["cycles"]
+    assert len(r.cells) == len(values["cells"])
+    for a, b in zip(r.cells, values["cells"]):
+        assert approx(a, b, 0.0011)
+    assert r.charge_fet is True and r.discharge_fet is True
+    assert r.faults == []
+
+
+def _poll_family(protocol, mtu_max):
+    async def go():
+        sim.reset()
+        bms = FakeBMS(protocol, mtu_max=mtu_max)
+        link = _link(protocol)
+        assert link.latest is None and link.age_s() is None
+        for _ in range(3):
+            assert await link.poll_once()
+        _check_reading(link.latest, VALUES, protocol)
+        assert link.latest.received == clock.now()
+        assert link.age_s() == 0
+        assert link.connected and bms.p.connected
+        st = link.stats
+        assert st["polls"] == 3 and st["ok"] == 3 and st["errors"] == 0 and st["timeouts"] == 0
+        assert st["connects"] == 1 and st["reconnects"] == 0
+        assert st["frames"] >= 3
+        assert bms.p.connects == 1
+        assert bms.p.mtu == min(247, mtu_max)
+        await link.close()
+        assert not bms.p.connected and not link.connected
+        return bms
+
+    return run_async(go())
+
+
+def test_jbd_polls_basic_and_cells_with_write_without_response():
+    bms = _poll_family("jbd", mtu_max=23)
+    drv = protocols.get("jbd")
+    reqs = [w[1] for w in bms.p.writes]
+    assert reqs == list(drv.poll_requests()) * 3
+    assert all(w[0] == bluetooth.UUID(0xFF02) for w in bms.p.writes)
+
+
+def test_daly_polls_a_129_byte_frame_over_20_byte_notifications():
+    bms = _poll_family("daly", mtu_max=23)
+    assert bms.p.fragments_sent == 3 * 7  # 129 bytes in 20-byte fragments, three polls
+
+
+def test_jk02_32s_start_requests_then_streamed_cell_info():
+    bms = _poll_family("jk02_32s", mtu_max=247)
+    drv = protocols.get("jk02_32s")
+    assert [w[1] for w in bms.p.writes] == list(drv.start_requests())
+
+
+def test_jk02_24s_layout():
+    _poll_family("jk02_24s", mtu_max=23)
+
+
+def test_jk_with_two_ffe1_characteristics_picks_by_properties():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jk02_32s", two_jk_chars=True)
+        link = _link("jk02_32s")
+        assert await link.poll_once()
+        # notify on the first (notify-only) FFE1, writes on the second (write+notify)
+        assert bms.p.subscribed(0xFFE1) == [bms.p.services[0][3][0].value_handle]
+        assert len(bms.p.writes) == 2
+        assert link._write_response  # that characteristic has no write-without-response
+        await link.close()
+
+    run_async(go())
+
+
+def test_back_to_back_fragments_naive_notified_loses_them_link_does_not():
+    frame = bms_frames.daly_status(**dict((k, VALUES[k]) for k in ("cells", "voltage", "soc")))
+    assert len(frame) == 129
+
+    async def go():
+        sim.reset()
+        bms = FakeBMS("daly", mtu_max=23)
+        # The naive aioble client: subscribe, write, loop on notified().
+        conn = await aioble.Device(0, MAC["daly"]).connect(timeout_ms=200)
+        svc = await conn.service(bluetooth.UUID(0xFFF0))
+        n = await svc.characteristic(bluetooth.UUID(0xFFF1))
+        w = await svc.characteristic(bluetooth.UUID(0xFFF2))
+        await n.subscribe()
+        await w.write(protocols.get("daly").poll_requests()[0])
+        got = []
+        try:
+            while True:
+                got.append(await n.notified(timeout_ms=100))
+        except asyncio.TimeoutError:
+            pass
+        assert bms.p.fragments_sent == 7
+        assert len(got) == 1 and len(b"".join(got)) < 129  # six of seven fragments lost
+        await conn.disconnect()
+        # The link captures every fragment of the same burst.
+        link = _link("daly", mtu=0)
+        assert await link.poll_once()
+        assert bms.p.mtu == 23 and bms.p.fragments_sent == 14
+        assert link.stats["dropped_bytes"] == 0
+        _check_reading(link.latest, VALUES, "daly")
+        await link.close()
+
+    run_async(go())
+
+
+def test_disconnect_mid_frame_then_reconnect():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd", mtu_max=23)
+        link = _link("jbd")
+        assert await link.poll_once()
+        first = link.latest.to_dict()
+        bms.p.drop_after_fragments = 1  # the next answer stops after its first fragment
+        bms.values["voltage"] = 13.1
+        assert not await link.poll_once()
+        assert not link.connected and not bms.p.connected
+        assert link.stats["errors"] == 1 and "disconnect" in link.stats["last_error"]
+        assert link.latest.to_dict() == first  # a half frame published nothing
+        assert await link.poll_once()
+        assert approx(link.latest.voltage, 13.1, 0.001)
+        assert link.stats["reconnects"] == 1 and bms.p.connects == 2
+        await link.close()
+
+    run_async(go())
+
+
+def test_never_answering_bms_times_out_bounded_and_link_is_rebuilt():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        link = _link("jbd", request_timeout_ms=60)
+        assert await link.poll_once()
+        bms.p.silent = True
+        t0 = sim.ticks_ms()
+        for i in range(linkmod.MAX_TIMEOUTS):
+            assert not await link.poll_once()
+        took = sim.ticks_ms() - t0
+        assert took < linkmod.MAX_TIMEOUTS * 60 + 400, took  # each poll bounded by its timeout
+        st = link.stats
+        assert st["timeouts"] == linkmod.MAX_TIMEOUTS and st["errors"] == linkmod.MAX_TIMEOUTS
+        assert "timeout" in st["last_error"]
+        assert not bms.p.connected  # rebuilt after MAX_TIMEOUTS mute polls
+        bms.p.silent = False
+        assert await link.poll_once()
+        assert bms.p.connects == 2 and st["reconnects"] == 1 and st["ok"] == 2
+        await link.close()
+
+    run_async(go())
+
+
+def test_run_keeps_polling_through_a_mute_bms():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        bms.p.silent = True
+        link = _link("jbd", request_timeout_ms=50, interval_s=1)
+        seen = []
+        clock.set_speed(20)  # 1 s interval = 50 real ms
+        try:
+            task = asyncio.create_task(link.run(seen.append))
+            await sim.sleep_ms(400)
+            assert link.stats["polls"] >= 3 and link.stats["timeouts"] >= 3 and not seen
+            bms.p.silent = False
+            await sim.sleep_ms(400)
+            await link.close()
+            await task
+        finally:
+            clock.set_speed(1)
+        assert seen and seen[-1] is link.latest
+        _check_reading(link.latest, VALUES, "jbd")
+        assert not bms.p.connected
+
+    run_async(go())
+
+
+def test_release_mode_disconnects_between_polls():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        link = _link("jbd", mode="release")
+        for i in range(3):
+            assert await link.poll_once()
+            assert not bms.p.connected and not link.connected
+        assert bms.p.connects == 3 and bms.p.disconnects == 3
+        assert link.stats["ok"] == 3 and link.stats["reconnects"] == 0
+        _check_reading(link.latest, VALUES, "jbd")
+
+    run_async(go())
+
+
+def test_jk_stream_is_throttled_to_the_interval():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jk02_32s", mtu_max=247, stream_ms=10)
+        link = _link("jk02_32s", interval_s=1)
+        seen = []
+        clock.set_speed(10)  # interval = 100 real ms, the BMS streams every 10 ms
+        try:
+            task = asyncio.create_task(link.run(lambda r: seen.append(clock.now_ms())))
+            await sim.sleep_ms(450)
+            await link.close()
+            await task
+        finally:
+            clock.set_speed(1)
+        assert 3 <= len(seen) <= 6, seen
+        assert bms.streamed >= 2 * len(seen)
+        for a, b in zip(seen, seen[1:]):
+            assert b - a >= 900, seen  # device ms between readings: the interval, not the stream rate
+
+    run_async(go())
+
+
+def test_reading_object_is_reused_between_polls():
+    async def go():
+        sim.reset()
+        FakeBMS("jbd")
+        link = _link("jbd")
+        ids = set()
+        for _ in range(4):
+            assert await link.poll_once()
+            ids.add(id(link.latest))
+        assert len(ids) == 2  # two Readings alternate: no new object per poll
+        await link.close()
+
+    run_async(go())
+
+
+def test_connect_by_name_and_missing_bms_backs_off():
+    async def go():
+        sim.reset()
+        FakeBMS("daly")
+        link = _link("daly", name="DL-177106000004")
+        assert await link.poll_once()
+        await link.close()
+        missing = _link("jbd", name="nobody")
+        assert not await missing.poll_once()
+        assert not await missing.poll_once()
+        assert missing.stats["errors"] == 2 and "nobody" in missing.stats["last_error"]
+        assert missing._failures == 2
+        # a MAC that never answers: connect times out, the controller attempt is cancelled
+        absent = _link("jbd", mac="00:11:22:33:44:55")
+        assert not await absent.poll_once()
+        assert "TimeoutError" in absent.stats["last_error"] and absent.stats["timeouts"] == 1
+        assert aioble.core.ble._pending_addr is None
+
+    run_async(go())
+
+
+def test_backoff_doubles_from_1s_and_caps_at_60s_with_jitter():
+    assert backoff_ms(0) == 0
+    assert backoff_ms(1, 0) == 1000 and backoff_ms(2, 0) == 2000 and backoff_ms(6, 0) == 32000
+    for n in range(7, 40):
+        assert backoff_ms(n, 0) == 60000
+    for n in range(1, 40):
+        for r in (0, 1, 128, 255):
+            d = backoff_ms(n, r)
+            base = min(60000, 1000 << min(n - 1, 7))
+            assert base * 3 // 4 <= d <= base
+    assert backoff_ms(3, 255) < backoff_ms(3, 0)
+    assert max(backoff_ms(50) for _ in range(50)) <= 60000
+
+
+def test_backoff_drives_the_run_loop():
+    async def go():
+        sim.reset()
+        link = _link("jbd", name="SP04S034-L4S")
+        waits = []
+
+        async def record(ms):  # instead of sleeping: note what run() asked for
+            waits.append(ms)
+            if len(waits) == 5:
+                FakeBMS("jbd")  # the BMS appears
+            elif len(waits) == 6:
+                link._running = False
+
+        link._sleep = record
+        await link.run()
+        assert link.stats["polls"] == 6 and link.stats["ok"] == 1
+        for i in range(5):
+            base = 1000 << i
+            assert base * 3 // 4 <= waits[i] <= base, waits
+        assert 4000 < waits[5] <= 5000, waits  # back to the interval once a poll worked
+        assert link._failures == 0
+
+    run_async(go())
+
+
+def test_scan_lists_bms_with_family():
+    async def go():
+        sim.reset()
+        FakeBMS("jbd").p.rssi = -70
+        FakeBMS("jk02_32s").p.rssi = -50
+        FakeBMS("daly").p.rssi = -60
+        sim.add_peripheral(sim.Peripheral("01:02:03:04:05:06", "Headphones", {0x180F: [(0x2A19, _R)]}, rssi=-40))
+        found = await linkmod.scan(200)
+        assert [(d["family"], d["rssi"]) for d in found] == [("jk02_32s", -50), ("daly", -60), ("jbd", -70)]
+        assert found[0]["mac"] == MAC["jk02_32s"] and found[0]["name"] == "JK-B2A8S20P"
+        everything = await linkmod.scan(200, include_unknown=True)
+        assert len(everything) == 4 and everything[0]["family"] is None
+        try:
+            await linkmod.scan(0)
+            raise AssertionError("scan(0) accepted")
+        except ValueError:
+            pass
+
+    run_async(go())
+
+
+def test_bad_arguments_are_refused():
+    drv = protocols.get("jbd")
+    raises(ValueError, BMSLink, drv)
+    raises(ValueError, BMSLink, drv, mac="not-a-mac")
+    raises(ValueError, BMSLink, drv, mac="A4:C1:37:00:00:0G")
+    raises(ValueError, BMSLink, drv, mac=MAC["jbd"], mode="sometimes")
+    raises(ValueError, BMSLink, drv, mac=MAC["jbd"], interval_s=0)
+    raises(ValueError, BMSLink, drv, mac=MAC["jbd"], request_timeout_ms=0)
+    raises(ValueError, BMSLink, drv, mac=MAC["jbd"], mtu=10)
+    assert BMSLink(drv, mac="a4-c1-37-00-00-01").mac == "A4:C1:37:00:00:01"
+    assert BMSLink(drv, mac="a4c137000001").mac == "A4:C1:37:00:00:01"
+
+
+def test_capture_ring_keeps_order_and_counts_overflow():
+    cap = linkmod._Capture(slots=4)
+    cap.append(b"x")  # not listening: dropped silently
+    assert len(cap) == 0
+    cap.listening = True
+    for _ in range(3):  # wraps the indexes several times
+        for i in range(4):
+            cap.append(bytes((i,)))
+        cap.append(b"over")
+        assert len(cap) == 4 and cap.overflow_bytes % 4 == 0
+        assert [cap.popleft() for _ in range(4)] == [b"\x00", b"\x01", b"\x02", b"\x03"]
+    assert cap.overflow_bytes == 12
+    raises(IndexError, cap.popleft)
