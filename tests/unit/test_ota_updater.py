@@ -77,6 +77,18 @@ def test_bad_image_leaves_boot_slot_and_running_slot_alone():
     assert _status()["previous_version"] is None
 
 
+def test_first_block_is_written_last():
+    otaflash.fresh("upd_order")
+    u = Updater(len(IMG))
+    u.write(IMG[:len(IMG) - 5000])
+    # most of the image is in the slot, but without its header it shows no version
+    assert _slot_block0("ota_1") == b"\xff" * 64
+    assert _status()["previous_version"] is None
+    u.write(IMG[len(IMG) - 5000:])
+    u.finish()
+    assert _status()["previous_version"] == "0.2.0"
+
+
 def test_foreign_image_refused_before_anything_is_written():
     otaflash.fresh("upd_foreign")
     u = Updater()

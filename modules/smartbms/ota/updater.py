@@ -2,7 +2,9 @@
 # validated (smartbms.ota.image) before it is written, the slot is read back and re-hashed
 # after the last block, and only then does set_boot() make it the boot slot. Any failure
 # leaves otadata (the boot choice) and the running slot untouched. Never holds the image
-# in RAM: one 4 KB buffer plus the validator's small state.
+# in RAM: one 4 KB buffer plus the validator's small state, and a copy of the first block,
+# which is written last: until the whole image is in the slot it has no header, so a power
+# cut mid-upload never leaves a slot that looks like it holds a (half-written) version.
 import hashlib
 
 from smartbms.ota.image import ImageChecker, ImageError
@@ -34,6 +36,7 @@ class Updater:
         self._fill = 0
         self._block_no = 0
         self._wrote = False
+        self._first = None
 
     def space(self):
         """A memoryview of the free part of the block buffer (to read into)."""
@@ -65,7 +68,11 @@ class Updater:
             for i in range(self._fill, BLOCK):
                 self._block[i] = 0xFF
         try:
-            self.target.writeblocks(self._block_no, self._block)
+            if self._block_no == 0:
+                self._first = bytearray(self._block)
+                self.target.ioctl(6, 0)  # the old image's header goes first
+            else:
+                self.target.writeblocks(self._block_no, self._block)
         except OSError as e:
             raise UpdateError("flash write failed at block %d: %s" % (self._block_no, e))
         self._wrote = True
@@ -83,6 +90,11 @@ class Updater:
         self.info = self.checker.finish()
         if self._fill:
             self._flush()
+        try:
+            self.target.writeblocks(0, self._first)
+        except OSError as e:
+            raise UpdateError("flash write failed at block 0: %s" % e)
+        self._first = None
 
     def activate(self):
         info = self.info
@@ -137,6 +149,7 @@ class Updater:
             except OSError:
                 pass
         self._fill = 0
+        self._first = None
 
 
 __all__ = ("Updater", "UpdateError", "ImageError")
