@@ -239,7 +239,10 @@ def test_sessions_expire_are_bounded_and_end_on_password_change():
     assert a.session_valid(t)
     clock.t += authmod.SESSION_IDLE_S + 1
     assert not a.session_valid(t)  # idle too long
-    tokens = [a.new_session() for _ in range(authmod.MAX_SESSIONS + 3)]
+    tokens = []
+    for _ in range(authmod.MAX_SESSIONS + 3):
+        clock.t += 1  # the least recently used session is the one dropped
+        tokens.append(a.new_session())
     assert a.session_count() == authmod.MAX_SESSIONS
     assert not a.session_valid(tokens[0]) and a.session_valid(tokens[-1])
     assert a.end_session(tokens[-1]) and not a.session_valid(tokens[-1])
