@@ -469,7 +469,8 @@ def create_app(ctx, assets=None):
             host = req.headers.get("Host")
             if origin and origin != "null" and host and origin.split("://", 1)[-1] != host:
                 return error(403, "cross-origin request refused")
-            if req.content_length and _mime(req) in _FORM_TYPES:
+            # raw-body routes (OTA) judge their own content type: a form cannot carry an image
+            if req.content_length and _mime(req) in _FORM_TYPES and path not in app.body_limits:
                 return error(415, "form submissions are not accepted: send application/json")
             if "Transfer-Encoding" in req.headers:
                 return error(411, "send a Content-Length")
