@@ -12,8 +12,9 @@ FAULT_NAMES = list(CHARGE_FAULTS) + ["discharge_overcurrent", "cell_undervoltage
 # Mostly benign readings with the odd problem, so that long charging runs happen and get
 # interrupted; the values sit on and around each limit.
 reading = st.fixed_dictionaries({
-    "soc": st.one_of(st.sampled_from([50, 79, 80, 81, 89, 90, 95, 99, 100]), st.floats(0, 100)),
-    "current": st.sampled_from([20.0, 10.0, 5.1, 5.0, 4.0, 0.0, -5.0]),
+    "soc": st.one_of(st.sampled_from([50, 79, 80, 81, 89, 90, 95, 99, 100]), st.floats(0, 100),
+                     st.just(None)),
+    "current": st.sampled_from([20.0, 10.0, 5.1, 5.0, 4.0, 0.0, -5.0, None]),
     "cell": st.sampled_from([3.30, 3.30, 3.30, 3.45, 3.59, 3.60, 3.65]),
     "temps": st.sampled_from([[20.0], [20.0, 21.0], [20.0], [], [1.9], [2.0], [4.9], [5.0], [42.0],
                               [45.0], [45.1], [-0.5], [20.0, 60.0]]),
@@ -39,7 +40,7 @@ config = st.fixed_dictionaries({
 
 
 def allowed(r, s, now):
-    if r is None or (r.received is not None and now - r.received > s["stale_s"]):
+    if r is None or r.soc is None or (r.received is not None and now - r.received > s["stale_s"]):
         return False
     if any(f in CHARGE_FAULTS for f in r.faults) or r.charge_fet is False:
         return False

@@ -201,3 +201,25 @@ def test_update_does_not_allocate_in_steady_state():
     assert c.state == "charging"
     # steady charging allocates nothing: no floats, lists, dicts or strings per call
     assert used < 256, used
+
+
+def test_real_reading_with_fields_not_reported_yet():
+    from smartbms.bms.reading import Reading
+
+    c = make()
+    r = Reading()
+    r.received = 0
+    r.cells = [3.3, 3.3, 3.3, 3.3]  # a cells frame came first: no SOC yet
+    assert c.update(r, 1) is False
+    assert c.state == "startup"
+    r.soc = 60
+    assert c.update(r, 2) is True and c.state == "charging"
+    r.soc = None
+    assert c.update(r, 3) is False
+    assert c.state == "no_data" and c.reason == "BMS reading without SOC"
+    # balancing with the current not reported: only the time limit ends it
+    r.soc = 100
+    r.received = 100
+    assert c.update(r, 100) is True and c.state == "balancing"
+    r.received = 200
+    assert c.update(r, 200) is True and c.state == "balancing"

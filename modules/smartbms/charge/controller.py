@@ -8,7 +8,7 @@
 # The visible `state` is the block when one applies, otherwise the phase.
 #
 # Inputs: `reading` has the smartbms.bms.reading.Reading attributes (soc, current, nominal_ah,
-# cells, temperatures, charge_fet, faults, received). `reading.received` is the device time it
+# cells, temperatures, charge_fet, faults, received; None = not reported). `reading.received` is the device time it
 # arrived; None means "fresh now" (pure tests). `now` is device seconds since boot (restarts at 0
 # on reboot); `wall` is epoch seconds when a real clock is known, else None.
 #
@@ -21,6 +21,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+from smartbms.bms.reading import CHARGE_FAULTS
+
 STARTUP = "startup"
 CHARGING = "charging"
 BALANCING = "balancing"
@@ -32,9 +34,8 @@ OVERRIDE = "override"
 STATES = (STARTUP, CHARGING, BALANCING, RESTING, TIMEOUT, FAULT, NO_DATA, OVERRIDE)
 _PHASES = (CHARGING, BALANCING, RESTING, TIMEOUT)
 
-# BMS fault names that stop charging (docs/design.md); the over-voltage ones also end the charge.
-CHARGE_FAULTS = ("cell_overvoltage", "pack_overvoltage", "charge_overtemp", "charge_undertemp",
-                 "charge_overcurrent", "short_circuit", "afe_error", "mosfet_lock")
+# CHARGE_FAULTS (re-exported): the BMS fault names that stop charging; the over-voltage ones
+# also end the charge.
 _OV_FAULTS = ("cell_overvoltage", "pack_overvoltage")
 
 OVERRIDE_MAX_MIN = const(1440)
@@ -211,7 +212,9 @@ class Controller:
         if self._ov_mode != _OV_AUTO and now >= self._ov_until:
             self._ov_mode = _OV_AUTO
 
-        if reading is None or (reading.received is not None and now - reading.received > s["stale_s"]):
+        # a reading without SOC (a JBD cells frame before the first info frame) is not data yet
+        if reading is None or reading.soc is None or (
+                reading.received is not None and now - reading.received > s["stale_s"]):
             if not self._had_data:
                 return self._apply(_B_STARTUP, False, True, now)
             return self._apply(_B_STALE, False, True, now)
@@ -349,7 +352,7 @@ class Controller:
                     return False
         elif phase == BALANCING:
             tail = self._tail_a(s, r.nominal_ah)
-            if tail > 0 and r.current <= tail:
+            if tail > 0 and r.current is not None and r.current <= tail:
                 self._end_charge(now, wall, "tail current %.1f A <= %.1f A" % (r.current, tail), True)
                 return False
             if self._balance_s >= s["eoc_max_min"] * 60:
@@ -454,6 +457,8 @@ class Controller:
             state, nxt = NO_DATA, "resumes when fresh BMS data arrives"
             if r is None:
                 why = "no BMS reading"
+            elif r.soc is None:
+                why = "BMS reading without SOC"
             else:
                 why = "no BMS data for %d s (limit %s s)" % (now - r.received, _fmt(self._s["stale_s"]))
         elif block == _B_TEMP:
