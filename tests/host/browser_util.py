@@ -274,12 +274,20 @@ def wait_js(page, expr, arg=None, timeout=10):
         time.sleep(0.1)
 
 
-def canvas_has_ink(page, selector="#chart"):
-    """Count canvas pixels that are not transparent: > 0 means something was drawn."""
-    return page.evaluate("""(sel) => {
+def series_pixels(page, css_var, selector="#chart"):
+    """Canvas pixels drawn in a series' colour (the CSS variable the chart uses for it): the lane
+    frames and axis labels are in other colours, so an empty chart counts only its small legend."""
+    return page.evaluate("""([sel, name]) => {
         const c = document.querySelector(sel); if (!c.width) return 0;
+        const probe = document.createElement('canvas').getContext('2d');
+        probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+        probe.fillRect(0, 0, 1, 1);
+        const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""", selector)
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4)
+            if (d[i + 3] > 200 && Math.abs(d[i] - r) < 40 && Math.abs(d[i + 1] - g) < 40 && Math.abs(d[i + 2] - b) < 40) n++;
+        return n; }""", [selector, css_var])
 
 
 def have_sim():
@@ -291,5 +299,5 @@ def have_sim():
     return all(os.path.exists(os.path.join(ROOT, "modules", "smartbms", n)) for n in ("app.py", "web.py"))
 
 
-__all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "canvas_has_ink",
+__all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
            "have_sim", "wait_js"]
