@@ -249,7 +249,8 @@ def respond(protocol, request, values):
         if len(req) != 20 or req[:4] != b"\xaa\x55\x90\xeb":
             return []
         if req[4] == 0x97:
-            return [jk02_device_info()]
+            # The software version tells the layout: 24S packs run firmware before 11.x.
+            return [jk02_device_info(software="11.26" if protocol == "jk02_32s" else "10.08")]
         if req[4] == 0x96:
             kw = _reading_values(values, _JK_KEYS)
             kw["layout"] = 32 if protocol == "jk02_32s" else 24

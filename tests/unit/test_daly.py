@@ -134,3 +134,13 @@ def test_garbage_restart_oversize_stall():
     a.feed(frame[20:], lambda f: None, 12000)
     assert a.stalled == 1
     assert feed_all(a, [frame], 12001) == [frame]
+
+
+def test_failed_decode_changes_nothing():
+    r = Reading()
+    daly.decode(bf.daly_status(soc=55.5), r)
+    before = r.to_dict()
+    regs = bf.daly_status_registers(soc=11.0)
+    regs[0x32] = 9  # more sensors than registers
+    raises(BMSError, daly.decode, bf.daly_response(regs), r)
+    assert r.to_dict() == before

@@ -235,3 +235,24 @@ def test_feed_never_raises_on_odd_input():
                  b"\xdd" * 300, bytearray(b"\xdd\x04\x80\x00\x00"), None, 12):
         a.feed(junk, lambda f: None)
     assert a.frames >= 0
+
+
+def test_failed_decode_changes_nothing():
+    r = decode_new(bf.jbd_basic(voltage=13.3, temperatures=(20.0,)))
+    jbd.decode(bf.jbd_cells([3.3] * 4), r)
+    before = r.to_dict()
+    data = bytearray(bf.jbd_basic_data(voltage=14.0, temperatures=(20.0,)))
+    data[22] = 9
+    raises(BMSError, jbd.decode, bf.jbd_frame(0x03, bytes(data)), r)
+    raises(BMSError, jbd.decode, bf.jbd_frame(0x03, b"", status=0x80), r)
+    assert r.to_dict() == before
+
+
+def test_tuple_fields_are_replaced_not_mutated():
+    r = Reading()
+    r.cells = (1.0,)
+    r.temperatures = (1.0,)
+    r.faults = ("x",)
+    assert jbd.decode(bf.jbd_basic(temperatures=(5.0,), protection=1), r)
+    assert jbd.decode(bf.jbd_cells([3.3]), r)
+    assert r.cells == [3.3] and r.temperatures == [5.0] and r.faults == ["cell_overvoltage"]

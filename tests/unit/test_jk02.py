@@ -202,3 +202,32 @@ def test_stall():
     a.feed(frame[128:256], lambda f: None, 2500)
     assert a.stalled == 1
     assert feed_all(a, [frame], 2600) == [frame]
+
+
+def test_layout_follows_device_info():
+    assert jk02.layout_of(bf.jk02_device_info(software="10.08")) == 24
+    assert jk02.layout_of(bf.jk02_device_info(software="11.26")) == 32
+    assert jk02.layout_of(bf.jk02_device_info(software="V?")) is None
+    assert jk02.layout_of(bf.jk02_cell_info()) is None
+    # detect() says jk02_32s; an old pack's device info switches the driver to 24S
+    d = protocols.get("jk02_32s")
+    r = Reading()
+    assert d.decode(bf.jk02_device_info(software="10.08"), r) is False
+    assert d.cells_max == 24
+    assert d.decode(bf.jk02_cell_info(cells=[3.3] * 4, voltage=13.2, layout=24), r)
+    assert close(r.voltage, 13.2) and len(r.cells) == 4
+    d.decode(bf.jk02_device_info(software="11.26"), r)
+    assert d.cells_max == 32
+    fixed = jk02.Driver(24, follow_device_info=False)
+    fixed.decode(bf.jk02_device_info(software="11.26"), r)
+    assert fixed.cells_max == 24
+
+
+def test_failed_decode_changes_nothing():
+    r = Reading()
+    jk02.decode(bf.jk02_cell_info(soc=42, cells=[3.3] * 4), r)
+    before = r.to_dict()
+    bad = bytearray(bf.jk02_cell_info(soc=7))
+    bad[299] ^= 1
+    raises(BMSError, jk02.decode, bytes(bad), r)
+    assert r.to_dict() == before

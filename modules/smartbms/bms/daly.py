@@ -141,8 +141,8 @@ def decode(frame, reading):
     reading.cycles = _reg(frame, 0x33)
     reading.charge_fet = _reg(frame, 0x35) != 0
     reading.discharge_fet = _reg(frame, 0x36) != 0
-    faults = reading.faults
-    del faults[:]
+    faults = sized(reading.faults, 0)
+    reading.faults = faults
     base = 3 + 2 * 0x3A
     for k in range(8):
         b = frame[base + k]

@@ -167,8 +167,8 @@ def _decode_basic(frame, size, reading):
     for i in range(ntc):
         temps[i] = (((frame[4 + 23 + 2 * i] << 8) | frame[4 + 24 + 2 * i]) - 2731) / 10
     reading.temperatures = temps
-    faults = reading.faults
-    del faults[:]
+    faults = sized(reading.faults, 0)
+    reading.faults = faults
     for bit in range(len(PROTECTION_FAULTS)):
         if protection & (1 << bit):
             faults.append(PROTECTION_FAULTS[bit])

@@ -146,10 +146,7 @@ def decode(frame, reading, cells_max=32):
     cur, t1, t2 = unpack_from("<ihh", frame, 126 + off)
     reading.voltage = volt / 1000
     reading.current = cur / 1000
-    temps = reading.temperatures
-    if type(temps) is not list:
-        temps = []
-    del temps[:]
+    temps = sized(reading.temperatures, 0)
     for t in (t1, t2):
         if t != NO_SENSOR:
             temps.append(t / 10)
@@ -164,8 +161,8 @@ def decode(frame, reading, cells_max=32):
     reading.cycles = cycles
     reading.charge_fet = frame[166 + off] != 0
     reading.discharge_fet = frame[167 + off] != 0
-    faults = reading.faults
-    del faults[:]
+    faults = sized(reading.faults, 0)
+    reading.faults = faults
     for bit, name in ERROR_FAULTS:
         if errors & bit:
             faults.append(name)
@@ -184,6 +181,18 @@ def _enabled(frame, m, i, has_mask):
 
 def _text(frame, start, size):
     return "".join(chr(b) for b in frame[start:start + size] if 32 <= b < 127)
+
+
+def layout_of(frame):
+    """24 or 32 from a device-info frame's software version (JK02_32S from 11.x on),
+    None when the frame does not tell."""
+    if _validate(frame) != TYPE_DEVICE_INFO:
+        return None
+    sw = _text(frame, 30, 8)
+    major = sw.split(".")[0]
+    if not major or not major.isdigit():
+        return None
+    return 32 if int(major) >= 11 else 24
 
 
 def info(frame):
@@ -210,11 +219,14 @@ class Driver:
     write_uuid = CHAR_UUID
     streams = True
 
-    def __init__(self, cells_max=32):
+    def __init__(self, cells_max=32, follow_device_info=True):
         if cells_max not in (24, 32):
             raise BMSError("JK02 layout is 24 or 32 cells")
         self.cells_max = cells_max
         self.name = "jk02_32s" if cells_max == 32 else "jk02_24s"
+        # Decoding with the wrong layout gives plausible-looking wrong numbers, so the
+        # device info (requested first) overrides the configured layout when it tells.
+        self.follow_device_info = follow_device_info
 
     def start_requests(self):
         # Device info first, then 0x96, after which cell info streams unsolicited.
@@ -228,6 +240,11 @@ class Driver:
         return Assembler()
 
     def decode(self, frame, reading):
+        if self.follow_device_info and len(frame) > 4 and frame[4] == TYPE_DEVICE_INFO:
+            layout = layout_of(frame)
+            if layout:
+                self.cells_max = layout
+            return False
         return decode(frame, reading, self.cells_max)
 
     def info(self, frame):
