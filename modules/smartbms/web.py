@@ -46,6 +46,7 @@ MAX_WAITING = const(10)
 QUEUE_WAIT_MS = const(3000)
 DISCARD_BYTES = const(64 * 1024)
 DISCARD_MS = const(300)
+MAX_LINGERING = const(4)
 EVENTS_DEFAULT = const(50)
 EVENTS_MAX = const(200)
 
@@ -158,6 +159,7 @@ class WebApp(Microdot):
         self.rejected = 0  # connections answered 503
         self.dropped = 0  # connections closed for a timeout or an oversize head
         self.served = 0
+        self.lingering = 0  # refused connections swallowing their unread input
         # the limits, per instance so tests can shrink them
         self.head_timeout_ms = HEAD_TIMEOUT_MS
         self.idle_timeout_ms = IDLE_TIMEOUT_MS
@@ -232,8 +234,12 @@ class WebApp(Microdot):
                 await asyncio.wait_for(res.write(writer), self.write_timeout_ms / 1000)
         except Exception:  # noqa: BLE001 - a slow or vanished reader
             self.dropped += 1
-        if unread is not None:
-            await self._discard(unread)
+        if unread is not None and self.lingering < MAX_LINGERING:
+            self.lingering += 1
+            try:
+                await self._discard(unread)
+            finally:
+                self.lingering -= 1
         await self._close(writer)
 
     @staticmethod
