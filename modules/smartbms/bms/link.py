@@ -85,10 +85,11 @@ def backoff_ms(failures, rand8=None):
     return base - (base >> 2) * (rand8 & 0xFF) // 256
 
 
-async def _sleep_real_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
+try:
+    _sleep_real_ms = asyncio.sleep_ms  # no coroutine object per call on MicroPython
+except AttributeError:  # CPython
+
+    async def _sleep_real_ms(ms):
         await asyncio.sleep(ms / 1000)
 
 
@@ -370,7 +371,7 @@ class BMSLink:
     async def _start(self):
         for req in self.driver.start_requests():
             self._arm()
-            await self._write(req)
+            await self._wchar.write(req, self._write_response, self.request_timeout_ms)
             # Give each start request a chance to be answered; a mute one is judged by the poll.
             await self._collect(0)
         self._restart_stream = False
@@ -404,9 +405,6 @@ class BMSLink:
         self._frame_error = None
         self._capture.listening = True
 
-    async def _write(self, data):
-        await self._wchar.write(data, self._write_response, self.request_timeout_ms)
-
     async def _collect(self, want):
         """Feed captured fragments to the assembler until `want` measurement frames were
         decoded (want 0: until any frame arrived). False on timeout; raises when the
@@ -439,7 +437,7 @@ class BMSLink:
         else:
             for req in self.driver.poll_requests():
                 self._arm()
-                await self._write(req)
+                await self._wchar.write(req, self._write_response, self.request_timeout_ms)
                 if not await self._collect(1):
                     return False
         self._capture.listening = False
