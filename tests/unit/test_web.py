@@ -523,3 +523,46 @@ def test_wrong_password_delay_grows_over_http():
         assert times[2] > times[0]
 
     serve(t)
+
+
+def test_only_routes_given_a_limit_take_big_bodies():
+    def tweak(app):
+        web.set_body_limit(app, "/api/test-upload", 50000)
+
+        @app.route("/api/test-upload", methods=["POST"])
+        async def upload(req):
+            n = 0
+            buf = bytearray(1024)
+            while n < req.content_length:
+                k = await req.stream.readinto(buf)
+                if not k:
+                    break
+                n += k
+            return {"received": n, "in_ram": len(req.body)}
+
+    async def t(port, ctx, app):
+        assert app.body_limits[web.OTA_PATH] == web.OTA_BODY_LIMIT
+        head = ("POST /api/ota HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Type: application/octet-stream\r\n"
+                "Content-Length: %d\r\n\r\n" % (basic(), web.OTA_BODY_LIMIT + 1))
+        r = Resp(await raw(port, head.encode() + b"\xe9" * 100))
+        assert r.status == 413
+        # 40 KB reach the route as a stream, never as one bytes object
+        r = await request(port, "POST", "/api/test-upload", body=b"\x01" * 40000,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert r.status == 200 and r.json() == {"received": 40000, "in_ram": 0}
+        r = await request(port, "POST", "/api/test-upload", body=b"\x01" * 50001,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert r.status == 413
+        # the same size elsewhere is refused
+        r = await request(port, "POST", "/api/relay", body=b"\x01" * 40000,
+                          headers={"Content-Type": "application/json"})
+        assert r.status == 413 and ctx.controller.state == "startup"
+        # a stalled stream is dropped after the idle timeout
+        head = ("POST /api/test-upload HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 30000\r\n\r\n" % basic())
+        t0 = clock.now_ms()
+        out = await raw(port, head.encode() + b"\x02" * 1000)
+        assert clock.now_ms() - t0 < 2500
+        assert (await request(port, "GET", "/api/status")).status == 200
+
+    serve(t, tweak=tweak)
