@@ -272,3 +272,17 @@ def test_tokens_are_random():
     a = _fast_auth()
     toks = set(a.new_session() for _ in range(8))
     assert len(toks) == 8
+
+
+def test_parallel_first_basic_requests_all_pass():
+    import asyncio
+
+    a = _fast_auth()
+    a.set_password("script-password", iterations=300)
+    a._basic_ok = None  # a fresh boot: nothing verified yet
+    h = _basic("admin", "script-password")
+
+    async def main():
+        return await asyncio.gather(*[a.check_basic(h, "10.1.1.1") for _ in range(5)])
+
+    assert run_async(main()) == [True] * 5
