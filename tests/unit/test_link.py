@@ -415,3 +415,62 @@ def test_capture_ring_keeps_order_and_counts_overflow():
         assert [cap.popleft() for _ in range(4)] == [b"\x00", b"\x01", b"\x02", b"\x03"]
     assert cap.overflow_bytes == 12
     raises(IndexError, cap.popleft)
+
+
+class _Events:
+    def __init__(self):
+        self.items = []
+
+    def add(self, kind, message):
+        self.items.append((kind, message))
+
+
+def _settings(**kw):
+    s = {"bms_protocol": "auto", "bms_mac": "", "bms_name": "", "bms_mode": "persistent", "poll_interval_s": 5}
+    s.update(kw)
+    return s
+
+
+def test_settings_mode_detects_family_and_follows_reconfigure():
+    async def go():
+        sim.reset()
+        FakeBMS("daly")
+        jbd = FakeBMS("jbd")
+        settings = _settings()
+        events = _Events()
+        link = BMSLink(settings, events=events, request_timeout_ms=300, connect_timeout_ms=200, scan_ms=100)
+        assert not await link.poll_once()  # nothing configured: idle, no exception
+        assert "no BMS configured" in link.stats["last_error"] and link.stats["polls"] == 0
+        settings["bms_mac"] = MAC["daly"].lower()
+        link.reconfigure()
+        assert await link.poll_once()
+        assert link.driver.name == "daly" and link.mac == MAC["daly"]
+        _check_reading(link.latest, VALUES, "daly")
+        settings.update(bms_mac="", bms_name="SP04S034-L4S", bms_protocol="jbd", bms_mode="release")
+        link.reconfigure()
+        assert await link.poll_once()
+        assert link.driver.name == "jbd" and link.mode == "release" and not jbd.p.connected
+        assert jbd.p.connects == 1
+        assert [k for k, _ in events.items] == ["bms", "bms"] and "daly" in events.items[0][1]
+        jbd.p.silent = True  # a failing link is logged once, not per poll
+        sim.remove_peripheral(MAC["jbd"])
+        for _ in range(3):
+            assert not await link.poll_once()
+        assert len(events.items) == 3 and "failed" in events.items[2][1]
+        assert link.stats["errors"] == 3
+
+    run_async(go())
+
+
+def test_scan_method_and_unrecognised_auto_device():
+    async def go():
+        sim.reset()
+        FakeBMS("jk02_32s")
+        sim.add_peripheral(sim.Peripheral("01:02:03:04:05:06", "Headphones", {0x180F: [(0x2A19, _R)]}))
+        link = BMSLink(_settings(bms_mac="01:02:03:04:05:06"), scan_ms=100, connect_timeout_ms=200)
+        found = await link.scan(200)
+        assert [d["family"] for d in found] == ["jk02_32s"]
+        assert not await link.poll_once()
+        assert "not recognised" in link.stats["last_error"]
+
+    run_async(go())

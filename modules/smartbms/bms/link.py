@@ -145,14 +145,23 @@ class BMSLink:
     it with to_dict() to keep it), age_s(), connected, stats (dict)."""
 
     def __init__(self, driver, mac=None, name=None, mode="persistent", interval_s=5,
-                 request_timeout_ms=3000, connect_timeout_ms=10000, mtu=247, scan_ms=_SCAN_MS):
+                 request_timeout_ms=3000, connect_timeout_ms=10000, mtu=247, scan_ms=_SCAN_MS,
+                 events=None):
+        self.settings = None
+        self.events = events
+        if not hasattr(driver, "service_uuids") and hasattr(driver, "__getitem__"):
+            # The app's Settings: follow bms_protocol/bms_mac/bms_name/bms_mode/poll_interval_s.
+            self.settings = driver
+            driver = None
+            mac = name = None
+            mode = "persistent"
         if mac is not None and mac != "":
             mac = normalize_mac(mac)
         else:
             mac = None
         if name is not None:
             name = str(name).strip() or None
-        if mac is None and name is None:
+        if mac is None and name is None and self.settings is None:
             raise ValueError("BMSLink needs the BMS's MAC address or its advertised name")
         if mode not in MODES:
             raise ValueError("mode must be one of %s, not %r" % (", ".join(MODES), mode))
@@ -164,9 +173,10 @@ class BMSLink:
             raise ValueError("scan_ms must be 100..60000")
         if mtu and not 23 <= mtu <= 517:
             raise ValueError("mtu must be 23..517 (0 = keep the default)")
-        for attr in ("service_uuids", "streams", "start_requests", "poll_requests", "new_assembler", "decode"):
-            if not hasattr(driver, attr):
-                raise ValueError("driver lacks %s" % attr)
+        if driver is not None:
+            for attr in ("service_uuids", "streams", "start_requests", "poll_requests", "new_assembler", "decode"):
+                if not hasattr(driver, attr):
+                    raise ValueError("driver lacks %s" % attr)
         self.driver = driver
         self.mac = mac
         self.name = name
@@ -183,7 +193,7 @@ class BMSLink:
             "frames": 0, "bad_frames": 0, "dropped_bytes": 0, "failures": 0, "last_error": None,
         }
         self._work = Reading()  # decoded into; swapped with latest when a poll completes
-        self._assembler = driver.new_assembler()
+        self._assembler = driver.new_assembler() if driver is not None else None
         self._capture = _Capture()
         self._sink = self._on_frame  # bound once: a bound method allocates each time it is made
         self._device = None
@@ -199,6 +209,10 @@ class BMSLink:
         self._restart_stream = False
         self._running = False
         self._published_ms = 0
+        self._reconfigure = False
+        self._announced = False  # the first connection to this BMS is logged
+        if self.settings is not None:
+            self._from_settings()
 
     # ---- public -------------------------------------------------------------------
     def age_s(self):
@@ -206,6 +220,43 @@ class BMSLink:
         if self.latest is None:
             return None
         return clock.now() - self.latest.received
+
+    def reconfigure(self):
+        """Settings changed: re-read them and reconnect at the next poll (settings mode)."""
+        self._reconfigure = True
+
+    async def scan(self, duration_ms=5000):
+        """Nearby BMSes for the setup page (see smartbms.bms.scan.scan)."""
+        return await scan(duration_ms)
+
+    def _from_settings(self):
+        s = self.settings
+        proto = s["bms_protocol"]
+        mac = s["bms_mac"] or None
+        self.mac = normalize_mac(mac) if mac else None
+        self.name = (s["bms_name"] or "").strip() or None
+        self.mode = s["bms_mode"] if s["bms_mode"] in MODES else "persistent"
+        self.interval_s = s["poll_interval_s"]
+        self._device = None
+        self._announced = False
+        if proto == "auto":
+            self.driver = None  # detected from the advertisement at the next connect
+        else:
+            from smartbms.bms import protocols
+
+            self._set_driver(protocols.get(proto))
+
+    def _set_driver(self, driver):
+        if self.driver is not driver:
+            self.driver = driver
+            self._assembler = driver.new_assembler()
+
+    def _log(self, message):
+        if self.events is not None:
+            try:
+                self.events.add("bms", message)
+            except Exception:  # noqa: BLE001 - logging never stops the poller
+                pass
 
     async def run(self, on_reading=None):
         """Poll every interval_s until close(); on_reading(reading) after each good poll."""
@@ -236,8 +287,20 @@ class BMSLink:
     async def poll_once(self):
         """One cycle: connect if needed, poll, publish. True when a Reading was published."""
         st = self.stats
+        if self._reconfigure:
+            self._reconfigure = False
+            await self._drop()
+            try:
+                self._from_settings()
+            except Exception as e:  # noqa: BLE001 - bad stored settings: report, keep idle
+                st["last_error"] = "settings: %s" % e
+                self.mac = self.name = None
+        if self.mac is None and self.name is None:
+            st["last_error"] = "no BMS configured (set its MAC address or name)"
+            return False
         st["polls"] += 1
         ok = False
+        was_ok = self._failures == 0 and self._timeouts_in_row == 0
         try:
             if self._conn is None or not self._conn.is_connected():
                 if self._conn is not None:
@@ -263,10 +326,13 @@ class BMSLink:
         except Exception as e:  # noqa: BLE001 - any radio failure ends this cycle only
             self._fail(e)
             await self._drop()
+            if was_ok:  # log transitions only: a missing BMS must not flood the log
+                self._log("BMS link failed: %s" % st["last_error"])
         finally:
             self._capture.listening = False
-            st["frames"] = self._assembler.frames
-            st["dropped_bytes"] = self._assembler.dropped_bytes + self._capture.overflow_bytes
+            if self._assembler is not None:
+                st["frames"] = self._assembler.frames
+                st["dropped_bytes"] = self._assembler.dropped_bytes + self._capture.overflow_bytes
             st["failures"] = self._failures
             if self.mode == "release":
                 await self._drop()
@@ -292,8 +358,14 @@ class BMSLink:
         import aioble
         import bluetooth
 
-        if self._device is None:
-            dev = await find(self.mac, self.name, self.scan_ms)
+        if self._device is None or self.driver is None:
+            dev, family = await find(self.mac, self.name, self.scan_ms)
+            if self.driver is None:
+                if family is None:
+                    raise LinkError("BMS %s not found or not recognised (set bms_protocol)" % (self.mac or self.name))
+                from smartbms.bms import protocols
+
+                self._set_driver(protocols.get(family))
             if dev is None:
                 if self.mac is None:
                     raise LinkError("no BMS advertising as %r" % self.name)
@@ -321,6 +393,10 @@ class BMSLink:
         if self._lost:
             self.stats["reconnects"] += 1
             self._lost = False
+            self._log("BMS link restored")
+        elif not self._announced:
+            self._log("BMS connected: %s %s" % (self.driver.name, self.mac or self.name))
+        self._announced = True
         t = self.request_timeout_ms
         # aioble's discovery has no timeout of its own: bound it here.
         with conn.timeout(t):

@@ -63,14 +63,22 @@ async def scan(duration_ms=5000, include_unknown=False):
 
 
 async def find(mac=None, name=None, duration_ms=5000):
-    """The aioble Device advertising as `mac` (normalized) or `name`, or None."""
+    """(aioble Device, detected family or None) for the BMS advertising as `mac`
+    (normalized) or `name`; (None, None) when it was not seen."""
     if mac is None and not name:
         raise ValueError("need a MAC address or a name")
+    found = None
     async with _scanner(duration_ms) as scanner:
         async for result in scanner:
             if mac is not None:
-                if mac_str(result.device.addr) == mac:
-                    return result.device
-            elif result.name() == name:
-                return result.device
-    return None
+                if mac_str(result.device.addr) != mac:
+                    continue
+            elif result.name() != name:
+                continue
+            d = describe(result)
+            # With a name the scan response carries it; by MAC, wait for the name too so
+            # that detection sees everything (it may come in a second report).
+            if d["family"] is not None or d["name"]:
+                return result.device, d["family"]
+            found = result.device
+    return found, None
