@@ -87,16 +87,18 @@ def report(label, lat, codes, wall, clients):
 
 def pbkdf2_cost():
     mp = os.environ.get("MICROPYTHON") or os.path.join(ROOT, ".venv", "bin", "micropython")
-    code = ("import time\nfrom smartbms import auth\nt=time.ticks_us()\n"
-            "auth.pbkdf2_sha256(b'password', b'0123456789abcdef', auth.ITERATIONS)\n"
-            "d=time.ticks_diff(time.ticks_us(), t)\n"
-            "print('%d %d' % (auth.ITERATIONS, d))\n")
+    code = ("import time\nfrom smartbms import auth\nbest=None\nfor i in range(7):\n"
+            " t=time.ticks_us()\n"
+            " auth.pbkdf2_sha256(b'password', b'0123456789abcdef', auth.ITERATIONS)\n"
+            " d=time.ticks_diff(time.ticks_us(), t)\n"
+            " best=d if best is None or d<best else best\n"
+            "print('%d %d' % (auth.ITERATIONS, best))\n")
     env = dict(os.environ)
     env.setdefault("MICROPYPATH", ".frozen:" + os.path.join(ROOT, "modules"))
     try:
         out = subprocess.run([mp, "-c", code], env=env, capture_output=True, text=True, timeout=60).stdout.split()
         it, us = int(out[0]), int(out[1])
-        print("pbkdf2   %d rounds on the unix port: %.1f ms (%.2f us/round); at the estimated 40-75x the ESP32"
+        print("pbkdf2   %d rounds on the unix port (best of 7): %.1f ms (%.2f us/round); at the estimated 40-75x the ESP32"
               " needs %.0f-%.0f ms" % (it, us / 1000, us / it, us * 40 / 1000, us * 75 / 1000))
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
         print("pbkdf2   could not run the unix port: %s" % e)

@@ -47,6 +47,7 @@ QUEUE_WAIT_MS = const(3000)
 DISCARD_BYTES = const(64 * 1024)
 DISCARD_MS = const(300)
 MAX_LINGERING = const(4)
+DISCARD_GAP_MS = const(30)
 EVENTS_DEFAULT = const(50)
 EVENTS_MAX = const(200)
 
@@ -247,13 +248,17 @@ class WebApp(Microdot):
         # Closing a socket with unread input makes TCP send a reset, which can destroy the
         # answer before the client reads it: swallow a little input first (bounded in time
         # and bytes, nothing kept), so the client sees the error instead of a reset.
+        # The client keeps its side open until it has our answer, so once input pauses
+        # (DISCARD_GAP_MS) there is nothing more to swallow.
         left = DISCARD_BYTES
+        wait_ms = DISCARD_MS
         try:
             while left > 0:
-                chunk = await asyncio.wait_for(reader.read(min(left, 512)), DISCARD_MS / 1000)
+                chunk = await asyncio.wait_for(reader.read(min(left, 512)), wait_ms / 1000)
                 if not chunk:
                     break
                 left -= len(chunk)
+                wait_ms = DISCARD_GAP_MS
         except Exception:  # noqa: BLE001 - timeout or reset: done either way
             pass
 
