@@ -25,9 +25,10 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-# Cost: ~1.7-2.7 us per round on the unix port (x86-64). On the ESP32 (240 MHz) one round
-# is 4 SHA-256 blocks (~8 us each in mbedTLS), ~8 small heap allocations and ~10 calls in
-# the VM: ~70-130 us, i.e. 40-75x the unix port. 800 rounds: ~55-105 ms per check there.
+# Cost: 1.4-1.7 us per round on an idle x86-64 unix port (bench/bench_status_load.py prints
+# it). On the ESP32 (240 MHz) one round is 4 SHA-256 blocks (~8 us each in mbedTLS), ~8
+# small heap allocations and ~10 calls in the VM: ~60-130 us, i.e. 40-75x the unix port.
+# 800 rounds: ~50-100 ms per check there (to be confirmed on hardware).
 # Changing this only affects new hashes: each stored hash carries its own count.
 ITERATIONS = const(800)
 SALT_BYTES = const(16)
