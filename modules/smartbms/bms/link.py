@@ -207,6 +207,7 @@ class BMSLink:
         self._timeouts_in_row = 0
         self._lost = False  # a link failed: the next connection is a reconnect
         self._restart_stream = False
+        self._fresh = False
         self._running = False
         self._published_ms = 0
         self._reconfigure = False
@@ -265,9 +266,10 @@ class BMSLink:
             started = clock.now_ms()
             ok = await self.poll_once()
             if ok:
-                # Space readings (not poll starts) by the interval: a cycle that had to
-                # connect first must not be followed by a reading that comes early.
-                started = self._published_ms
+                if self.driver.streams:
+                    # A stream is sampled: space the readings, not the cycle starts (the
+                    # first cycle also connects and starts the stream).
+                    started = self._published_ms
                 if on_reading is not None:
                     on_reading(self.latest)
             if not self._running:
@@ -445,11 +447,15 @@ class BMSLink:
         self._write_response = not (write.properties & _FLAG_WRITE_NO_RESPONSE)
 
     async def _start(self):
+        self._fresh = False
         for req in self.driver.start_requests():
             self._arm()
             await self._wchar.write(req, self._write_response, self.request_timeout_ms)
             # Give each start request a chance to be answered; a mute one is judged by the poll.
             await self._collect(0)
+        # A measurement that answered the last start request (JK's first cell info) is
+        # the first poll's reading.
+        self._fresh = self._answers > 0 and self._frame_error is None
         self._restart_stream = False
 
     async def _drop(self):
@@ -507,9 +513,12 @@ class BMSLink:
         if self.driver.streams:
             if self._restart_stream:
                 await self._start()
-            self._arm()  # only a frame that starts after now counts: no stale data
-            if not await self._collect(1):
-                return False
+            if self._fresh:
+                self._fresh = False
+            else:
+                self._arm()  # only a frame that starts after now counts: no stale data
+                if not await self._collect(1):
+                    return False
         else:
             for req in self.driver.poll_requests():
                 self._arm()
