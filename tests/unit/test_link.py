@@ -541,3 +541,66 @@ def test_real_captured_notifications_through_the_link():
 
     for protocol, main, cells in cases:
         run_async(go(protocol, main, cells))
+
+
+def test_mtu_exchange_failure_is_tolerated():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("daly", mtu_max=247)
+        bms.p.mtu_exchange_fails = True
+        link = _link("daly", request_timeout_ms=100)
+        assert await link.poll_once()
+        assert bms.p.mtu == 23 and bms.p.fragments_sent == 7  # fell back to 20-byte fragments
+        _check_reading(link.latest, VALUES, "daly")
+        await link.close()
+
+    run_async(go())
+
+
+def test_discovery_that_never_finishes_is_bounded():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        real = sim._discover_services
+        sim._discover_services = lambda conn_handle, uuid: None  # the peer never answers
+        try:
+            link = _link("jbd", request_timeout_ms=80)
+            t0 = sim.ticks_ms()
+            assert not await link.poll_once()
+            assert sim.ticks_ms() - t0 < 1000
+        finally:
+            sim._discover_services = real
+        assert "TimeoutError" in link.stats["last_error"]
+        assert not bms.p.connected and not link.connected  # gave the BMS back
+        assert await link.poll_once()
+        assert link.stats["reconnects"] == 1
+
+    run_async(go())
+
+
+def test_error_frame_and_missing_service_are_errors_not_crashes():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        good = bms.on_write
+
+        def refuse(char_uuid, data):  # JBD answers with status 0x80 (error)
+            bms.p.notify(0xFF01, bms_frames.jbd_frame(data[2], b"", status=0x80))
+
+        bms.p.on_write = refuse
+        link = _link("jbd")
+        assert not await link.poll_once()
+        assert link.stats["bad_frames"] == 1 and link.stats["errors"] == 1 and link.latest is None
+        assert "BMSError" in link.stats["last_error"]
+        bms.p.on_write = good
+        assert await link.poll_once()
+        await link.close()
+        # a device without the family's service
+        sim.reset()
+        sim.add_peripheral(sim.Peripheral(MAC["jbd"], "SP04S034", {0x180F: [(0x2A19, _R | _N)]}))
+        link = _link("jbd")
+        assert not await link.poll_once()
+        assert "no service FF00" in link.stats["last_error"]
+        assert not sim.peripherals()[0].connected
+
+    run_async(go())
