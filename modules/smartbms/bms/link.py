@@ -510,22 +510,45 @@ class BMSLink:
             await _sleep_real_ms(_WAIT_TICK_MS)
 
     async def _poll(self):
+        # One wait loop for the whole cycle (no coroutine per request): write request i
+        # once the answers to the ones before it are in; a stream needs one fresh frame.
+        cap = self._capture
+        asm = self._assembler
+        sink = self._sink
+        reqs = ()
         if self.driver.streams:
             if self._restart_stream:
                 await self._start()
             if self._fresh:
                 self._fresh = False
-            else:
-                self._arm()  # only a frame that starts after now counts: no stale data
-                if not await self._collect(1):
-                    return False
+                cap.listening = False
+                self._publish()
+                return True
         else:
-            for req in self.driver.poll_requests():
-                self._arm()
-                await self._wchar.write(req, self._write_response, self.request_timeout_ms)
-                if not await self._collect(1):
-                    return False
-        self._capture.listening = False
+            reqs = self.driver.poll_requests()
+        n = len(reqs)
+        want = n if n else 1
+        sent = 0
+        self._arm()  # only frames that start after now count: no stale data
+        deadline = _ticks_add(_ticks_ms(), self.request_timeout_ms)
+        while True:
+            while len(cap):
+                asm.feed(cap.popleft(), sink)
+            if self._frame_error is not None:
+                raise self._frame_error
+            if self._answers >= want:
+                break
+            if sent < n and self._answers >= sent:
+                await self._wchar.write(reqs[sent], self._write_response, self.request_timeout_ms)
+                sent += 1
+                deadline = _ticks_add(_ticks_ms(), self.request_timeout_ms)
+                continue
+            if self._conn is None or not self._conn.is_connected():
+                raise LinkError("disconnected")
+            if _ticks_diff(deadline, _ticks_ms()) <= 0:
+                return False
+            await _sleep_real_ms(_WAIT_TICK_MS)
+        cap.listening = False
         self._publish()
         return True
 
