@@ -1,0 +1,352 @@
+# The device application: owns every part and runs them as asyncio tasks. The web layer
+# reads and drives the parts only through this object (`ctx`, docs/design.md).
+#
+# Boot sequence (main.py -> App().start()):
+#  1. settings load (never fails: defaults on a missing/corrupt file), the event log opens;
+#  2. the boot guard counts this boot; 5 unhealthy boots in a row -> safe mode;
+#  3. the relay pin is driven OFF before anything else can fail;
+#  4. BOOT button (GPIO0) held -> setup mode (access point + setup page);
+#  5. tasks: control loop, BMS link, WiFi supervisor, web server, status LED + button,
+#     health watch (confirms an OTA image after 60 s healthy), watchdog feeder.
+#     Safe mode starts only WiFi, the web server and the health watch; the relay stays off.
+# Charge control never waits on WiFi or the web server. An uncaught error in any task is
+# logged, turns the relay off and resets the device. The hardware watchdog is fed only while
+# the control loop ticked within the last WDT_STALE_S seconds.
+import gc
+import json
+
+try:
+    import os
+except ImportError:  # pragma: no cover
+    import uos as os
+
+import asyncio
+
+from smartbms import clock, paths
+from smartbms.charge.controller import Controller
+from smartbms.eventlog import EventLog, wall_time
+from smartbms.history import History
+from smartbms.settings import Settings
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+TICK_MS = const(1000)  # control loop period (device time)
+WDT_TIMEOUT_MS = const(30000)  # the hardware watchdog's timeout
+WDT_STALE_S = const(10)  # the control loop must have ticked within this many seconds
+FLUSH_EVERY_S = const(60)
+REBOOT_DELAY_MS = const(1500)  # real time for the answer to leave before a requested reboot
+
+RELAY_HEALTH_S = const(5)
+
+
+def _import(name):
+    """Import an optional part; None (logged by the caller) when the module is missing."""
+    try:
+        return __import__(name, None, None, ("x",))
+    except ImportError as e:
+        if ("'%s'" % name) in str(e) or name.rsplit(".", 1)[-1] in str(e):
+            return None
+        raise
+
+
+def _write_json_atomic(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.rename(tmp, path)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class App:
+    def __init__(self, setup_mode=False, port=80, host="0.0.0.0", machine=None, log=print):
+        if machine is None:
+            import machine
+        self._machine = machine
+        self._log = log
+        self.port = port
+        self.host = host
+        self.started = clock.now()
+        self.setup_mode = bool(setup_mode)
+        self.safe_mode = False
+        self.settings = Settings()
+        # healthy settings = a stored document, or none yet (a fresh device), never a corrupt one
+        self._settings_ok = self.settings.load() != "defaults" or not _exists(self.settings.path)
+        self.events = EventLog()
+        self.history = History()
+        self.guard = None
+        health = _import("smartbms.ota.health")
+        if health is not None:
+            self.guard = health.BootGuard()
+            try:
+                self.safe_mode = self.guard.begin()
+            except OSError as e:
+                self.events.add("error", "boot counter: %s" % e)
+        self.relay = self._make_relay()
+        self.relay_set(False)  # before anything else can fail: the charger stays off
+        self.controller = Controller(self.settings, _read_json(paths.path("charge.json")))
+        self.ota = _import("smartbms.ota")
+        self.link = None if self.safe_mode else self._make_link()
+        auth_mod = _import("smartbms.auth")
+        self.auth = auth_mod.Auth(self.settings) if auth_mod else None
+        from smartbms.wifi import WifiManager
+
+        self.wifi = WifiManager(self.settings, events=self.events, setup_mode=self.setup_mode)
+        from smartbms.board import Board
+
+        self.board = Board(self.settings.get("led_pin", 2), on_long_press=self.enter_setup_mode)
+        self._last_tick = None
+        self._last_state = None
+        self._last_relay = None
+        self._last_hist = None
+        self._last_flush = clock.now()
+        self._web_started = False
+        self._web_seen = None
+        self._tasks = []
+        self._reboot_pending = None
+        self.failed = None
+        self.events.add("boot", "smartbms started%s%s" % (
+            " in SAFE MODE (repeated failed boots): relay off" if self.safe_mode else "",
+            " in setup mode" if self.setup_mode else ""))
+
+    # ---- parts ----
+    def _make_relay(self):
+        relay_mod = _import("smartbms.charge.relay")
+        if relay_mod is None:
+            self._log("app: smartbms.charge.relay missing: relay on GPIO%d driven directly" % self.settings["relay_pin"])
+            return _PinRelay(self._machine, self.settings["relay_pin"], self.settings["relay_active_low"])
+        return relay_mod.Relay(self.settings["relay_pin"], self.settings["relay_active_low"])
+
+    def _make_link(self):
+        link_mod = _import("smartbms.bms.link")
+        if link_mod is None:
+            self._log("app: smartbms.bms.link missing: no BMS data")
+            return None
+        return link_mod.BMSLink(self.settings, events=self.events)
+
+    def relay_set(self, on):
+        self.relay.set(bool(on))
+
+    # ---- ctx API (docs/design.md) ----
+    def uptime_s(self):
+        return clock.now() - self.started
+
+    def free_heap(self):
+        return gc.mem_free()
+
+    def mark_web_alive(self):
+        self._web_seen = clock.now()
+
+    def web_alive(self):
+        return self._web_started
+
+    def health(self):
+        t = self._last_tick
+        return {
+            "settings": self._settings_ok,
+            "control": t is not None and clock.now() - t <= RELAY_HEALTH_S,
+            "web": self.web_alive(),
+            "ble": self.link is not None,
+        }
+
+    def set_override(self, mode, minutes):
+        self.controller.set_override(mode, minutes, clock.now())
+        self.events.add("override", "manual %s for %s min" % (mode, minutes))
+        self.control_step()
+
+    def reset_timeout(self):
+        self.controller.reset_timeout(clock.now())
+        self.events.add("charge", "charge timeout reset by the user")
+        self.control_step()
+
+    def apply_settings(self, partial):
+        """Validate and store (SettingsError changes nothing), then re-configure the parts."""
+        changed = self.settings.update(partial)
+        if not changed:
+            return changed
+        if "relay_pin" in changed or "relay_active_low" in changed:
+            on = self.controller.relay and not self.safe_mode
+            self.relay_set(False)
+            self.relay = self._make_relay()
+            self.relay_set(on)
+        if "led_pin" in changed:
+            self.board.set_led_pin(self.settings["led_pin"])
+        if self.link is not None and hasattr(self.link, "reconfigure") and any(
+                k.startswith("bms_") or k == "poll_interval_s" for k in changed):
+            self.link.reconfigure()
+        if "wifi_ssid" in changed or "hostname" in changed:
+            self.wifi.reconnect()
+        return changed
+
+    async def scan_bms(self):
+        if self.link is None:
+            return []
+        return await self.link.scan()
+
+    def request_reboot(self, reason):
+        if self._reboot_pending is None:
+            self.events.add("reboot", "reboot requested: %s" % reason)
+            self._reboot_pending = asyncio.create_task(self._reboot_later())
+
+    async def _reboot_later(self):
+        await asyncio.sleep_ms(REBOOT_DELAY_MS)  # real time: let the answer leave
+        self.shutdown()
+        self._machine.reset()
+
+    def enter_setup_mode(self):
+        if self.setup_mode:
+            return
+        self.setup_mode = True
+        self.events.add("setup", "setup mode: access point %s" % self.wifi.ap_ssid())
+        self.wifi.enter_setup_mode()
+
+    def shutdown(self):
+        """Relay off and everything on flash, before a reset."""
+        try:
+            self.relay_set(False)
+        finally:
+            self._save_controller(force=True)
+            self.events.flush(force=True)
+
+    # ---- control ----
+    def control_step(self):
+        """One control decision: feed the controller, drive the relay, log and persist."""
+        now = clock.now()
+        link = self.link
+        reading = link.latest if link is not None else None
+        if self.safe_mode:
+            on = False
+        else:
+            on = self.controller.update(reading, now, wall_time())
+        self.relay_set(on)
+        c = self.controller
+        if c.state != self._last_state or on != self._last_relay:
+            self.events.add("charge", "%s, relay %s: %s" % (c.state, "on" if on else "off", c.reason))
+            self._last_state = c.state
+            self._last_relay = on
+        self._save_controller()
+        if reading is not None:
+            rx = getattr(reading, "received", None)
+            if rx != self._last_hist and reading.soc is not None:
+                self._last_hist = rx
+                self.history.add(now, reading.soc, reading.voltage, reading.current)
+        if now - self._last_flush >= FLUSH_EVERY_S:
+            self._last_flush = now
+            self.events.flush()
+        self._last_tick = now
+        return on
+
+    def _save_controller(self, force=False):
+        c = self.controller
+        if c.dirty or force:
+            try:
+                _write_json_atomic(paths.path("charge.json"), c.persisted())
+                c.dirty = False
+            except OSError as e:
+                self.events.add("error", "saving charge state: %s" % e)
+
+    async def control_loop(self):
+        while True:
+            self.control_step()
+            await clock.sleep_ms(TICK_MS)
+
+    async def watchdog_loop(self):
+        wdt = self._machine.WDT(timeout=WDT_TIMEOUT_MS)
+        while True:
+            t = self._last_tick
+            # Fed only while control is alive: a hung control loop ends in a reset.
+            if self.safe_mode or (t is not None and clock.now() - t <= WDT_STALE_S):
+                wdt.feed()
+            await clock.sleep_ms(TICK_MS)
+
+    async def web_task(self):
+        web = _import("smartbms.web")
+        if web is None:
+            self._log("app: smartbms.web missing: no web server")
+            return
+        self._web_started = True
+        await web.serve(self, host=self.host, port=self.port)
+
+    # ---- task supervision ----
+    async def _guarded(self, name, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.fail(name, e)
+
+    def fail(self, name, exc):
+        """An uncaught error in a task: log it, relay off, reset the device."""
+        if self.failed is not None:
+            return
+        self.failed = (name, exc)
+        msg = "%s crashed: %s: %s" % (name, type(exc).__name__, exc)
+        self._log("app: " + msg)
+        try:
+            import sys
+
+            sys.print_exception(exc)
+        except (AttributeError, ImportError):
+            pass
+        try:
+            self.events.add("error", msg)
+        finally:
+            self.shutdown()
+        self._machine.reset()
+
+    def start(self):
+        """Create the tasks (in an event loop); returns them."""
+        spawn = self._tasks.append
+        mk = asyncio.create_task
+        if not self.safe_mode:
+            spawn(mk(self._guarded("control", self.control_loop())))
+            if self.link is not None:
+                spawn(mk(self._guarded("bms", self.link.run())))
+        spawn(mk(self._guarded("watchdog", self.watchdog_loop())))
+        spawn(mk(self._guarded("wifi", self.wifi.run())))
+        spawn(mk(self._guarded("web", self.web_task())))
+        spawn(mk(self._guarded("board", self.board.run(self))))
+        if self.guard is not None:
+            spawn(mk(self._guarded("health", self.guard.watch(self))))
+        return self._tasks
+
+    async def run(self):
+        self.start()
+        while True:
+            await asyncio.sleep_ms(60000)
+
+
+class _PinRelay:
+    # Used only until smartbms.charge.relay lands: drive the pin, nothing more.
+    def __init__(self, machine, pin, active_low):
+        self._active_low = active_low
+        self.on = False
+        self._pin = machine.Pin(pin, machine.Pin.OUT, value=1 if active_low else 0)
+
+    def set(self, on):
+        self.on = on
+        self._pin.value((not on) if self._active_low else on)
+
+
+async def main(setup_mode=False, port=80):
+    app = App(setup_mode=setup_mode, port=port)
+    await app.run()
