@@ -6,6 +6,8 @@
 #   - PENDING_VERIFY at boot means the app was booted once and never confirmed: it becomes
 #     ABORTED and the previous valid slot boots (rollback);
 #   - a slot whose image fails verification is skipped.
+import gc
+
 import esp32
 from smartbms.ota import otadata
 
@@ -37,11 +39,13 @@ def boot(flash_path, log=print):
             esp32.write_otadata(a, seq, otadata.PENDING_VERIFY)
             state = otadata.PENDING_VERIFY
         esp32.set_running(label)
+        gc.collect()  # the image checks leave garbage; the app starts on a clean heap
         return label, otadata.STATE_NAMES.get(state, "undefined")
     # no usable otadata: the first slot that holds a valid image boots
     for e in slots:
         if _image_ok(e[4]):
             esp32.set_running(e[4])
+            gc.collect()
             return e[4], "undefined"
     raise SystemExit("sim_boot: no bootable app image in %s" % flash_path)
 

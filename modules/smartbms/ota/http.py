@@ -4,7 +4,6 @@
 # The web layer's auth guard runs first. One upload at a time (409); a stalled upload
 # times out (408) with nothing activated; the loop gets control back after every block.
 import asyncio
-import time
 
 from smartbms import clock, ota
 from smartbms.ota.image import ImageError
@@ -21,44 +20,6 @@ def _stall_s():
 
 class _Stalled(Exception):
     pass
-
-
-try:
-    _ticks_ms, _ticks_diff = time.ticks_ms, time.ticks_diff
-except AttributeError:  # CPython
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
-
-
-class _StallGuard:
-    """Cancels the receiving task when no byte arrived for `timeout_ms` (real time).
-    One watcher task per upload instead of a wait_for (a task) per read."""
-
-    def __init__(self, timeout_ms):
-        self.timeout_ms = timeout_ms
-        self.last = _ticks_ms()
-        self.stalled = False
-        self._victim = asyncio.current_task()
-        self._task = asyncio.create_task(self._watch())
-
-    def alive(self):
-        self.last = _ticks_ms()
-
-    async def _watch(self):
-        step = min(200, self.timeout_ms // 4 + 1) / 1000
-        while True:
-            await asyncio.sleep(step)
-            if _ticks_diff(_ticks_ms(), self.last) > self.timeout_ms:
-                self.stalled = True
-                self._victim.cancel()
-                return
-
-    def stop(self):
-        if not self.stalled:
-            self._task.cancel()
 
 
 def _err(code, message, field=None):
@@ -81,7 +42,10 @@ async def receive(stream, length, sha256=None, esp32_module=None):
     """Stream `length` bytes from `stream` into the inactive slot, verify, activate.
     Returns the image info dict. Raises ImageError (bad image), _Stalled, UpdateError."""
     upd = Updater(length, sha256, esp32_module)
-    guard = _StallGuard(int(_stall_s() * 1000))
+    # A timeout per read, not a watcher that cancels this task: on MicroPython an external
+    # cancel of a task inside someone else's wait_for (the web layer bounds body reads too)
+    # is delivered a second time later, killing the answer.
+    timeout = _stall_s()
     try:
         left = length
         while left > 0:
@@ -89,26 +53,19 @@ async def receive(stream, length, sha256=None, esp32_module=None):
             if len(room) > left:
                 room = room[:left]
             try:
-                n = await _read_into(stream, room)
-            except asyncio.CancelledError:
-                if guard.stalled:
-                    raise _Stalled()
-                raise
-            except asyncio.TimeoutError:  # the web layer's own idle timeout on body reads
+                n = await asyncio.wait_for(_read_into(stream, room), timeout)
+            except asyncio.TimeoutError:  # ours, or the web layer's idle timeout
                 raise _Stalled()
-            guard.alive()
             if not n:
                 raise ImageError("upload ended after %d of %d bytes" % (length - left, length))
             left -= n
             if upd.commit(n):
                 await asyncio.sleep(0)
-        guard.stop()
         upd.end()
         for _ in upd.verify_steps():
             await asyncio.sleep(0)
         return upd.activate()
     except BaseException:
-        guard.stop()
         upd.abort()
         raise
 
