@@ -24,9 +24,15 @@ import asyncio
 
 from smartbms import clock, paths
 from smartbms.charge.controller import Controller
+from smartbms.charge.relay import Relay
 from smartbms.eventlog import EventLog, wall_time
 from smartbms.history import History
 from smartbms.settings import Settings
+
+def _sleep_real_ms(ms):
+    # real (not device) time; CPython's asyncio has no sleep_ms
+    return asyncio.sleep_ms(ms) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(ms / 1000)
+
 
 try:
     from micropython import const
@@ -101,7 +107,7 @@ class App:
             except OSError as e:
                 self.events.add("error", "boot counter: %s" % e)
         self.relay = self._make_relay()
-        self.relay_set(False)  # before anything else can fail: the charger stays off
+        self.relay_set(False, "boot")  # before anything else can fail: the charger stays off
         self.controller = Controller(self.settings, _read_json(paths.path("charge.json")))
         self.ota = _import("smartbms.ota")
         self.link = None if self.safe_mode else self._make_link()
@@ -115,7 +121,6 @@ class App:
         self.board = Board(self.settings.get("led_pin", 2), on_long_press=self.enter_setup_mode)
         self._last_tick = None
         self._last_state = None
-        self._last_relay = None
         self._last_hist = None
         self._last_flush = clock.now()
         self._web_started = False
@@ -129,11 +134,7 @@ class App:
 
     # ---- parts ----
     def _make_relay(self):
-        relay_mod = _import("smartbms.charge.relay")
-        if relay_mod is None:
-            self._log("app: smartbms.charge.relay missing: relay on GPIO%d driven directly" % self.settings["relay_pin"])
-            return _PinRelay(self._machine, self.settings["relay_pin"], self.settings["relay_active_low"])
-        return relay_mod.Relay(self.settings["relay_pin"], self.settings["relay_active_low"])
+        return Relay(self.settings["relay_pin"], self.settings["relay_active_low"], log=self.events)
 
     def _make_link(self):
         link_mod = _import("smartbms.bms.link")
@@ -142,15 +143,16 @@ class App:
             return None
         return link_mod.BMSLink(self.settings, events=self.events)
 
-    def relay_set(self, on):
-        self.relay.set(bool(on))
+    def relay_set(self, on, reason=""):
+        self.relay.set(on, reason)
 
     # ---- ctx API (docs/design.md) ----
     def uptime_s(self):
         return clock.now() - self.started
 
     def free_heap(self):
-        return gc.mem_free()
+        f = getattr(gc, "mem_free", None)  # None on CPython (host tools)
+        return f() if f else None
 
     def mark_web_alive(self):
         self._web_seen = clock.now()
@@ -184,9 +186,9 @@ class App:
             return changed
         if "relay_pin" in changed or "relay_active_low" in changed:
             on = self.controller.relay and not self.safe_mode
-            self.relay_set(False)
+            self.relay_set(False, "relay pin settings changed")
             self.relay = self._make_relay()
-            self.relay_set(on)
+            self.relay_set(on, self.controller.reason)
         if "led_pin" in changed:
             self.board.set_led_pin(self.settings["led_pin"])
         if self.link is not None and hasattr(self.link, "reconfigure") and any(
@@ -207,7 +209,7 @@ class App:
             self._reboot_pending = asyncio.create_task(self._reboot_later())
 
     async def _reboot_later(self):
-        await asyncio.sleep_ms(REBOOT_DELAY_MS)  # real time: let the answer leave
+        await _sleep_real_ms(REBOOT_DELAY_MS)  # real time: let the answer leave
         self.shutdown()
         self._machine.reset()
 
@@ -221,7 +223,7 @@ class App:
     def shutdown(self):
         """Relay off and everything on flash, before a reset."""
         try:
-            self.relay_set(False)
+            self.relay_set(False, "shutdown")
         finally:
             self._save_controller(force=True)
             self.events.flush(force=True)
@@ -232,16 +234,15 @@ class App:
         now = clock.now()
         link = self.link
         reading = link.latest if link is not None else None
-        if self.safe_mode:
-            on = False
-        else:
-            on = self.controller.update(reading, now, wall_time())
-        self.relay_set(on)
         c = self.controller
-        if c.state != self._last_state or on != self._last_relay:
-            self.events.add("charge", "%s, relay %s: %s" % (c.state, "on" if on else "off", c.reason))
-            self._last_state = c.state
-            self._last_relay = on
+        if self.safe_mode:
+            self.relay_set(False, "safe mode")
+        else:
+            on = c.update(reading, now, wall_time())
+            self.relay_set(on, c.reason)  # the relay logs its own switching
+            if c.state != self._last_state:
+                self._last_state = c.state
+                self.events.add("charge", "%s: %s" % (c.state, c.reason))
         self._save_controller()
         if reading is not None:
             rx = getattr(reading, "received", None)
@@ -252,7 +253,7 @@ class App:
             self._last_flush = now
             self.events.flush()
         self._last_tick = now
-        return on
+        return self.relay.on
 
     def _save_controller(self, force=False):
         c = self.controller
@@ -332,19 +333,7 @@ class App:
     async def run(self):
         self.start()
         while True:
-            await asyncio.sleep_ms(60000)
-
-
-class _PinRelay:
-    # Used only until smartbms.charge.relay lands: drive the pin, nothing more.
-    def __init__(self, machine, pin, active_low):
-        self._active_low = active_low
-        self.on = False
-        self._pin = machine.Pin(pin, machine.Pin.OUT, value=1 if active_low else 0)
-
-    def set(self, on):
-        self.on = on
-        self._pin.value((not on) if self._active_low else on)
+            await _sleep_real_ms(60000)
 
 
 async def main(setup_mode=False, port=80):

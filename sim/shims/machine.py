@@ -18,8 +18,26 @@ try:
 except ImportError:  # pragma: no cover
     _thread = None
 
+try:
+    from time import ticks_add, ticks_diff, ticks_ms, sleep_ms
+except ImportError:  # CPython (host tests)
+    import time as _t
+
+    def ticks_ms():
+        return int(_t.monotonic() * 1000)
+
+    def ticks_add(a, b):
+        return a + b
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def sleep_ms(ms):
+        _t.sleep(ms / 1000)
+
 RESET_EXIT = 75  # process exit code meaning "the device reset itself"
 WDT_MIN_REAL_MS = 2000
+WDT_KILLS = os.getenv("SIM_WDT") != "0"  # tests in-process set this False
 
 # reset causes (values as on the ESP32 port)
 PWRON_RESET = 1
@@ -125,9 +143,10 @@ def on_change(pin_id, fn):
 
 
 def _reset_registry():
-    """Forget every pin and listener (tests)."""
+    """Forget every pin, listener and the watchdog (tests)."""
     _pins.clear()
     _listeners.clear()
+    WDT._active = None
 
 
 class WDT:
@@ -143,7 +162,7 @@ class WDT:
         self._deadline = 0
         self.feed()
         WDT._active = self
-        if os.getenv("SIM_WDT") != "0" and _thread is not None:
+        if WDT_KILLS and _thread is not None:
             _thread.start_new_thread(self._watch, ())
 
     def _real_timeout_ms(self):
@@ -156,17 +175,13 @@ class WDT:
         return max(WDT_MIN_REAL_MS, self.timeout_ms // speed)
 
     def feed(self):
-        import time
-
         self.fed += 1
-        self._deadline = time.ticks_add(time.ticks_ms(), self._real_timeout_ms())
+        self._deadline = ticks_add(ticks_ms(), self._real_timeout_ms())
 
     def _watch(self):
-        import time
-
-        while True:
-            time.sleep_ms(100)
-            if time.ticks_diff(time.ticks_ms(), self._deadline) > 0:
+        while WDT._active is self:
+            sleep_ms(100)
+            if WDT_KILLS and ticks_diff(ticks_ms(), self._deadline) > 0:
                 print("machine.WDT: not fed for %d ms: watchdog reset" % self._real_timeout_ms())
                 _note_cause(WDT_RESET)
                 # Nothing in the unix port ends the whole process from a thread; a shell's

@@ -1,0 +1,221 @@
+# The device application's wiring (smartbms.app): relay safety at boot, the control step,
+# persistence, safe mode, crash handling, the watchdog feeder, setup mode and reboots.
+import json
+
+import machine
+from apputil import CountingWDT, FakeLink, FakeMachine, fresh_root, files
+from battery import Battery
+from smartbms import app as app_mod
+from smartbms import board, clock
+from testutil import IS_MICROPYTHON, raises, run_async
+
+RELAY = 33  # default relay pin, active low: level 1 = off
+
+
+def _quiet(*a):
+    pass
+
+
+def _app(link_reading=None, **kw):
+    m = FakeMachine()
+    a = app_mod.App(machine=m, log=_quiet, **kw)
+    a.link = FakeLink(link_reading)
+    return a, m
+
+
+def _fresh_reading(soc=55.0):
+    return Battery(soc=soc).reading(received=clock.now())
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_boot_drives_relay_off_and_logs_the_boot():
+    fresh_root()
+    a, _ = _app()
+    assert machine.pin(RELAY).value() == 1  # active low: high = charger off
+    assert a.relay.on is False
+    assert a.events.recent(5)[0]["kind"] == "boot"
+    assert a.safe_mode is False and a.setup_mode is False
+
+
+def test_control_step_charges_on_a_fresh_reading_and_records_history():
+    d = fresh_root()
+    a, _ = _app(_fresh_reading(55.0))
+    on = a.control_step()
+    assert on is True and a.controller.state == "charging"
+    assert machine.pin(RELAY).value() == 0  # energised
+    kinds = [e["kind"] for e in a.events.recent(10)]
+    assert "charge" in kinds and "relay" in kinds
+    assert a.history._n == 1  # the reading went into this minute's sample
+    a.control_step()
+    assert a.history._n == 1  # the same reading is not counted twice
+    assert "charge.json" in files(d)  # the new charge phase was persisted
+    assert a.controller.dirty is False
+    assert a.health()["control"] is True
+
+
+def test_no_reading_keeps_relay_off():
+    fresh_root()
+    a, _ = _app(None)
+    assert a.control_step() is False
+    assert machine.pin(RELAY).value() == 1
+
+
+def test_charge_state_survives_a_restart():
+    d = fresh_root()
+    a, _ = _app(_fresh_reading(55.0))
+    a.control_step()
+    saved = json.loads(open(d + "/charge.json").read())
+    assert saved.get("phase") == "charging"
+    machine._reset_registry()
+    b, _ = _app(None)
+    assert b.controller.persisted().get("phase") == "charging"
+
+
+def test_safe_mode_starts_without_bms_and_keeps_relay_off():
+    d = fresh_root()
+    _write(d + "/bootcount", "5\n")  # five boots in a row never became healthy
+    a, _ = _app()
+    assert a.safe_mode is True
+    a.link = FakeLink(_fresh_reading(55.0))  # even with data, safe mode never charges
+    assert a.control_step() is False
+    assert machine.pin(RELAY).value() == 1
+    assert "SAFE MODE" in a.events.recent(5)[0]["msg"]
+
+
+def test_a_crashing_task_turns_the_relay_off_logs_and_resets():
+    d = fresh_root()
+    a, m = _app(_fresh_reading(55.0))
+    a.control_step()
+    assert machine.pin(RELAY).value() == 0
+
+    async def boom():
+        raise ValueError("sensor went mad")
+
+    e = raises(SystemExit, run_async, a._guarded("bms", boom()))
+    assert e.args[0] == machine.RESET_EXIT and m.resets == 1
+    assert machine.pin(RELAY).value() == 1 and a.relay.on is False
+    last = a.events.recent(3)
+    assert any(ev["kind"] == "error" and "bms crashed: ValueError: sensor went mad" in ev["msg"] for ev in last)
+    assert a.events.pending == 0  # on flash before the reset
+    assert any(n.startswith("events") for n in files(d))
+
+
+def test_watchdog_is_fed_only_while_control_ticks():
+    fresh_root()
+    CountingWDT.instances = []
+    a, _ = _app(None)
+
+    async def run(ticking):
+        t = app_mod.asyncio.create_task(a.watchdog_loop())
+        for _ in range(4):
+            if ticking:
+                a._last_tick = clock.now()
+            await clock.sleep_ms(app_mod.TICK_MS)
+        t.cancel()
+
+    old = clock.speed()
+    clock.set_speed(1000)
+    try:
+        a._last_tick = None
+        run_async(run(False))
+        assert CountingWDT.instances[-1].fed == 0
+        run_async(run(True))
+        assert CountingWDT.instances[-1].fed >= 3
+        assert CountingWDT.instances[-1].timeout == app_mod.WDT_TIMEOUT_MS
+    finally:
+        clock.set_speed(old)
+
+
+def test_long_press_on_boot_button_enters_setup_mode_with_access_point():
+    fresh_root()
+    a, _ = _app()
+    btn = machine.pin(0)
+    btn.sim_drive(0)  # pressed
+    assert a.board.poll_button(1000) is False
+    assert a.board.poll_button(3999) is False  # 2.999 s
+    assert a.board.poll_button(4000) is True
+    assert a.setup_mode is True
+    st = a.wifi.status()
+    assert st["mode"] == "ap" and st["ap_ssid"].startswith("smartbms-") and len(st["ap_ssid"]) == 13
+    btn.sim_drive(None)
+    assert a.board.poll_button(5000) is False
+
+
+def test_short_press_does_nothing():
+    fresh_root()
+    a, _ = _app()
+    btn = machine.pin(0)
+    btn.sim_drive(0)
+    a.board.poll_button(0)
+    a.board.poll_button(2000)
+    btn.sim_drive(1)
+    a.board.poll_button(2500)
+    btn.sim_drive(0)
+    a.board.poll_button(3000)
+    assert a.board.poll_button(5500) is False  # a new press is timed from its own start
+    assert a.setup_mode is False
+
+
+def test_button_held_at_boot():
+    fresh_root()
+    assert board.button_held_at_boot(machine) is False
+    machine.pin(0).sim_drive(0)
+    assert board.button_held_at_boot(machine) is True
+
+
+def test_apply_settings_validates_first_and_moves_the_relay():
+    fresh_root()
+    from smartbms.settings import SettingsError
+
+    a, _ = _app(_fresh_reading(55.0))
+    a.control_step()
+    e = raises(SettingsError, a.apply_settings, {"max_soc": 90, "relay_pin": 99})
+    assert e.field == "relay_pin"
+    assert a.settings["max_soc"] == 100 and a.relay.pin == RELAY
+    changed = a.apply_settings({"relay_pin": 25, "poll_interval_s": 10})
+    assert sorted(changed) == ["poll_interval_s", "relay_pin"]
+    assert machine.pin(RELAY).value() == 1  # old pin released to off
+    assert machine.pin(25).value() == 0 and a.relay.pin == 25  # new pin carries the state
+    assert a.link.reconfigured == 1
+
+
+def test_override_and_timeout_reset_reach_the_controller():
+    fresh_root()
+    a, _ = _app(_fresh_reading(55.0))
+    a.control_step()
+    a.set_override("off", 30)
+    assert a.controller.state == "override" and machine.pin(RELAY).value() == 1
+    a.reset_timeout()
+    assert any(e["kind"] == "override" for e in a.events.recent(10))
+
+
+def test_request_reboot_answers_first_then_resets():
+    fresh_root()
+    a, m = _app()
+
+    async def go():
+        a.request_reboot("settings")
+        a.request_reboot("again")  # one reboot only
+        assert m.resets == 0  # not yet: the HTTP answer leaves first
+        await app_mod._sleep_real_ms(app_mod.REBOOT_DELAY_MS + 500)
+
+    e = raises(SystemExit, run_async, go())
+    assert e.args[0] == machine.RESET_EXIT and m.resets == 1
+    assert [ev["msg"] for ev in a.events.recent(10) if ev["kind"] == "reboot"] == ["reboot requested: settings"]
+
+
+def test_ctx_basics():
+    fresh_root()
+    a, _ = _app()
+    assert a.uptime_s() >= 0
+    heap = a.free_heap()
+    assert heap > 0 if IS_MICROPYTHON else heap is None
+    assert a.web_alive() is False
+    a.mark_web_alive()
+    h = a.health()
+    assert h["settings"] is True and h["control"] is False and h["ble"] is True
+    assert run_async(a.scan_bms())[0]["mac"] == "AA:BB:CC:DD:EE:01"
