@@ -7,7 +7,17 @@
 # server the firmware binds is reachable from the host. Host side: set_networks(),
 # drop() (the AP vanishes: the station disconnects), reset().
 import os
-import time
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython (host tests)
+    import time as _t
+
+    def ticks_ms():
+        return int(_t.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
 
 STA_IF = 0
 AP_IF = 1
@@ -29,17 +39,20 @@ _MAC = b"\x24\x0a\xc4\x5b\xe1\x7c"
 
 _hostname = ["espressif"]
 _networks = None  # {ssid: password or ""}
+_order = []  # SSIDs in the order given (MicroPython dicts are unordered): scan() order
 _ifaces = {}
 
 
 def _parse(spec):
     nets = {}
+    del _order[:]
     for item in spec.split(","):
         item = item.strip()
         if not item:
             continue
         ssid, _, pw = item.partition(":")
         nets[ssid] = pw
+        _order.append(ssid)
     return nets
 
 
@@ -51,8 +64,9 @@ def networks():
 
 
 def set_networks(spec):
+    """spec: "ssid[:password],..." as in SIM_WIFI."""
     global _networks
-    _networks = _parse(spec) if isinstance(spec, str) else dict(spec)
+    _networks = _parse(spec)
 
 
 def drop(ssid=None):
@@ -60,6 +74,7 @@ def drop(ssid=None):
     for name in list(networks()):
         if ssid is None or name == ssid:
             del _networks[name]
+            _order.remove(name)
     sta = _ifaces.get(STA_IF)
     if sta is not None and sta._ssid not in networks():
         sta._link = False
@@ -124,7 +139,7 @@ class WLAN:
         self._key = key or ""
         self._link = False
         self._status = STAT_CONNECTING
-        self._started = time.ticks_ms()
+        self._started = ticks_ms()
 
     def disconnect(self):
         self._link = False
@@ -133,7 +148,7 @@ class WLAN:
     def _settle(self):
         if self._status != STAT_CONNECTING:
             return
-        if time.ticks_diff(time.ticks_ms(), self._started) < CONNECT_DELAY_MS:
+        if ticks_diff(ticks_ms(), self._started) < CONNECT_DELAY_MS:
             return
         nets = networks()
         if self._ssid not in nets:
@@ -168,7 +183,9 @@ class WLAN:
             raise OSError("STA must be active")
         out = []
         rssi = -48
-        for ssid, pw in networks().items():
+        nets = networks()
+        for ssid in _order:
+            pw = nets[ssid]
             out.append((ssid.encode(), b"\x24\x0a\xc4\x00\x00\x01", 6, rssi, AUTH_WPA2_PSK if pw else AUTH_OPEN, False))
             rssi -= 9
         return out
