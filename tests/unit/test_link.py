@@ -67,6 +67,16 @@ class FakeBMS:
             self._stream = None
 
 
+def _run(coro):
+    async def with_cleanup():
+        try:
+            return await coro
+        finally:
+            await sim.shutdown()  # no task of this test may outlive its event loop
+
+    return run_async(with_cleanup())
+
+
 def _link(protocol, **kw):
     kw.setdefault("request_timeout_ms", 300)
     kw.setdefault("connect_timeout_ms", 200)
@@ -111,7 +121,7 @@ def _poll_family(protocol, mtu_max):
         assert not bms.p.connected and not link.connected
         return bms
 
-    return run_async(go())
+    return _run(go())
 
 
 def test_jbd_polls_basic_and_cells_with_write_without_response():
@@ -149,7 +159,7 @@ def test_jk_with_two_ffe1_characteristics_picks_by_properties():
         assert link._write_response  # that characteristic has no write-without-response
         await link.close()
 
-    run_async(go())
+    _run(go())
 
 
 def test_back_to_back_fragments_naive_notified_loses_them_link_does_not():
@@ -183,7 +193,7 @@ def test_back_to_back_fragments_naive_notified_loses_them_link_does_not():
         _check_reading(link.latest, VALUES, "daly")
         await link.close()
 
-    run_async(go())
+    _run(go())
 
 
 def test_disconnect_mid_frame_then_reconnect():
@@ -204,7 +214,7 @@ def test_disconnect_mid_frame_then_reconnect():
         assert link.stats["reconnects"] == 1 and bms.p.connects == 2
         await link.close()
 
-    run_async(go())
+    _run(go())
 
 
 def test_never_answering_bms_times_out_bounded_and_link_is_rebuilt():
@@ -228,7 +238,7 @@ def test_never_answering_bms_times_out_bounded_and_link_is_rebuilt():
         assert bms.p.connects == 2 and st["reconnects"] == 1 and st["ok"] == 2
         await link.close()
 
-    run_async(go())
+    _run(go())
 
 
 def test_run_keeps_polling_through_a_mute_bms():
@@ -253,7 +263,7 @@ def test_run_keeps_polling_through_a_mute_bms():
         _check_reading(link.latest, VALUES, "jbd")
         assert not bms.p.connected
 
-    run_async(go())
+    _run(go())
 
 
 def test_release_mode_disconnects_between_polls():
@@ -268,7 +278,7 @@ def test_release_mode_disconnects_between_polls():
         assert link.stats["ok"] == 3 and link.stats["reconnects"] == 0
         _check_reading(link.latest, VALUES, "jbd")
 
-    run_async(go())
+    _run(go())
 
 
 def test_jk_stream_is_throttled_to_the_interval():
@@ -290,7 +300,7 @@ def test_jk_stream_is_throttled_to_the_interval():
         for a, b in zip(seen, seen[1:]):
             assert b - a >= 900, seen  # device ms between readings: the interval, not the stream rate
 
-    run_async(go())
+    _run(go())
 
 
 def test_reading_object_is_reused_between_polls():
@@ -305,7 +315,7 @@ def test_reading_object_is_reused_between_polls():
         assert len(ids) == 2  # two Readings alternate: no new object per poll
         await link.close()
 
-    run_async(go())
+    _run(go())
 
 
 def test_connect_by_name_and_missing_bms_backs_off():
@@ -326,7 +336,7 @@ def test_connect_by_name_and_missing_bms_backs_off():
         assert "TimeoutError" in absent.stats["last_error"] and absent.stats["timeouts"] == 1
         assert aioble.core.ble._pending_addr is None
 
-    run_async(go())
+    _run(go())
 
 
 def test_backoff_doubles_from_1s_and_caps_at_60s_with_jitter():
@@ -365,7 +375,7 @@ def test_backoff_drives_the_run_loop():
         assert 4000 < waits[5] <= 5000, waits  # back to the interval once a poll worked
         assert link._failures == 0
 
-    run_async(go())
+    _run(go())
 
 
 def test_scan_lists_bms_with_family():
@@ -386,7 +396,7 @@ def test_scan_lists_bms_with_family():
         except ValueError:
             pass
 
-    run_async(go())
+    _run(go())
 
 
 def test_bad_arguments_are_refused():
@@ -459,7 +469,7 @@ def test_settings_mode_detects_family_and_follows_reconfigure():
         assert len(events.items) == 3 and "failed" in events.items[2][1]
         assert link.stats["errors"] == 3
 
-    run_async(go())
+    _run(go())
 
 
 def test_scan_method_and_unrecognised_auto_device():
@@ -473,7 +483,7 @@ def test_scan_method_and_unrecognised_auto_device():
         assert not await link.poll_once()
         assert "not recognised" in link.stats["last_error"]
 
-    run_async(go())
+    _run(go())
 
 
 def _real_frames():
@@ -540,7 +550,7 @@ def test_real_captured_notifications_through_the_link():
         await link.close()
 
     for protocol, main, cells in cases:
-        run_async(go(protocol, main, cells))
+        _run(go(protocol, main, cells))
 
 
 def test_mtu_exchange_failure_is_tolerated():
@@ -554,7 +564,7 @@ def test_mtu_exchange_failure_is_tolerated():
         _check_reading(link.latest, VALUES, "daly")
         await link.close()
 
-    run_async(go())
+    _run(go())
 
 
 def test_discovery_that_never_finishes_is_bounded():
@@ -575,7 +585,7 @@ def test_discovery_that_never_finishes_is_bounded():
         assert await link.poll_once()
         assert link.stats["reconnects"] == 1
 
-    run_async(go())
+    _run(go())
 
 
 def test_error_frame_and_missing_service_are_errors_not_crashes():
@@ -603,4 +613,4 @@ def test_error_frame_and_missing_service_are_errors_not_crashes():
         assert "no service FF00" in link.stats["last_error"]
         assert not sim.peripherals()[0].connected
 
-    run_async(go())
+    _run(go())

@@ -40,7 +40,9 @@
 #       while a central holds them).
 #   Records: p.writes [(UUID, bytes)], p.connects, p.disconnects, p.fragments_sent,
 #       p.notifications_lost, p.connected, p.mtu, p.subscribed(char_uuid) -> value handles.
-#   aioble.sim.remove_peripheral(mac), aioble.sim.peripherals(), aioble.sim.reset().
+#   aioble.sim.remove_peripheral(mac), aioble.sim.peripherals(), aioble.sim.reset(),
+#   await aioble.sim.shutdown() (drop every link and let the fake's tasks end: call it
+#   before a test's event loop finishes).
 # All delays are real milliseconds; the fake never looks at smartbms.clock.
 from .core import GattError, config, log_error, log_info, log_warn, stop
 from .device import Device, DeviceConnection, DeviceDisconnectedError, DeviceTimeout

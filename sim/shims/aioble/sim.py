@@ -228,6 +228,20 @@ def reset():
     ble.config(mtu=DEFAULT_MTU)
 
 
+async def shutdown():
+    """Drop every link and let the fake's tasks finish (end of a test: MicroPython's
+    asyncio carries tasks left waiting into the next asyncio.run)."""
+    from . import central
+
+    for handle in list(_connections):
+        _disconnect(handle)
+    if central._active_scanner is not None:
+        await central._active_scanner.cancel()
+    for _ in range(5):
+        await sleep_ms(0)
+    ble.gap_connect(None)
+
+
 def _start_connect(addr_type, addr):
     p = _peripherals.get(addr)
     if p is None or p.addr_type != addr_type or p.refuse_connections or p.connected:
