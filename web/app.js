@@ -174,7 +174,7 @@
     g.font = "12px system-ui,sans-serif";
     if (points.length < 2) { txt("chartnote", "Collecting data: the chart fills in as minutes pass."); }
     else txt("chartnote", points.length + " samples");
-    var t1 = points.length ? points[points.length - 1].t : 0, t0 = Math.min(points.length ? points[0].t : 0, t1 - 3600);
+    var t1 = points.length ? points[points.length - 1].t : 0, t0 = Math.min(points.length ? points[0].t : 0, t1 - 600);
     var left = 46, right = w - 8, lanes = [["soc", "SOC %", "--soc", 0, 100], ["v", "Voltage V", "--volt"], ["a", "Current A", "--amp"]];
     var laneH = (h - 22) / 3;
     lanes.forEach(function (ln, li) {
@@ -537,9 +537,7 @@
     if (tick % 30 === 0) pollHistory();
     if (tick % 5 === 0 && !$("log").classList.contains("hide")) loadEvents();
   }, 2000);
-  document.addEventListener("visibilitychange", function () { if (!document.hidden) { pollStatus(); pollHistory(); } });
-  showTab();
-  pollStatus();
-  pollHistory();
-  api("GET", "/api/settings").then(function (s) { settings = s.settings || s; }, function () {});
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) pollStatus().then(pollHistory); });
+  // Requests one after another at start: the device serves few connections on a small heap.
+  pollStatus().then(pollHistory).then(showTab);
 })();

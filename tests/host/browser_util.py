@@ -3,14 +3,20 @@ in-process mock of the device's HTTP API (docs/design.md "Web routes") serving t
 
 The mock lets the UI be tested without the simulator; the tests against the real sim use
 tests/host/simfixture.py instead. It keeps the contract's shapes and nothing more."""
+import base64
+import http.client
 import json
+import json as jsonlib  # WebStack.request has a parameter named json
 import math
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -241,6 +247,102 @@ class MockServer:
         shutil.rmtree(self.dev.tmp, ignore_errors=True)
 
 
+class WebStack:
+    """tests/host/webstack_main.py on the MicroPython unix port: the real web layer and UI assets
+    over a synthetic battery. Same surface as simfixture's Sim for what the browser tests use."""
+
+    def __init__(self, state_dir, password="secret-pw-1"):
+        self.dir = str(state_dir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.password = password
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.proc = None
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_assets.py"), "web",
+                        os.path.join(ROOT, "build", "gen", "webassets.py")], check=True, stdout=subprocess.DEVNULL)
+        self.start()
+
+    def start(self, timeout=20):
+        env = dict(os.environ, MICROPYPATH=os.environ.get("MPYPATH") or ":".join(
+            [".frozen", ROOT + "/modules", ROOT + "/build/gen", ROOT + "/sim/shims", ROOT + "/sim",
+             ROOT + "/build/vendor"]))
+        mpy = os.environ.get("MICROPYTHON") or os.path.join(ROOT, ".venv", "bin", "micropython")
+        self.proc = subprocess.Popen([mpy, os.path.join(ROOT, "tests", "host", "webstack_main.py"), str(self.port),
+                                      self.dir, self.password or "-"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode("utf-8", "replace")
+            if not line and self.proc.poll() is not None:
+                break
+            lines.append(line)
+            if line.startswith("webstack ready"):
+                # keep draining its output so it never blocks on a full pipe
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return self
+        self.stop()
+        raise RuntimeError("webstack did not start:\n" + "".join(lines))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self):
+        """Power cut."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def request(self, method, path, json=None, auth=True):
+        h = {}
+        if auth:
+            h["Authorization"] = "Basic " + base64.b64encode(("admin:%s" % self.password).encode()).decode()
+        body = None
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            h["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            data = r.read()
+            if "json" in (r.getheader("Content-Type") or ""):
+                data = jsonlib.loads(data.decode() or "null")
+            return r.status, dict(r.getheaders()), data
+        finally:
+            conn.close()
+
+
+def power_cycle(dev):
+    """Cut the power (SIGKILL) and boot again on the same state: a saved setting must survive."""
+    dev.kill()
+    dev.start()
+    if hasattr(dev, "wait_ready"):
+        dev.wait_ready(30)
+
+
+def stop_device(dev):
+    """Stop cleanly; a device that ignores the request is killed and the test warned about it."""
+    try:
+        dev.stop()
+    except subprocess.TimeoutExpired:
+        dev.kill()
+        warnings.warn("the sim did not stop on SIGTERM within its timeout: killed it")
+
+
 def page_errors(page):
     """Collect uncaught page errors and CSP violations, so a test can assert the UI ran cleanly."""
     errors = []
@@ -300,4 +402,4 @@ def have_sim():
 
 
 __all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
-           "have_sim", "wait_js"]
+           "have_sim", "wait_js", "WebStack", "power_cycle", "stop_device"]
