@@ -614,3 +614,20 @@ def test_error_frame_and_missing_service_are_errors_not_crashes():
         assert not sim.peripherals()[0].connected
 
     _run(go())
+
+
+def test_connected_follows_a_link_dropped_between_polls():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        link = _link("jbd")
+        assert await link.poll_once() and link.connected
+        bms.p.drop_link()
+        await sim.sleep_ms(5)
+        assert not link.connected
+        assert await link.poll_once()  # reconnects on its own
+        assert link.connected and link.stats["reconnects"] == 1 and link.stats["errors"] == 0
+        await link.close()
+        assert not link.connected
+
+    _run(go())

@@ -187,7 +187,6 @@ class BMSLink:
         self.mtu = mtu
         self.scan_ms = scan_ms
         self.latest = None
-        self.connected = False
         self.stats = {
             "polls": 0, "ok": 0, "errors": 0, "timeouts": 0, "reconnects": 0, "connects": 0,
             "frames": 0, "bad_frames": 0, "dropped_bytes": 0, "failures": 0, "last_error": None,
@@ -209,6 +208,7 @@ class BMSLink:
         self._restart_stream = False
         self._fresh = False
         self._running = False
+        self._closing = False
         self._published_ms = 0
         self._reconfigure = False
         self._announced = False  # the first connection to this BMS is logged
@@ -216,6 +216,11 @@ class BMSLink:
             self._from_settings()
 
     # ---- public -------------------------------------------------------------------
+    @property
+    def connected(self):
+        """True while a link to the BMS is up (it may drop between polls)."""
+        return self._conn is not None and self._conn.is_connected()
+
     def age_s(self):
         """Device seconds since the latest reading arrived, None before the first."""
         if self.latest is None:
@@ -284,7 +289,11 @@ class BMSLink:
     async def close(self):
         """Stop run() (at its next wake-up) and disconnect now."""
         self._running = False
-        await self._drop()
+        self._closing = True
+        try:
+            await self._drop()
+        finally:
+            self._closing = False
 
     async def poll_once(self):
         """One cycle: connect if needed, poll, publish. True when a Reading was published."""
@@ -326,6 +335,8 @@ class BMSLink:
                     self._failures += 1
                     await self._drop()
         except Exception as e:  # noqa: BLE001 - any radio failure ends this cycle only
+            if self._closing:
+                return False  # close() pulled the link away: not the BMS's fault
             self._fail(e)
             await self._drop()
             if was_ok:  # log transitions only: a missing BMS must not flood the log
@@ -390,7 +401,6 @@ class BMSLink:
             self._device = None
             raise LinkError("connection closed while opening")
         self._conn = conn
-        self.connected = True
         self.stats["connects"] += 1
         if self._lost:
             self.stats["reconnects"] += 1
@@ -462,7 +472,6 @@ class BMSLink:
         conn = self._conn
         self._conn = None
         self._nchar = self._wchar = None
-        self.connected = False
         self._capture.listening = False
         self._capture.clear()
         if conn is not None and conn.is_connected():
