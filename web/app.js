@@ -131,7 +131,7 @@
     var box = clear($("cells"));
     if (!cells.length) { txt("cellsum", ""); return; }
     var lo = Math.min.apply(null, cells), hi = Math.max.apply(null, cells);
-    var base = Math.min(2.5, lo - 0.05), top = Math.max(3.65, hi);
+    var base = Math.min(3.0, lo - 0.05), top = Math.max(3.65, hi);
     txt("cellsum", "min " + lo.toFixed(3) + " · max " + hi.toFixed(3) + " · Δ " + Math.round((hi - lo) * 1000) + " mV");
     cells.forEach(function (v, i) {
       var c = el("div", {"class": "cell" + (hi - lo > 0.005 ? (v === hi ? " hi" : v === lo ? " lo" : "") : ""), title: "cell " + (i + 1) + ": " + v.toFixed(3) + " V"});

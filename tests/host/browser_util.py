@@ -63,6 +63,7 @@ class MockDevice:
         self.events = [{"seq": i + 1, "up_s": i * 60, "t": None, "kind": "boot" if i == 0 else "relay",
                         "msg": "event %d" % (i + 1)} for i in range(3)]
         self.uploads = []
+        self.posts = []  # bodies of the fire-and-forget POSTs (reboot, timeout reset, OTA by URL)
         self.wifi = None
 
     def soc(self):
@@ -225,6 +226,7 @@ def _handler(dev):
                     dev.wifi = body
                     return self._send(200, {"ok": True})
                 if path in ("/api/reboot", "/api/timeout/reset", "/api/ota/url"):
+                    dev.posts.append((path, body))
                     return self._send(200, {"ok": True})
             return self._send(404, {"error": "not found"})
 

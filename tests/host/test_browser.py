@@ -105,8 +105,11 @@ def test_manual_override_and_back_to_auto(page, mock):
     page.click("#ovr button")
     assert page.text_content("#oerr") == "Minutes must be 1..1440"
     assert mock.dev.override["remaining_min"] == 30
+    page.click("#treset")
+    wait_js(page, "document.getElementById('relay').textContent === 'OFF'")
     page.click("#oauto")
     wait_js(page, "document.getElementById('relay').textContent === 'ON'")
+    assert ("/api/timeout/reset", {}) in mock.dev.posts
     assert mock.dev.override == {"mode": "auto", "remaining_min": None}
     assert page.text_content("#covr") == "auto"
 
@@ -222,6 +225,19 @@ def test_wifi_bms_log_and_firmware_pages(page, mock):
     page.click("#furl button")
     assert page.text_content("#uerr") == "SHA-256 must be 64 hex digits"
     assert page.text_content("#umsg") == ""
+    page.fill("#usha", "AB" * 32)
+    page.click("#furl button")
+    wait_js(page, "document.getElementById('umsg').textContent.indexOf('Installed') === 0")
+    assert ("/api/ota/url", {"url": "http://192.0.2.1/fw.bin", "sha256": "ab" * 32}) in mock.dev.posts
+    # reboot asks first: dismissing sends nothing, accepting sends the request
+    page.once("dialog", lambda d: d.dismiss())
+    page.click("#reboot")
+    page.wait_for_timeout(300)
+    assert not [p for p in mock.dev.posts if p[0] == "/api/reboot"]
+    page.once("dialog", lambda d: d.accept())
+    page.click("#reboot")
+    wait_js(page, "document.getElementById('rmsg').textContent === 'Rebooting…'")
+    assert [p for p in mock.dev.posts if p[0] == "/api/reboot"] == [("/api/reboot", {})]
 
 
 def test_phone_viewport_has_no_horizontal_scroll(browser, mock):
