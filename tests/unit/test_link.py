@@ -43,7 +43,9 @@ class FakeBMS:
         else:
             self.notify_uuid, name, mfr = 0xFFE1, "JK-B2A8S20P", (0x0B65, b"\x01\x02")
             chars = [(0xFFE1, _W | _WNR | _N)]
-            if two_jk_chars:  # newer modules: a notify-only FFE1 first, then write+notify
+            if two_jk_chars == "real":  # as logged from a JK-B1A20S15P: write 0x0C, notify 0x12
+                chars = [(0xFFE1, _W | _WNR), (0xFFE1, _R | _N)]
+            elif two_jk_chars:  # a notify-only FFE1 first, then write(with response)+notify
                 chars = [(0xFFE1, _R | _N), (0xFFE1, _W | _N)]
             services = {0xFFE0: chars}
         self.p = sim.add_peripheral(sim.Peripheral(MAC[protocol], name, services, mfr, rssi=-55,
@@ -157,6 +159,13 @@ def test_jk_with_two_ffe1_characteristics_picks_by_properties():
         assert bms.p.subscribed(0xFFE1) == [bms.p.services[0][3][0].value_handle]
         assert len(bms.p.writes) == 2
         assert link._write_response  # that characteristic has no write-without-response
+        await link.close()
+        sim.reset()
+        bms = FakeBMS("jk02_32s", two_jk_chars="real")
+        link = _link("jk02_32s")
+        assert await link.poll_once()
+        assert bms.p.subscribed(0xFFE1) == [bms.p.services[0][3][1].value_handle]
+        assert not link._write_response and link._wchar.properties == _W | _WNR
         await link.close()
 
     _run(go())
