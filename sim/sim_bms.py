@@ -8,7 +8,12 @@
 #       STREAM_MS of real time on its own, split by the negotiated MTU.
 #   Daly: service FFF0, notify FFF1, write FFF2, name DL-<MAC>; 129-byte answers.
 # Notifications are spaced FRAGMENT_GAP_MS apart (one per connection event), as on the air.
+# The radio's delays are device time: at SIM_SPEED x they shrink by that factor (to a burst
+# of back-to-back notifications at high speeds, the hardest case for the central), so BLE
+# latency relative to the firmware's device-time timeouts stays as on the device.
 import asyncio
+
+from smartbms import clock
 
 import aioble
 import bms_frames
@@ -17,6 +22,7 @@ import bluetooth
 FRAGMENT_GAP_MS = 8
 STREAM_MS = 500
 RESPONSE_DELAY_MS = 15
+STREAM_MIN_REAL_MS = 50  # keeps a fast sim from spending its CPU on JK frames
 
 _R = bluetooth.FLAG_READ
 _W = bluetooth.FLAG_WRITE
@@ -59,8 +65,8 @@ class SimBMS:
         self.peripheral = aioble.sim.Peripheral(
             mac=self.mac, name=name, services=services, manufacturer=mfr, rssi=-62,
             mtu_max=mtu_max, on_write=self._on_write)
-        self.peripheral.fragment_gap_ms = FRAGMENT_GAP_MS
-        self.peripheral.response_delay_ms = RESPONSE_DELAY_MS
+        self.peripheral.fragment_gap_ms = clock.real_ms(FRAGMENT_GAP_MS)
+        self.peripheral.response_delay_ms = clock.real_ms(RESPONSE_DELAY_MS)
         aioble.sim.add_peripheral(self.peripheral)
 
     def _send(self, frames):
@@ -70,6 +76,8 @@ class SimBMS:
 
     def _on_write(self, char_uuid, data):
         self.requests += 1
+        # the fake radio records every write for tests; a months-long sim must not keep them
+        del self.peripheral.writes[:]
         frames = bms_frames.respond(self.protocol, data, _values(self.battery.reading()))
         self._send(frames)
         if self.protocol.startswith("jk02") and len(data) > 4 and data[4] == 0x96 and self._stream is None:
@@ -80,7 +88,7 @@ class SimBMS:
         request = bytes(b"\xaa\x55\x90\xeb\x96" + bytes(15))
         try:
             while self.peripheral.connected:
-                await asyncio.sleep_ms(STREAM_MS)
+                await asyncio.sleep_ms(max(STREAM_MIN_REAL_MS, clock.real_ms(STREAM_MS)))
                 self._send(bms_frames.respond(self.protocol, request, _values(self.battery.reading())))
         finally:
             self._stream = None

@@ -2,7 +2,7 @@
 #
 # The simulated air holds the networks listed in SIM_WIFI: "ssid[:password][,ssid...]"
 # (default "simnet", open). A station connect() to a listed SSID with the right password
-# (or to an open one) completes after CONNECT_DELAY_MS of real time; anything else ends in
+# (or to an open one) completes after CONNECT_DELAY_MS of device time (smartbms.clock); anything else ends in
 # STAT_NO_AP_FOUND / STAT_WRONG_PASSWORD. The address is always 127.0.0.1, so the web
 # server the firmware binds is reachable from the host. Host side: set_networks(),
 # drop() (the AP vanishes: the station disconnects), reset().
@@ -36,6 +36,16 @@ AUTH_WPA2_PSK = 3
 
 CONNECT_DELAY_MS = 300
 _MAC = b"\x24\x0a\xc4\x5b\xe1\x7c"
+
+def _real_ms(ms):
+    # the association takes device time: a sped-up sim connects proportionally sooner
+    try:
+        from smartbms import clock
+
+        return clock.real_ms(ms)
+    except ImportError:
+        return ms
+
 
 _hostname = ["espressif"]
 _networks = None  # {ssid: password or ""}
@@ -148,7 +158,7 @@ class WLAN:
     def _settle(self):
         if self._status != STAT_CONNECTING:
             return
-        if ticks_diff(ticks_ms(), self._started) < CONNECT_DELAY_MS:
+        if ticks_diff(ticks_ms(), self._started) < _real_ms(CONNECT_DELAY_MS):
             return
         nets = networks()
         if self._ssid not in nets:
