@@ -127,3 +127,51 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     for k in kids:
         assert not os.path.exists("/proc/%d" % k) or open("/proc/%d/stat" % k).read().split()[2] == "Z"
     assert "stopped" in sim.output()
+
+
+@pytest.mark.parametrize("bms", ["jk02_32s", "daly"])
+def test_other_bms_protocols_feed_the_firmware(tmp_path, bms):
+    with start_sim(tmp_path, speed=60, bms=bms) as sim:
+        st = _until(lambda: (lambda s: s if s["bms"].get("connected") and s["bms"]["stats"]["ok"] >= 3
+                             and s["bms"]["current"] > 5 else None)(_status(sim)))
+        assert st["bms"]["stats"]["bad_frames"] == 0
+        assert len(st["bms"]["cells"]) == 4 and 3.2 < st["bms"]["cells"][0] < 3.5
+
+
+# ---- the machine shim's process-level behaviour (run on the unix port) ----
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _mpy(tmp_path, code, timeout=20):
+    import subprocess
+
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    env = dict(os.environ, SIM_DIR=str(tmp_path),
+               MICROPYPATH=":".join([".frozen", ROOT + "/modules", ROOT + "/sim/shims", ROOT + "/sim"]))
+    mp = os.environ.get("MICROPYTHON") or os.path.join(ROOT, ".venv", "bin", "micropython")
+    return subprocess.run([mp, str(script)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_unfed_watchdog_kills_the_process(tmp_path):
+    r = _mpy(tmp_path, "import machine, time\n"
+                       "w = machine.WDT(timeout=100)\n"
+                       "for i in range(30):\n"
+                       "    w.feed(); time.sleep_ms(50)\n"
+                       "print('fed ok')\n"
+                       "time.sleep(10)\n"
+                       "print('not reached')\n")
+    assert r.returncode == -signal.SIGKILL, r
+    assert "fed ok" in r.stdout and "not reached" not in r.stdout
+    assert "watchdog reset" in r.stdout
+    assert (tmp_path / "reset_cause").read_text() == "3"  # WDT_RESET for the next boot
+
+
+def test_reset_exit_code_and_rtc_memory_survive(tmp_path):
+    r = _mpy(tmp_path, "import machine\n"
+                       "machine.RTC().memory(b'boot-state')\n"
+                       "machine.reset()\n")
+    assert r.returncode == 75, r
+    r = _mpy(tmp_path, "import machine\n"
+                       "print(machine.RTC().memory(), machine.reset_cause() == machine.HARD_RESET)\n")
+    assert r.stdout.strip() == "b'boot-state' True", r
