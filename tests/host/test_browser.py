@@ -335,6 +335,33 @@ def test_sim_login_live_values_chart_and_override(browser, sim):
         ctx.close()
 
 
+@pytest.mark.xfail(strict=False, reason="known sim defect (intermittent): the sim heap fails the 3 KB allocation "
+                   "in sim/shims/esp32.py read_table on browser uploads (MemoryError -> 500 internal error)")
+def test_sim_firmware_upload_shows_the_servers_verdict(browser, tmp_path):
+    if not have_sim():
+        pytest.skip(SIM_MISSING)
+    from simfixture import start_sim
+    sim = start_sim(tmp_path)  # the sim has the simulated flash behind POST /api/ota
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.set_default_timeout(15000)
+    try:
+        login(page, sim.url, sim.password)
+        page.click("a[href='#fw']")
+        before = _status(sim)["device"]["ota"]
+        assert page.text_content("#frun") == before["running_version"]
+        page.set_input_files("#ffile", files=[{"name": "junk.bin", "mimeType": "application/octet-stream",
+                                               "buffer": b"\x90" + os.urandom(70000)}])
+        page.click("#fup button")
+        wait_js(page, "document.getElementById('ferr').textContent.length > 0", timeout=20)
+        assert "not an ESP32 app image" in page.text_content("#ferr"), sim.output()[-3000:]
+        assert page.text_content("#fmsg") == ""
+        assert _status(sim)["device"]["ota"]["running"] == before["running"]
+    finally:
+        ctx.close()
+        stop_device(sim)
+
+
 def test_sim_setting_survives_restart(browser, sim):
     ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     page = ctx.new_page()
