@@ -36,7 +36,7 @@ class WifiManager:
         self._attempt_at = None  # device time the current attempt started (None: idle)
         self._retry_at = 0
         self._backoff = BACKOFF_MIN_S
-        self._down_since = clock.now()
+        self._down_since = None  # device time the station lost (or never had) its link
         self._kick = False
         self.connects = 0
         self.failures = 0
@@ -146,6 +146,8 @@ class WifiManager:
     def step(self, now):
         """One supervision step at device time `now` (the run loop calls it twice a second)."""
         ssid, pw = self._credentials()
+        if self._down_since is None:
+            self._down_since = now
         if self._kick:
             self._kick = False
             self._set_hostname()

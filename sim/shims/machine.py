@@ -36,7 +36,7 @@ except ImportError:  # CPython (host tests)
         _t.sleep(ms / 1000)
 
 RESET_EXIT = 75  # process exit code meaning "the device reset itself"
-WDT_MIN_REAL_MS = 2000
+WDT_MIN_REAL_MS = 5000
 WDT_KILLS = os.getenv("SIM_WDT") != "0"  # tests in-process set this False
 
 # reset causes (values as on the ESP32 port)
