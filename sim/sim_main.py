@@ -6,6 +6,7 @@
 #   SIM_PORT    the web server's port (127.0.0.1)
 #   SIM_BMS     jbd | jk02_24s | jk02_32s | daly: the simulated BMS's protocol
 #   SIM_SOC     the battery's SOC on a fresh SIM_DIR (default 55 %)
+#   SIM_STATUS_S  print a one-line battery/charger summary this often (device s, default 600)
 #   SIM_HEAP_REPORT_S  print "sim heap: t=<device s> alloc=<bytes> free=<bytes>" this often
 #               (device seconds, after a gc.collect()); used by bench/bench_heap.py
 #
@@ -109,6 +110,8 @@ async def world(app, battery, bms):
 
     report_s = int(env("SIM_HEAP_REPORT_S", "0"))
     next_report = clock.now() + report_s
+    status_s = int(env("SIM_STATUS_S", "600"))
+    next_status = clock.now() + 30
     last = clock.now_ms()
     while True:
         await clock.sleep_ms(1000)
@@ -117,6 +120,12 @@ async def world(app, battery, bms):
         charger_on = (pin == 0) if app.settings["relay_active_low"] else (pin == 1)
         battery.step((t - last) / 1000, charger_on)
         last = t
+        if status_s and clock.now() >= next_status:
+            next_status += status_s
+            c = app.controller
+            print("sim: t=%dh%02dm SOC %.1f %% %.2f V %+.1f A, charger %s, state %s: %s" % (
+                clock.now() // 3600, clock.now() // 60 % 60, battery.soc(), battery.reading().voltage,
+                battery.current, "on" if charger_on else "off", c.state, c.reason))
         if report_s and clock.now() >= next_report:
             next_report += report_s
             print(heap_line())
