@@ -28,16 +28,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+def _skip_loudly(reason):
+    # a warning too: it shows in pytest's summary even without -rs
+    warnings.warn(reason)
+    pytest.skip(reason)
+
+
 def require_browser():
     """Skip (with a reason that says what to install) when playwright or chromium is missing."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("BROWSER TESTS SKIPPED: python package playwright is missing "
-                    "(run `make` to build .venv with the pinned playwright==1.65.2)")
+        _skip_loudly("BROWSER TESTS SKIPPED: python package playwright is missing "
+                     "(run `make` to build .venv with the pinned playwright==1.65.2)")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip("BROWSER TESTS SKIPPED: chromium not found at %s; install it with "
-                    "`apt-get update && apt-get install -y chromium` (as root; .ci/run does this)" % CHROMIUM)
+        _skip_loudly("BROWSER TESTS SKIPPED: chromium not found at %s; install it with "
+                     "`apt-get update && apt-get install -y chromium` (as root; .ci/run does this)" % CHROMIUM)
 
 
 def launch(playwright):
