@@ -22,11 +22,14 @@ except ImportError:  # pragma: no cover
 
 import asyncio
 
-from smartbms import clock, paths
+from smartbms import clock, ota, paths
+from smartbms.auth import Auth
+from smartbms.bms.link import BMSLink
 from smartbms.charge.controller import Controller
 from smartbms.charge.relay import Relay
 from smartbms.eventlog import EventLog, wall_time
 from smartbms.history import History
+from smartbms.ota.health import BootGuard
 from smartbms.settings import Settings
 
 def _sleep_real_ms(ms):
@@ -47,16 +50,6 @@ FLUSH_EVERY_S = const(60)
 REBOOT_DELAY_MS = const(1500)  # real time for the answer to leave before a requested reboot
 
 RELAY_HEALTH_S = const(5)
-
-
-def _import(name):
-    """Import an optional part; None (logged by the caller) when the module is missing."""
-    try:
-        return __import__(name, None, None, ("x",))
-    except ImportError as e:
-        if ("'%s'" % name) in str(e) or name.rsplit(".", 1)[-1] in str(e):
-            return None
-        raise
 
 
 def _write_json_atomic(path, obj):
@@ -97,22 +90,19 @@ class App:
         # healthy settings = a stored document, or none yet (a fresh device), never a corrupt one
         self._settings_ok = self.settings.load() != "defaults" or not _exists(self.settings.path)
         self.events = EventLog()
-        self.history = History()
-        self.guard = None
-        health = _import("smartbms.ota.health")
-        if health is not None:
-            self.guard = health.BootGuard()
-            try:
-                self.safe_mode = self.guard.begin()
-            except OSError as e:
-                self.events.add("error", "boot counter: %s" % e)
         self.relay = self._make_relay()
         self.relay_set(False, "boot")  # before anything else can fail: the charger stays off
-        self.controller = Controller(self.settings, _read_json(paths.path("charge.json")))
-        self.ota = _import("smartbms.ota")
-        self.link = None if self.safe_mode else self._make_link()
-        auth_mod = _import("smartbms.auth")
-        self.auth = auth_mod.Auth(self.settings) if auth_mod else None
+        self.history = History()
+        self.guard = BootGuard()
+        try:
+            self.safe_mode = self.guard.begin()
+        except OSError as e:
+            self.events.add("error", "boot counter: %s" % e)
+        saved = _read_json(paths.path("charge.json"))
+        self.controller = Controller(self.settings, saved if type(saved) is dict else None)
+        self.ota = ota
+        self.link = None if self.safe_mode else BMSLink(self.settings, events=self.events)
+        self.auth = Auth(self.settings)
         from smartbms.wifi import WifiManager
 
         self.wifi = WifiManager(self.settings, events=self.events, setup_mode=self.setup_mode)
@@ -135,13 +125,6 @@ class App:
     # ---- parts ----
     def _make_relay(self):
         return Relay(self.settings["relay_pin"], self.settings["relay_active_low"], log=self.events)
-
-    def _make_link(self):
-        link_mod = _import("smartbms.bms.link")
-        if link_mod is None:
-            self._log("app: smartbms.bms.link missing: no BMS data")
-            return None
-        return link_mod.BMSLink(self.settings, events=self.events)
 
     def relay_set(self, on, reason=""):
         self.relay.set(on, reason)
@@ -279,10 +262,8 @@ class App:
             await clock.sleep_ms(TICK_MS)
 
     async def web_task(self):
-        web = _import("smartbms.web")
-        if web is None:
-            self._log("app: smartbms.web missing: no web server")
-            return
+        from smartbms import web  # imported here: microdot is the biggest import, and safe mode needs it too
+
         self._web_started = True
         await web.serve(self, host=self.host, port=self.port)
 
@@ -326,8 +307,7 @@ class App:
         spawn(mk(self._guarded("wifi", self.wifi.run())))
         spawn(mk(self._guarded("web", self.web_task())))
         spawn(mk(self._guarded("board", self.board.run(self))))
-        if self.guard is not None:
-            spawn(mk(self._guarded("health", self.guard.watch(self))))
+        spawn(mk(self._guarded("health", self.guard.watch(self))))
         return self._tasks
 
     async def run(self):
