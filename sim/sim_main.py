@@ -6,6 +6,7 @@
 #   SIM_PORT    the web server's port (127.0.0.1)
 #   SIM_BMS     jbd | jk02_24s | jk02_32s | daly: the simulated BMS's protocol
 #   SIM_SOC     the battery's SOC on a fresh SIM_DIR (default 55 %)
+#   SIM_BUTTON_AT_BOOT=1  hold the BOOT button (GPIO0) at power-on: setup mode
 #   SIM_STATUS_S  print a one-line battery/charger summary this often (device s, default 600)
 #   SIM_HEAP_REPORT_S  print "sim heap: t=<device s> alloc=<bytes> free=<bytes>" this often
 #               (device seconds, after a gc.collect()); used by bench/bench_heap.py
@@ -142,7 +143,11 @@ async def run():
     battery = Battery(capacity_ah=100.0, cells=4, soc=float(env("SIM_SOC", "55")), charger_a=20.0, load_a=3.0)
     bms = SimBMS(battery, BMS)
     log("simulated %s BMS %s, battery %.0f %% SOC" % (BMS, bms.mac, battery.soc()))
+    if env("SIM_BUTTON_AT_BOOT", "0") == "1":
+        machine.pin(board.BUTTON_PIN).sim_drive(0)  # BOOT held while powering up
+        log("BOOT button held at power-on")
     app = app_mod.App(setup_mode=board.button_held_at_boot(), port=PORT, host="127.0.0.1")
+    machine.pin(board.BUTTON_PIN).sim_drive(None)  # released once the firmware has seen it
     app.start()
     asyncio.create_task(world(app, battery, bms))
     print("sim: firmware running (%s)" % heap_line())

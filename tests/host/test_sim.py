@@ -175,3 +175,13 @@ def test_reset_exit_code_and_rtc_memory_survive(tmp_path):
     r = _mpy(tmp_path, "import machine\n"
                        "print(machine.RTC().memory(), machine.reset_cause() == machine.HARD_RESET)\n")
     assert r.stdout.strip() == "b'boot-state' True", r
+
+
+def test_boot_button_held_at_power_on_starts_setup_mode(tmp_path):
+    with start_sim(tmp_path, speed=60, extra_env={"SIM_BUTTON_AT_BOOT": "1"}) as sim:
+        code, _, body = sim.get("/api/auth", auth=False)
+        assert code == 200 and body["setup_mode"] is True
+        wifi = _status(sim)["device"]["wifi"]
+        assert wifi["ap_ssid"] and wifi["ap_ssid"].startswith("smartbms-")
+        # charging runs the same whatever WiFi does
+        _until(lambda: _status(sim)["charger"]["relay"])
