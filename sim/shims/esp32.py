@@ -11,6 +11,9 @@ FLASH_SIZE = 0x400000
 TABLE_OFFSET = 0x8000
 BLOCK = 4096
 _ERASED = b"\xff" * BLOCK
+# set_boot's image check runs in C on the device, off the Python heap: one buffer made at
+# import keeps the shim from asking a fragmented heap for 4 KB at that moment
+_verify_buf = bytearray(BLOCK)
 
 _flash_path = None
 _running = None  # label of the slot sim_boot booted
@@ -57,11 +60,15 @@ class _Flash:
 _flash = None
 
 
+_table = None  # the partition table, read once per flash file (ESP-IDF caches it too)
+
+
 def configure(path, running=None):
     """Use the flash file at `path`; `running` = label of the booted slot."""
-    global _flash_path, _flash, _running
+    global _flash_path, _flash, _running, _table
     if _flash is not None:
         _flash.f.close()
+    _table = None
     _flash_path = path
     _flash = _Flash(path)
     if running is not None:
@@ -83,18 +90,24 @@ def _dev():
 
 def read_table(flash=None):
     """[(type, subtype, addr, size, label, encrypted)] from the binary table at 0x8000."""
+    global _table
+    if flash is None and _table is not None:
+        return _table
+    own = flash is None
     flash = flash or _dev()
-    buf = bytearray(0xC00)
-    flash.read(TABLE_OFFSET, buf)
+    buf = bytearray(32)
     out = []
-    for off in range(0, len(buf), 32):
-        magic, ptype, sub, addr, size, label, flags = struct.unpack_from("<HBBII16sI", buf, off)
+    for off in range(0, 0xC00, 32):
+        flash.read(TABLE_OFFSET + off, buf)
+        magic, ptype, sub, addr, size, label, flags = struct.unpack_from("<HBBII16sI", buf, 0)
         if magic != 0x50AA:
             break
         name = bytes(label).split(b"\0")[0].decode()
         out.append((ptype, sub, addr, size, name, bool(flags & 1)))
     if not out:
         raise OSError(2)  # no partition table: not a flash image made by sim/flashimg.py
+    if own:
+        _table = out
     return out
 
 
@@ -199,7 +212,7 @@ class Partition:
 def _verify(part):
     from smartbms.ota.image import ImageChecker, ImageError
     c = ImageChecker(part._info[3], app_policy=False, in_slot=True)
-    buf = bytearray(BLOCK)
+    buf = _verify_buf
     n = part._info[3] // BLOCK
     try:
         for b in range(n):

@@ -107,7 +107,7 @@ def test_push_reboots_into_pending_then_valid(sim):
     sha = hashlib.sha256(img).hexdigest()
     n = sim.ready_count()
     st, _, body = push(sim, img, {"X-Image-SHA256": sha})
-    assert st == 200, body
+    assert st == 200, (body, sim.output()[-3000:])
     assert body["slot"] == "ota_1" and body["version"] == "0.9.1" and body["sha256"] == sha
     wait_reboot(sim, n)
     assert "booted ota_1 (pending_verify)" in sim.output()
@@ -198,14 +198,14 @@ def test_stalled_upload_times_out_with_nothing_activated(sim):
     assert st["running"] == "ota_0" and st["previous_version"] is None and not st["busy"]
     # and the next upload works
     st2, _, body = push(sim, esp_image.app_image("0.9.6", 64 * 1024))
-    assert st2 == 200, body
+    assert st2 == 200, (body, sim.output()[-3000:])
 
 
 def test_foreign_merged_and_corrupt_images_refused(sim):
     for kind, words in (("foreign", "hello_world"), ("stock", "stock"), ("merged", "micropython.bin"),
                         ("wrong_chip", "ESP32-S3"), ("bad_digest", "SHA-256"), ("truncated", "truncated")):
         st, _, body = push(sim, esp_image.variant(kind, size=128 * 1024))
-        assert st == 400 and words in body["error"], (kind, st, body)
+        assert st == 400 and words in body["error"], (kind, st, body, sim.output()[-3000:])
     st, _, body = push(sim, esp_image.variant("oversize"))
     assert st in (400, 413), body
     st = ota(sim)

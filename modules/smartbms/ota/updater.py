@@ -2,14 +2,17 @@
 # validated (smartbms.ota.image) before it is written, the slot is read back and re-hashed
 # after the last block, and only then does set_boot() make it the boot slot. Any failure
 # leaves otadata (the boot choice) and the running slot untouched. Never holds the image
-# in RAM: one 4 KB buffer plus the validator's small state, and a copy of the first block,
-# which is written last: until the whole image is in the slot it has no header, so a power
-# cut mid-upload never leaves a slot that looks like it holds a (half-written) version.
+# in RAM: one 4 KB buffer, allocated once at import (at boot, before the heap fragments,
+# and shared: one upload at a time) plus the validator's small state. The image's first
+# word is programmed last: until the whole image is in the slot it has no header magic, so
+# a power cut mid-upload never leaves a slot that looks like it holds a version.
 import hashlib
 
 from smartbms.ota.image import ImageChecker, ImageError
 
 BLOCK = 4096
+_buffer = bytearray(BLOCK)
+HEAD = 4  # bytes of block 0 held back until the end
 
 
 class UpdateError(Exception):
@@ -31,8 +34,8 @@ class Updater:
         if length is not None:
             self.checker.check_length(length)
         self.length = length
-        self._block = bytearray(BLOCK)
-        self._mv = memoryview(self._block)
+        self._block = _buffer
+        self._mv = memoryview(_buffer)
         self._fill = 0
         self._block_no = 0
         self._wrote = False
@@ -69,10 +72,11 @@ class Updater:
                 self._block[i] = 0xFF
         try:
             if self._block_no == 0:
-                self._first = bytearray(self._block)
-                self.target.ioctl(6, 0)  # the old image's header goes first
-            else:
-                self.target.writeblocks(self._block_no, self._block)
+                # erased bytes can be programmed later without an erase (NOR flash)
+                self._first = bytes(self._mv[:HEAD])
+                for i in range(HEAD):
+                    self._block[i] = 0xFF
+            self.target.writeblocks(self._block_no, self._block)
         except OSError as e:
             raise UpdateError("flash write failed at block %d: %s" % (self._block_no, e))
         self._wrote = True
@@ -91,7 +95,7 @@ class Updater:
         if self._fill:
             self._flush()
         try:
-            self.target.writeblocks(0, self._first)
+            self.target.writeblocks(0, self._first, 0)  # program only: no erase
         except OSError as e:
             raise UpdateError("flash write failed at block 0: %s" % e)
         self._first = None
