@@ -7,7 +7,8 @@
 #   IDLE_TIMEOUT_MS between reads; a client that does not take its answer within
 #   WRITE_TIMEOUT_MS is dropped;
 # - at most MAX_ACTIVE requests are handled at once, MAX_WAITING more wait a moment for a
-#   slot, anything beyond is answered 503 at once;
+#   slot, anything beyond is answered 503 at once (each open connection costs ~1-2 KB of
+#   heap and an lwIP socket, of which the ESP32 build has 16 in all);
 # - bodies over BODY_LIMIT get 413 before a byte of them is read, except on the routes
 #   given a larger limit with set_body_limit() (the OTA upload), which must read
 #   request.stream;
@@ -41,8 +42,8 @@ IDLE_TIMEOUT_MS = const(10000)
 WRITE_TIMEOUT_MS = const(10000)
 SCAN_TIMEOUT_MS = const(20000)
 MAX_HEAD_BYTES = const(4096)
-MAX_ACTIVE = const(6)
-MAX_WAITING = const(10)
+MAX_ACTIVE = const(4)
+MAX_WAITING = const(6)
 QUEUE_WAIT_MS = const(3000)
 DISCARD_BYTES = const(64 * 1024)
 DISCARD_MS = const(300)
