@@ -45,7 +45,9 @@ async def receive(stream, length, sha256=None, esp32_module=None):
     # A timeout per read, not a watcher that cancels this task: on MicroPython an external
     # cancel of a task inside someone else's wait_for (the web layer bounds body reads too)
     # is delivered a second time later, killing the answer.
-    timeout = _stall_s()
+    # A stream that bounds its own reads (the web layer's request stream sets `timed`) needs
+    # no second wait_for: on MicroPython each one costs two tasks per read.
+    timeout = None if getattr(stream, "timed", False) else _stall_s()
     try:
         left = length
         while left > 0:
@@ -53,7 +55,10 @@ async def receive(stream, length, sha256=None, esp32_module=None):
             if len(room) > left:
                 room = room[:left]
             try:
-                n = await asyncio.wait_for(_read_into(stream, room), timeout)
+                if timeout is None:
+                    n = await _read_into(stream, room)
+                else:
+                    n = await asyncio.wait_for(_read_into(stream, room), timeout)
             except asyncio.TimeoutError:  # ours, or the web layer's idle timeout
                 raise _Stalled()
             if not n:
