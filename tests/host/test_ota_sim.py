@@ -231,3 +231,43 @@ def test_ota_push_tool_end_to_end(sim, tmp_path):
                         "127.0.0.1:%d" % sim.port, "--password", "wrong", str(p)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 3, r.stderr
+
+
+def test_pull_from_url(sim):
+    import http.server
+    import threading
+
+    img = esp_image.app_image("0.9.8", 256 * 1024)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/fw/micropython.bin":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(img)))
+            self.end_headers()
+            self.wfile.write(img)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = "http://127.0.0.1:%d" % srv.server_address[1]
+    try:
+        sha = hashlib.sha256(img).hexdigest()
+        st, _, body = sim.request("POST", "/api/ota/url", json={"url": base + "/nope", "sha256": sha})
+        assert st == 502 and "404" in body["error"], body
+        st, _, body = sim.request("POST", "/api/ota/url", json={"url": base + "/fw/micropython.bin",
+                                                                 "sha256": "0" * 64})
+        assert st == 400 and "X-Image-SHA256" in body["error"], body
+        assert ota(sim)["running"] == "ota_0"
+        n = sim.ready_count()
+        st, _, body = sim.request("POST", "/api/ota/url", json={"url": base + "/fw/micropython.bin",
+                                                                 "sha256": sha}, timeout=60)
+        assert st == 200 and body["version"] == "0.9.8" and body["slot"] == "ota_1", body
+        wait_reboot(sim, n)
+        assert ota(sim)["running_version"] == "0.9.8"
+    finally:
+        srv.shutdown()
