@@ -28,23 +28,23 @@ class GattError(Exception):
         self._status = status
 
 
-try:
-    ThreadSafeFlag = asyncio.ThreadSafeFlag
-except AttributeError:  # CPython
+# The fake's "IRQs" run on the event loop's own thread, so an Event-backed flag has the
+# same semantics as asyncio.ThreadSafeFlag. It is used on the unix port too: there,
+# ThreadSafeFlag waiters plus a few half-read sockets crash the interpreter (SIGSEGV) and
+# delay socket wake-ups until the next timer, which made every HTTP request ~50 ms.
+class ThreadSafeFlag:
+    def __init__(self):
+        self._event = asyncio.Event()
 
-    class ThreadSafeFlag:
-        def __init__(self):
-            self._event = asyncio.Event()
+    def set(self):
+        self._event.set()
 
-        def set(self):
-            self._event.set()
+    def clear(self):
+        self._event.clear()
 
-        def clear(self):
-            self._event.clear()
-
-        async def wait(self):
-            await self._event.wait()
-            self._event.clear()
+    async def wait(self):
+        await self._event.wait()
+        self._event.clear()
 
 
 async def sleep_ms(ms):
