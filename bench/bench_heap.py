@@ -52,6 +52,28 @@ def run(heap_kb, device_s, report_s=REPORT_S):
             sim.stop()
 
 
+_CODE = """
+import gc
+gc.collect(); a = gc.mem_alloc()
+from smartbms import app
+import smartbms.web, smartbms.ota.http, smartbms.bms.jbd, smartbms.bms.jk02, smartbms.bms.daly, webassets
+gc.collect(); print(gc.mem_alloc() - a)
+"""
+
+
+def code_bytes():
+    """Heap the firmware's own modules take when loaded from .mpy (frozen on the device: 0)."""
+    import subprocess
+
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
+    import run_sim
+
+    mp = os.environ.get("MICROPYTHON") or os.path.join(run_sim.ROOT, ".venv", "bin", "micropython")
+    env = dict(os.environ, MICROPYPATH=run_sim.micropypath(True))
+    r = subprocess.run([mp, "-X", "heapsize=2m", "-c", _CODE], env=env, capture_output=True, text=True)
+    return int(r.stdout.strip()) if r.returncode == 0 else None
+
+
 def main():
     device_s = int(HOURS * 3600)
     print("heap bench: %d KB heap, speed x%d, %.1f h of device time (~%.0f s real)"
@@ -68,6 +90,11 @@ def main():
     print("  in use after %.1f h (t=%ds):   %d bytes (free %d)" % (last[0] / 3600, last[0], last[1], last[2]))
     print("  growth: %+d bytes over %d s of device time (%+.1f bytes/h); peak after collect %d"
           % (last[1] - base[1], last[0] - base[0], (last[1] - base[1]) * 3600 / max(1, last[0] - base[0]), peak))
+    code = code_bytes()
+    if code:
+        print("  of which firmware code + web assets loaded from .mpy: %d bytes (frozen in flash on the"
+              " device: no heap);\n  the rest, %d bytes, is data of the firmware and of the simulated world"
+              " (64-bit objects)" % (code, last[1] - code))
     print("  samples (device s: bytes in use): " + ", ".join("%d:%d" % (t, a) for t, a, _ in s))
     if status:
         st = status["bms"].get("stats", {})
@@ -78,7 +105,7 @@ def main():
     for kb in (480, 448, 416, 384):
         try:
             s2, st2, tail2, crashed2 = run(kb, 600, report_s=120)
-        except RuntimeError as e:  # did not even start
+        except (RuntimeError, TimeoutError, OSError) as e:  # did not even start
             s2, tail2, crashed2 = [], str(e), True
         ok = not crashed2 and len(s2) >= 3
         why = "" if ok else (" (MemoryError)" if "MemoryError" in tail2 else " (did not run)")
