@@ -268,13 +268,16 @@ class App:
         await web.serve(self, host=self.host, port=self.port)
 
     # ---- task supervision ----
-    async def _guarded(self, name, coro):
+    async def _guarded(self, name, coro, forever=True):
         try:
             await coro
         except asyncio.CancelledError:
             raise
         except Exception as e:
             self.fail(name, e)
+            return
+        if forever:  # a part that should run for ever stopped: start everything afresh
+            self.fail(name, RuntimeError("task ended"))
 
     def fail(self, name, exc):
         """An uncaught error in a task: log it, relay off, reset the device."""
@@ -307,7 +310,7 @@ class App:
         spawn(mk(self._guarded("wifi", self.wifi.run())))
         spawn(mk(self._guarded("web", self.web_task())))
         spawn(mk(self._guarded("board", self.board.run(self))))
-        spawn(mk(self._guarded("health", self.guard.watch(self))))
+        spawn(mk(self._guarded("health", self.guard.watch(self), forever=False)))
         return self._tasks
 
     async def run(self):

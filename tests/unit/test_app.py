@@ -104,6 +104,20 @@ def test_a_crashing_task_turns_the_relay_off_logs_and_resets():
     assert any(n.startswith("events") for n in files(d))
 
 
+def test_a_task_that_stops_counts_as_a_crash():
+    fresh_root()
+    a, m = _app(raises=False)
+
+    async def done():
+        return None
+
+    run_async(a._guarded("web", done()))
+    assert m.resets == 1 and "web crashed: RuntimeError: task ended" in a.events.recent(3)[-1]["msg"]
+    b, m2 = _app(raises=False)
+    run_async(b._guarded("health", done(), forever=False))  # finishing is its job
+    assert m2.resets == 0
+
+
 def test_watchdog_is_fed_only_while_control_ticks():
     fresh_root()
     CountingWDT.instances = []
