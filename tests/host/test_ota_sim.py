@@ -271,3 +271,27 @@ def test_pull_from_url(sim):
         assert ota(sim)["running_version"] == "0.9.8"
     finally:
         srv.shutdown()
+
+
+def test_boot_loop_ends_in_safe_mode_with_ota_working(tmp_path):
+    # health needs 60 device s = 12 real s at x5; each boot dies after ~4 s (the supervisor
+    # treats deaths within 3 s as a broken build, so stay above that)
+    sim = start_sim(tmp_path, speed=5, password=PASSWORD)
+    try:
+        for _ in range(5):
+            assert sim.get("/api/status")[2]["device"]["safe_mode"] is False
+            time.sleep(4)
+            n = sim.ready_count()
+            os.kill(firmware_pid(sim), 9)
+            wait_reboot(sim, n)
+        dev = sim.get("/api/status")[2]["device"]
+        assert dev["safe_mode"] is True, dev
+        # in safe mode the web server and OTA still work: push a fix
+        n = sim.ready_count()
+        st, _, body = push(sim, esp_image.app_image("0.9.9", 128 * 1024))
+        assert st == 200, body
+        wait_reboot(sim, n)
+        dev = sim.get("/api/status")[2]["device"]
+        assert dev["safe_mode"] is False and dev["ota"]["running_version"] == "0.9.9", dev
+    finally:
+        sim.kill()
