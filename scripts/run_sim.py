@@ -71,15 +71,21 @@ def compile_tree(mpy_cross):
                 if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
                     continue
                 os.makedirs(os.path.dirname(out), exist_ok=True)
-                r = subprocess.run([mpy_cross] + _march() + ["-s", os.path.join(top, rel), "-o", out, src],
+                # write aside, then rename: sims started in parallel never load a half-written file
+                tmp = "%s.%d.tmp" % (out, os.getpid())
+                r = subprocess.run([mpy_cross] + _march() + ["-s", os.path.join(top, rel), "-o", tmp, src],
                                    capture_output=True, text=True)
                 if r.returncode:
                     sys.exit("run_sim: %s does not compile:\n%s" % (src, r.stderr or r.stdout))
+                os.replace(tmp, out)
         for root, dirs, files in os.walk(out_top):
             for name in files:
                 p = os.path.join(root, name)
-                if p not in wanted:
-                    os.remove(p)
+                if p not in wanted and not name.endswith(".tmp"):
+                    try:
+                        os.remove(p)
+                    except OSError:
+                        pass  # another sim removed it first
 
 
 def _check_vendor():
