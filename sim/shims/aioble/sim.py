@@ -91,7 +91,8 @@ class Peripheral:
         self.mtu_exchange_fails = False  # the peer never answers an MTU exchange
         self.drop_after_fragments = None  # drop the link after this many more fragments
         # what happened (for tests)
-        self.writes = []  # [(char_uuid, bytes)]
+        self.writes = []  # [(char_uuid, bytes)], the last `writes_kept` of them
+        self.writes_kept = 64
         self.connects = 0
         self.disconnects = 0
         self.fragments_sent = 0
@@ -380,6 +381,8 @@ def _gattc_write(conn_handle, value_handle, data, response):
         c.subscribed = bool(struct.unpack("<H", data)[0] & 1) if len(data) == 2 else False
     else:
         p.writes.append((c.uuid, data))
+        if len(p.writes) > p.writes_kept:  # a long-running sim must not grow without bound
+            del p.writes[0]
         if p.on_write and not p.silent:
             asyncio.create_task(_later(p.response_delay_ms, _deliver_write, p, conn_handle, c.uuid, data))
     if response:
