@@ -640,3 +640,26 @@ def test_connected_follows_a_link_dropped_between_polls():
         assert not link.connected
 
     _run(go())
+
+
+def test_restored_is_logged_once_data_flows_not_per_reconnect():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd", mtu_max=23)
+        events = _Events()
+        link = _link("jbd", events=events)
+        assert await link.poll_once()
+        for _ in range(4):  # every reconnect opens, then loses the link mid-answer
+            bms.p.drop_after_fragments = 1
+            assert not await link.poll_once()
+        msgs = [m for _, m in events.items]
+        assert not [m for m in msgs if "restored" in m], msgs
+        assert len([m for m in msgs if "failed" in m]) == 1, msgs
+        bms.p.drop_after_fragments = None
+        assert await link.poll_once()
+        assert await link.poll_once()
+        msgs = [m for _, m in events.items]
+        assert len([m for m in msgs if "restored" in m]) == 1, msgs
+        await link.close()
+
+    _run(go())

@@ -205,6 +205,7 @@ class BMSLink:
         self._failures = 0  # consecutive failed cycles: drives the backoff
         self._timeouts_in_row = 0
         self._lost = False  # a link failed: the next connection is a reconnect
+        self._restoring = False  # reconnected after a failure, "restored" not logged yet
         self._restart_stream = False
         self._fresh = False
         self._running = False
@@ -322,6 +323,9 @@ class BMSLink:
             if ok:
                 self._timeouts_in_row = 0
                 self._failures = 0
+                if self._restoring:
+                    self._restoring = False
+                    self._log("BMS link restored")
             else:
                 st["timeouts"] += 1
                 st["errors"] += 1
@@ -405,7 +409,9 @@ class BMSLink:
         if self._lost:
             self.stats["reconnects"] += 1
             self._lost = False
-            self._log("BMS link restored")
+            # Announced once data flows again: a link that connects but then fails every
+            # poll must not log "restored" on each attempt.
+            self._restoring = True
         elif not self._announced:
             self._log("BMS connected: %s %s" % (self.driver.name, self.mac or self.name))
         self._announced = True
