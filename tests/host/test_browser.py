@@ -398,19 +398,14 @@ def test_sim_first_time_setup(browser, tmp_path, backend):
         if not have_sim():
             pytest.skip(SIM_MISSING)
         from simfixture import start_sim
-        try:
-            s = start_sim(tmp_path, password=None)
-        except TypeError as e:
-            pytest.skip("simfixture.start_sim(password=None) is not supported (%s): first-time setup is "
-                        "covered on the webstack backend (the real auth and web layer)" % e)
+        s = start_sim(tmp_path, password=None)
     ctx = browser.new_context()
     page = ctx.new_page()
     page.set_default_timeout(15000)
     try:
         code, _, auth = s.request("GET", "/api/auth", auth=False)
         auth = auth if isinstance(auth, dict) else json.loads(auth)
-        if not auth.get("setup_required"):
-            pytest.skip("start_sim(password=None) still presets a password; first-time setup not testable")
+        assert auth.get("setup_required"), auth
         page.goto(s.url + "/")
         page.wait_for_url("**/login")
         page.wait_for_selector("#setup", state="visible")
