@@ -61,7 +61,7 @@ compile: $(STAMP) vendor
 test-mpy: $(STAMP) vendor
 	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=4m tests/mpy_runner.py tests/unit
 
-check-board: $(STAMP)
+check-board: $(STAMP) vendor
 	@$(PY) scripts/check_board.py boards/SMARTBMS
 
 firmware-check:

@@ -79,9 +79,42 @@ def check(board_dir):
     return problems
 
 
+def check_manifest(manifest_path):
+    """Evaluate the project's frozen manifest the way MicroPython's manifestfile.py does
+    (paths relative to the manifest) and report every file it names that does not exist."""
+    base = os.path.dirname(os.path.abspath(manifest_path))
+    problems, frozen = [], []
+
+    def package(name, files=None, base_path=".", opt=None):
+        root = os.path.join(base, base_path)
+        if files is None:
+            if not os.path.isdir(os.path.join(root, name)):
+                problems.append("manifest: package %s not found under %s" % (name, base_path))
+            return
+        for f in files:
+            module(os.path.join(name, f), base_path)
+
+    def module(name, base_path=".", opt=None):
+        path = os.path.join(base, base_path, name)
+        if not os.path.isfile(path):
+            problems.append("manifest: %s not found under %s" % (name, base_path))
+        frozen.append(path)
+
+    def unsupported(*args, **kwargs):
+        problems.append("manifest: the project manifest should only use package() and module()")
+
+    with open(manifest_path) as f:
+        exec(f.read(), {"package": package, "module": module, "include": unsupported,
+                        "require": unsupported, "freeze": unsupported})
+    return problems
+
+
 def main(argv):
     board_dir = argv[0] if argv else "boards/SMARTBMS"
     problems = check(board_dir)
+    top_manifest = os.path.join(board_dir, "..", "..", "manifest.py")
+    if os.path.isfile(top_manifest):
+        problems += check_manifest(top_manifest)
     for p in problems:
         print("board: %s" % p, file=sys.stderr)
     if problems:

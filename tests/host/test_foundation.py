@@ -114,3 +114,15 @@ def test_workflow_is_valid_yaml_with_the_pinned_versions():
     assert "upload-artifact" in text and "release" in text.lower()
     for job in jobs.values():
         assert job["runs-on"] and job["steps"]
+
+
+def test_frozen_manifest_names_only_existing_files(tmp_path):
+    assert check_board.check_manifest(os.path.join(ROOT, "manifest.py")) == []
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "main.py").write_text("")
+    bad = tmp_path / "manifest.py"
+    bad.write_text('module("main.py", base_path="modules")\nmodule("gone.py", base_path="modules")\n'
+                   'package("nopkg", base_path="modules")\nrequire("aioble")\n')
+    problems = check_board.check_manifest(str(bad))
+    assert len(problems) == 3, problems
+    assert any("gone.py" in p for p in problems) and any("nopkg" in p for p in problems)
