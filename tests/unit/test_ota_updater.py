@@ -322,6 +322,18 @@ def test_mark_valid_through_the_shim():
     u.write(IMG)
     u.finish()
     sim_boot.boot(path, quiet)
-    assert _status()["pending_verify"]
+    assert _status()["pending_verify"]  # (also drops the cached layout of older tests)
     assert health._mark_app_valid() is True
     assert esp32.otadata_entries()[0][1] == otadata.VALID
+
+
+def test_health_of_the_old_image_does_not_confirm_a_new_upload():
+    path = otaflash.fresh("guard_race")
+    sim_boot.boot(path, quiet)
+    u = Updater(len(IMG))
+    u.write(IMG)
+    u.finish()  # ota_1 is NEW; ota_0 (running) turns healthy only now
+    ota._parts = None
+    assert health._mark_app_valid() is False
+    assert esp32.otadata_entries()[0][1] == otadata.NEW
+    assert sim_boot.boot(path, quiet) == ("ota_1", "pending_verify")

@@ -99,11 +99,18 @@ class BootGuard:
 
 
 def _mark_app_valid():
+    """Confirm the running image, only if it is the one waiting for confirmation: after an
+    upload the active otadata entry names the new image, and confirming from the old one
+    would make the new image VALID before it ever ran (no rollback for it)."""
     try:
         import esp32
-        esp32.Partition.mark_app_valid_cancel_rollback()
-        return True
+        from smartbms import ota
     except ImportError:
         return False
+    try:
+        if not ota.status()["pending_verify"]:
+            return False
+        esp32.Partition.mark_app_valid_cancel_rollback()
+        return True
     except OSError:
         return False  # no otadata partition (serial-flashed without OTA layout)
