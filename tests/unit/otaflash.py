@@ -25,8 +25,9 @@ def _mkdir(p):
 
 
 def fresh(name, version="0.1.0", app_size=16 * 1024):
+    # one file per runtime, rewritten by every test (`name` only documents the caller)
     _mkdir(DIR)
-    path = DIR + "/" + name + ".bin"
+    path = DIR + "/flash-" + sys.implementation.name + ".bin"
     blank = b"\xff" * 65536
     with open(path, "wb") as f:
         for _ in range(0x400000 // 65536):
