@@ -32,10 +32,6 @@ from smartbms.history import History
 from smartbms.ota.health import BootGuard
 from smartbms.settings import Settings
 
-def _sleep_real_ms(ms):
-    # real (not device) time; CPython's asyncio has no sleep_ms
-    return asyncio.sleep_ms(ms) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(ms / 1000)
-
 
 try:
     from micropython import const
@@ -192,7 +188,7 @@ class App:
             self._reboot_pending = asyncio.create_task(self._reboot_later())
 
     async def _reboot_later(self):
-        await _sleep_real_ms(REBOOT_DELAY_MS)  # real time: let the answer leave
+        await clock.sleep_real_ms(REBOOT_DELAY_MS)  # real time: let the answer leave
         self.shutdown()
         self._machine.reset()
 
@@ -316,7 +312,7 @@ class App:
     async def run(self):
         self.start()
         while True:
-            await _sleep_real_ms(60000)
+            await clock.sleep_real_ms(60000)
 
 
 async def main(setup_mode=False, port=80):

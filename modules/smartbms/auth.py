@@ -14,6 +14,8 @@ import binascii
 import hashlib
 import os
 
+from smartbms import clock
+
 try:
     import asyncio
 except ImportError:  # pragma: no cover
@@ -105,7 +107,7 @@ async def pbkdf2_sha256_async(password, salt, iterations):
     """The same, giving the event loop a turn every few hundred rounds."""
     for out in _pbkdf2_steps(password, salt, iterations):
         if out is None:
-            await asyncio.sleep_ms(0) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(0)
+            await clock.sleep_real_ms(0)
     return out
 
 
@@ -155,22 +157,10 @@ def check_password_text(password):
     return password.encode()
 
 
-def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms(ms)
-    return asyncio.sleep(ms / 1000)
-
-
-def _default_now():
-    from smartbms import clock
-
-    return clock.now()
-
-
 class Auth:
     def __init__(self, settings, now=None):
         self._settings = settings
-        self._now = now or _default_now
+        self._now = now or clock.now
         self._sessions = {}  # token -> [created, last used]
         self._clients = {}  # address -> [failures, last failure, busy]
         self._gfails = 0
@@ -267,7 +257,7 @@ class Auth:
             self._gfails += 1
             self._glast = now
             self.failures += 1
-            await _sleep_ms(self._delay(rec[0], self._gfails))
+            await clock.sleep_real_ms(self._delay(rec[0], self._gfails))
             return False
         finally:
             rec[2] = False
@@ -313,7 +303,7 @@ class Auth:
         rec = self._clients.get(addr)
         waited = 0
         while rec is not None and rec[2] and waited < BUSY_WAIT_MS:
-            await _sleep_ms(20)
+            await clock.sleep_real_ms(20)
             waited += 20
         if waited and self._known(pw):
             return True

@@ -14,10 +14,6 @@ PATTERNS = {
     "idle": (50, 1950),  # heartbeat: all well, relay off
 }
 
-def _sleep_real_ms(ms):
-    # real (not device) time; CPython's asyncio has no sleep_ms
-    return asyncio.sleep_ms(ms) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(ms / 1000)
-
 
 try:
     from micropython import const
@@ -106,5 +102,5 @@ class Board:
                     self.led.value(1 if step % 2 == 0 else 0)
                 left = seq[step]
                 step += 1
-            await _sleep_real_ms(POLL_MS)
+            await clock.sleep_real_ms(POLL_MS)
             left -= POLL_MS

@@ -67,6 +67,16 @@ def real_ms(device_ms):
     return device_ms // _speed
 
 
+if hasattr(asyncio, "sleep_ms"):
+    # Real (not device) milliseconds: radio, network and UI timing, which the simulator does
+    # not speed up. On MicroPython this is asyncio.sleep_ms itself: no coroutine per call.
+    sleep_real_ms = asyncio.sleep_ms
+else:  # CPython
+
+    def sleep_real_ms(ms):
+        return asyncio.sleep(ms / 1000)
+
+
 async def sleep_ms(ms):
     """Sleep `ms` of device time."""
     await asyncio.sleep_ms(ms // _speed) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(ms / 1000 / _speed)

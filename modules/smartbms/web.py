@@ -82,8 +82,6 @@ def error(status, message, field=None, headers=None):
     return Response(doc, status, headers)
 
 
-def _sleep_ms(ms):
-    return asyncio.sleep_ms(ms) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(ms / 1000)
 
 
 class _HeadTooLarge(ValueError):
@@ -181,7 +179,7 @@ class WebApp(Microdot):
             while self.active >= self.max_active:
                 if waited >= self.queue_wait_ms:
                     return False
-                await _sleep_ms(10)
+                await clock.sleep_real_ms(10)
                 waited += 10
             return True
         finally:

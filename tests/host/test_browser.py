@@ -336,8 +336,6 @@ def test_sim_login_live_values_chart_and_override(browser, sim):
 
 
 @pytest.mark.sim
-@pytest.mark.xfail(strict=False, reason="known sim defect (intermittent): the sim heap fails the 3 KB allocation "
-                   "in sim/shims/esp32.py read_table on browser uploads (MemoryError -> 500 internal error)")
 def test_sim_firmware_upload_shows_the_servers_verdict(browser, tmp_path):
     if not have_sim():
         pytest.skip(SIM_MISSING)

@@ -217,9 +217,9 @@ def test_request_reboot_answers_first_then_resets():
     async def go():
         a.request_reboot("settings")
         a.request_reboot("again")  # one reboot only
-        await app_mod._sleep_real_ms(50)
+        await clock.sleep_real_ms(50)
         assert m.resets == 0  # not yet: the HTTP answer leaves first
-        await app_mod._sleep_real_ms(app_mod.REBOOT_DELAY_MS + 500)
+        await clock.sleep_real_ms(app_mod.REBOOT_DELAY_MS + 500)
 
     run_async(go())
     assert m.resets == 1

@@ -85,12 +85,7 @@ def backoff_ms(failures, rand8=None):
     return base - (base >> 2) * (rand8 & 0xFF) // 256
 
 
-try:
-    _sleep_real_ms = asyncio.sleep_ms  # no coroutine object per call on MicroPython
-except AttributeError:  # CPython
-
-    async def _sleep_real_ms(ms):
-        await asyncio.sleep(ms / 1000)
+_sleep_real_ms = clock.sleep_real_ms
 
 
 class _Capture:
