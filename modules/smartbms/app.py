@@ -145,7 +145,7 @@ class App:
             "settings": self._settings_ok,
             "control": t is not None and clock.now() - t <= RELAY_HEALTH_S,
             "web": self.web_alive(),
-            "ble": self.link is not None,
+            "ble": self.link is not None and self.link.radio_up(),
         }
 
     def set_override(self, mode, minutes):

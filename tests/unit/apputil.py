@@ -67,9 +67,13 @@ class FakeLink:
         self.connected = reading is not None
         self.stats = {}
         self.reconfigured = 0
+        self.radio = True
 
     def age_s(self):
         return 0
+
+    def radio_up(self):
+        return self.radio
 
     def reconfigure(self):
         self.reconfigured += 1

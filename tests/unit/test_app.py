@@ -237,4 +237,6 @@ def test_ctx_basics():
     a.mark_web_alive()
     h = a.health()
     assert h["settings"] is True and h["control"] is False and h["ble"] is True
+    a.link.radio = False  # a BLE stack that does not come up keeps a new image unconfirmed
+    assert a.health()["ble"] is False
     assert run_async(a.scan_bms())[0]["mac"] == "AA:BB:CC:DD:EE:01"

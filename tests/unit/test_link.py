@@ -663,3 +663,13 @@ def test_restored_is_logged_once_data_flows_not_per_reconnect():
         await link.close()
 
     _run(go())
+
+
+def test_radio_up_brings_the_ble_stack_up_without_a_bms():
+    import aioble
+
+    sim.reset()
+    aioble.core.ble.active(False)
+    link = _link("jbd")  # nothing advertising: the BMS is away
+    assert link.radio_up() is True
+    assert aioble.core.ble.active()

@@ -350,6 +350,17 @@ class BMSLink:
                 await self._drop()
         return ok
 
+    def radio_up(self):
+        """Whether the BLE stack is up, bringing it up if needed. The OTA health check asks
+        this: a new image must be able to use the radio, whether or not the BMS is in range."""
+        try:
+            import aioble
+
+            aioble.core.ensure_active()
+            return bool(aioble.core.ble.active())
+        except Exception:  # noqa: BLE001 - a radio that does not start is the answer
+            return False
+
     # ---- connection ---------------------------------------------------------------
     def _fail(self, e):
         st = self.stats
