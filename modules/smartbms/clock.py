@@ -62,6 +62,16 @@ def now_ms():
     return _secs * 1000 + _rem_ms
 
 
+def ticks_real_ms():
+    """A real-time millisecond tick (wraps: compare with real_ms_since)."""
+    return _ticks_ms()
+
+
+def real_ms_since(t0):
+    """Real milliseconds since `t0` from ticks_real_ms()."""
+    return _ticks_diff(_ticks_ms(), t0)
+
+
 def real_ms(device_ms):
     """Real milliseconds that `device_ms` of device time take at the current speed."""
     return device_ms // _speed

@@ -47,8 +47,9 @@ MAX_WAITING = const(6)
 QUEUE_WAIT_MS = const(3000)
 DISCARD_BYTES = const(64 * 1024)
 DISCARD_MS = const(300)
+DRAIN_MS = const(3000)
+DRAIN_GAP_MS = const(500)
 MAX_LINGERING = const(4)
-DISCARD_GAP_MS = const(30)
 EVENTS_DEFAULT = const(50)
 EVENTS_MAX = const(200)
 
@@ -97,6 +98,12 @@ class _Reader:
         self._idle_s = idle_ms / 1000
         self.head = 0
         self.timed = False
+        self.body = 0  # bytes of a streamed body read so far
+
+    def _got(self, n):
+        if self.timed:
+            self.body += n
+        return n
 
     async def _t(self, coro):
         if not self.timed:
@@ -112,17 +119,21 @@ class _Reader:
         return line
 
     async def read(self, n=-1):
-        return await self._t(self._s.read(n))
+        data = await self._t(self._s.read(n))
+        self._got(len(data))
+        return data
 
     async def readexactly(self, n):
-        return await self._t(self._s.readexactly(n))
+        data = await self._t(self._s.readexactly(n))
+        self._got(len(data))
+        return data
 
     async def readinto(self, buf):
         if hasattr(self._s, "readinto"):
-            return await self._t(self._s.readinto(buf))
+            return self._got(await self._t(self._s.readinto(buf)))
         data = await self._t(self._s.read(len(buf)))
         buf[:len(data)] = data
-        return len(data)
+        return self._got(len(data))
 
 
 class _Writer:
@@ -224,11 +235,14 @@ class WebApp(Microdot):
         r.timed = True
         res = await self.dispatch_request(req)
         self.served += 1
-        # a refused body that was never read (over max_body_length) is still on its way
-        unread = req.content_length > Request.max_body_length and getattr(res, "status_code", 200) >= 400
-        await self._answer(writer, res, reader if unread else None)
+        # A refused body that was not read in full (over max_body_length: the handler
+        # streams it, or it was refused unread) is still on its way: drain what is left.
+        unread = 0
+        if req.content_length > Request.max_body_length and getattr(res, "status_code", 200) >= 400:
+            unread = min(req.content_length, Request.max_content_length) - r.body
+        await self._answer(writer, res, reader if unread > 0 else None, unread, DRAIN_MS)
 
-    async def _answer(self, writer, res, unread=None):
+    async def _answer(self, writer, res, unread=None, nbytes=DISCARD_BYTES, limit_ms=DISCARD_MS):
         try:
             if res is not Response.already_handled:
                 await asyncio.wait_for(res.write(writer), self.write_timeout_ms / 1000)
@@ -237,28 +251,25 @@ class WebApp(Microdot):
         if unread is not None and self.lingering < MAX_LINGERING:
             self.lingering += 1
             try:
-                await self._discard(unread)
+                await self._discard(unread, nbytes, limit_ms)
             finally:
                 self.lingering -= 1
         await self._close(writer)
 
     @staticmethod
-    async def _discard(reader):
+    async def _discard(reader, nbytes, limit_ms):
         # Closing a socket with unread input makes TCP send a reset, which can destroy the
-        # answer before the client reads it: swallow a little input first (bounded in time
-        # and bytes, nothing kept), so the client sees the error instead of a reset.
-        # The client keeps its side open until it has our answer, so once input pauses
-        # (DISCARD_GAP_MS) there is nothing more to swallow.
-        left = DISCARD_BYTES
-        wait_ms = DISCARD_MS
+        # answer before the client reads it (a browser reads it only once its upload is
+        # sent): swallow the rest of the input first, nothing kept, so the client sees the
+        # error instead of a reset. Bounded: `limit_ms` in all, DRAIN_GAP_MS of silence.
+        t0 = clock.ticks_real_ms()
         try:
-            while left > 0:
-                chunk = await asyncio.wait_for(reader.read(min(left, 512)), wait_ms / 1000)
+            while nbytes > 0 and clock.real_ms_since(t0) < limit_ms:
+                chunk = await asyncio.wait_for(reader.read(min(nbytes, 1024)), DRAIN_GAP_MS / 1000)
                 if not chunk:
                     break
-                left -= len(chunk)
-                wait_ms = DISCARD_GAP_MS
-        except Exception:  # noqa: BLE001 - timeout or reset: done either way
+                nbytes -= len(chunk)
+        except Exception:  # noqa: BLE001 - silence or reset: done either way
             pass
 
     @staticmethod
