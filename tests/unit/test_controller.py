@@ -325,3 +325,32 @@ def test_override_info_for_the_status_page():
     # a cell at the limit ends an "on" override
     c.update(R(soc=50, cell=3.65), 30)
     assert c.override_info(30) == {"mode": "auto", "remaining_min": None}
+
+
+def test_over_voltage_stop_of_a_due_full_charge_counts_as_full():
+    # max_soc < 100: the due full charge is cut short by a high cell (or the BMS's flag).
+    # The pack is as full as it safely gets: counted as the full charge, so resting does
+    # not restart it (it used to, every min_switch_s, for ever).
+    w = 1767225600
+    t = 7 * 86400
+    for stop in (R(soc=96, cell=3.61), R(soc=96, faults=["cell_overvoltage"])):
+        c = make(max_soc=90, min_soc=70, full_every_days=7)
+        c.update(R(soc=90), 0, w)
+        assert c.state == "resting"
+        assert c.update(R(soc=85), t, w + t) is True
+        assert c.reason == "full charge due (every 7 days)"
+        assert c.update(stop, t + 100, w + t + 100) is False
+        assert c.full_charges == 1 and c.persisted()["full_at"] == w + t + 100
+        switches = 0
+        relay = False
+        for i in range(1, 200):
+            now = t + 100 + 60 * i
+            r = c.update(R(soc=95, cell=3.40), now, w + now)
+            switches += r != relay
+            relay = r
+        assert switches == 0 and c.state == "resting"
+        assert c.next == "charges again at SOC <= 70 %"
+        # the next charge goes to max_soc again
+        now = t + 86400
+        assert c.update(R(soc=70), now, w + now) is True
+        assert c.next == "charges until SOC >= 90 %"

@@ -242,7 +242,7 @@ class Controller:
                     why = "BMS protection: over-voltage"
                 if reading.soc < self._target():
                     self._hv_soc = reading.soc
-                self._end_charge(now, wall, why, reading.soc >= self._target())
+                self._end_charge(now, wall, why)
             if self._ov_mode == _OV_ON:
                 self._ov_mode = _OV_AUTO
 
@@ -328,8 +328,10 @@ class Controller:
         self._hv_soc = None
         self._set_phase(CHARGING, why, self._charge_next(), now)
 
-    def _end_charge(self, now, wall, why, full):
-        if full and self._full_run:
+    def _end_charge(self, now, wall, why):
+        # Any end of a full run counts as the full charge, an over-voltage stop too: the pack
+        # is then as full as it safely gets, and a due full charge must not start again at once.
+        if self._full_run:
             self.full_charges += 1
             self._full_at = wall
             self._full_dev = now
@@ -348,15 +350,15 @@ class Controller:
                     self._balance_s = 0
                     self._set_phase(BALANCING, why + ": balancing", self._balance_next(), now)
                 else:
-                    self._end_charge(now, wall, why, True)
+                    self._end_charge(now, wall, why)
                     return False
         elif phase == BALANCING:
             tail = self._tail_a(s, r.nominal_ah)
             if tail > 0 and r.current is not None and r.current <= tail:
-                self._end_charge(now, wall, "tail current %.1f A <= %.1f A" % (r.current, tail), True)
+                self._end_charge(now, wall, "tail current %.1f A <= %.1f A" % (r.current, tail))
                 return False
             if self._balance_s >= s["eoc_max_min"] * 60:
-                self._end_charge(now, wall, "balanced for %s min" % _fmt(s["eoc_max_min"]), True)
+                self._end_charge(now, wall, "balanced for %s min" % _fmt(s["eoc_max_min"]))
                 return False
         elif phase == RESTING:
             lim = self._rest_limit()
