@@ -229,3 +229,14 @@ def test_over_voltage_stop_of_a_due_full_charge_does_not_chatter():
     assert summary["relay_switches"] < 30  # the 90 -> 70 % cycles, ~1 per day
     stop = [r for r in rows if r["reason"].startswith("cell ")]
     assert len(stop) == 1 and stop[0]["state"] == "resting"
+
+
+def test_reboot_loop_still_times_out():
+    # reboots every 4.2 min, closer than the 5-minute save of the session time
+    s = {"duration_h": 3, "step_s": 5, "battery": {"soc": 50, "charger_a": 0, "load_a": 0},
+         "settings": {"charge_timeout_h": 1},
+         "events": [{"at_h": round(0.07 * i, 2), "reboot": True} for i in range(1, 40)]}
+    rows, summary = sim(s)
+    first = [r for r in rows if r["state"] == "timeout"][0]
+    assert first["t_h"] <= 1.0 and not first["relay"]
+    assert summary["timeouts"] >= 1

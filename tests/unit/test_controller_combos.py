@@ -126,6 +126,40 @@ def test_session_time_survives_reboot():
     assert c2.state == "timeout"
 
 
+def test_reboot_loop_reaches_the_charge_timeout():
+    # Reboots closer than the 5-minute save interval: each restore counts the time since the
+    # last save as charged, so the loop times out no later than one uninterrupted charge.
+    c = make(charge_timeout_h=1)
+    on_s = 0
+    for boot in range(40):
+        if boot:
+            c = reboot(c, charge_timeout_h=1)
+        for t in range(0, 250, 5):
+            if c.update(R(soc=50), t):
+                on_s += 5
+        if c.state == "timeout":
+            break
+    assert c.state == "timeout" and c.timeouts == 1
+    assert on_s <= 3600, on_s
+    c2 = reboot(c, charge_timeout_h=1)
+    assert c2.update(R(soc=50), 0) is False and c2.state == "timeout"
+
+
+def test_reboot_loop_ends_balancing_in_time():
+    c = make(eoc_max_min=30)
+    on_s = 0
+    for boot in range(40):
+        if boot:
+            c = reboot(c, eoc_max_min=30)
+        for t in range(0, 250, 5):
+            if c.update(R(soc=100, current=8), t):
+                on_s += 5
+        if c.state == "resting":
+            break
+    assert c.state == "resting" and c.reason == "balanced for 30 min"
+    assert on_s <= 30 * 60, on_s
+
+
 def test_reboot_during_balancing_resumes_balancing():
     c = make(eoc_max_min=30)
     c.update(R(soc=100, current=8), 0)

@@ -305,6 +305,12 @@ class Controller:
         elif p == TIMEOUT:
             self._set_phase(TIMEOUT, "charge timeout (before restart)", self._timeout_next(), now)
         elif p == CHARGING or p == BALANCING:
+            # Progress is saved every _SAVE_EVERY_S, so up to that much relay time may be
+            # missing: count it, or reboots closer than that would never reach the timeout.
+            self._session_s += _SAVE_EVERY_S
+            if p == BALANCING:
+                self._balance_s += _SAVE_EVERY_S
+            self._saved_session_s = self._session_s
             self._set_phase(p, "resuming the charge after restart",
                             self._charge_next() if p == CHARGING else self._balance_next(), now)
         else:
