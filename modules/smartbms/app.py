@@ -46,6 +46,9 @@ FLUSH_EVERY_S = const(60)
 REBOOT_DELAY_MS = const(1500)  # real time for the answer to leave before a requested reboot
 
 RELAY_HEALTH_S = const(5)
+WEB_HEALTH_S = const(30)  # the web server answered a request within this many seconds
+PROBE_TIMEOUT_MS = const(3000)  # real ms for the health check's request to itself
+SETUP_MODE_S = const(900)  # setup mode (password reset allowed) ends after 15 min
 
 
 def _write_json_atomic(path, obj):
@@ -82,10 +85,10 @@ class App:
         self.started = clock.now()
         self.setup_mode = bool(setup_mode)
         self.safe_mode = False
-        self.settings = Settings()
+        self.events = EventLog()
+        self.settings = Settings(log=self.events)  # load problems and changes go to the event log
         # healthy settings = a stored document, or none yet (a fresh device), never a corrupt one
         self._settings_ok = self.settings.load() != "defaults" or not _exists(self.settings.path)
-        self.events = EventLog()
         self.relay = self._make_relay()
         self.relay_set(False, "boot")  # before anything else can fail: the charger stays off
         self.history = History()
@@ -137,7 +140,29 @@ class App:
         self._web_seen = clock.now()
 
     def web_alive(self):
-        return self._web_started
+        t = self._web_seen
+        return t is not None and clock.now() - t <= WEB_HEALTH_S
+
+    async def probe_web(self):
+        """For the OTA health check: unless a client was answered lately, send the web server
+        one request over loopback (its guard marks the server alive when it answers)."""
+        if not self._web_started or self.web_alive():
+            return
+        writer = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.port), PROBE_TIMEOUT_MS / 1000)
+            writer.write(b"GET /api/auth HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            await writer.drain()
+            await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT_MS / 1000)
+        except Exception:  # noqa: BLE001 - a server that does not answer is the answer
+            pass
+        if writer is not None:
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:  # noqa: BLE001
+                pass
 
     def health(self):
         t = self._last_tick
@@ -173,7 +198,7 @@ class App:
         if self.link is not None and hasattr(self.link, "reconfigure") and any(
                 k.startswith("bms_") or k == "poll_interval_s" for k in changed):
             self.link.reconfigure()
-        if "wifi_ssid" in changed or "hostname" in changed:
+        if "wifi_ssid" in changed or "wifi_password" in changed or "hostname" in changed:
             self.wifi.reconnect()
         return changed
 
@@ -198,6 +223,25 @@ class App:
         self.setup_mode = True
         self.events.add("setup", "setup mode: access point %s" % self.wifi.ap_ssid())
         self.wifi.enter_setup_mode()
+        if self._tasks:
+            self._tasks.append(asyncio.create_task(self._guarded("setup", self.setup_window(), forever=False)))
+
+    def end_setup_mode(self, why):
+        """Setup mode lets anyone on the access point set a new admin password: it ends once
+        a password is set or after SETUP_MODE_S."""
+        if not self.setup_mode:
+            return
+        self.setup_mode = False
+        self.wifi.setup_mode = False
+        self.events.add("setup", "setup mode ended: %s" % why)
+
+    async def setup_window(self):
+        until = clock.now() + SETUP_MODE_S
+        while self.setup_mode:
+            if clock.now() >= until:
+                self.end_setup_mode("%d min passed" % (SETUP_MODE_S // 60))
+                return
+            await clock.sleep_ms(TICK_MS)
 
     def shutdown(self):
         """Relay off and everything on flash, before a reset."""
@@ -307,6 +351,8 @@ class App:
         spawn(mk(self._guarded("web", self.web_task())))
         spawn(mk(self._guarded("board", self.board.run(self))))
         spawn(mk(self._guarded("health", self.guard.watch(self), forever=False)))
+        if self.setup_mode:
+            spawn(mk(self._guarded("setup", self.setup_window(), forever=False)))
         return self._tasks
 
     async def run(self):

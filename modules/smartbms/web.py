@@ -124,6 +124,8 @@ class _Reader:
         return data
 
     async def readexactly(self, n):
+        if n < 0:  # a negative Content-Length
+            raise ValueError("bad length")
         data = await self._t(self._s.readexactly(n))
         self._got(len(data))
         return data
@@ -565,6 +567,8 @@ def create_app(ctx, assets=None):
         _only(doc, ("password",))
         await auth.set_password_async(doc.get("password"))
         _event(ctx, "auth", "admin password set%s" % (" in setup mode" if ctx.setup_mode else ""))
+        if ctx.setup_mode:  # one reset per BOOT press: the window closes behind the owner
+            ctx.end_setup_mode("admin password set")
         return {"ok": True}
 
     # ---- protected API ----
@@ -584,9 +588,13 @@ def create_app(ctx, assets=None):
 
     @api("/api/settings/schema")
     def settings_schema(req):
-        from smartbms import settings as settings_mod
+        try:
+            from webassets import SCHEMA_JSON  # built with the firmware, read from flash
+        except ImportError:  # tests that run without the generated module
+            from smartbms import settings as settings_mod
 
-        return settings_mod.schema_public()
+            return settings_mod.schema_public()
+        return Response(SCHEMA_JSON, 200, {"Content-Type": "application/json"})
 
     @api("/api/events")
     def events(req):

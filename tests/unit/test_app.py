@@ -37,7 +37,8 @@ def test_boot_drives_relay_off_and_logs_the_boot():
     a, _ = _app()
     assert machine.pin(RELAY).value() == 1  # active low: high = charger off
     assert a.relay.on is False
-    assert a.events.recent(5)[0]["kind"] == "boot"
+    kinds = [e["kind"] for e in a.events.recent(5)]
+    assert "boot" in kinds and kinds[0] == "settings"  # a fresh device says it uses the defaults
     assert a.safe_mode is False and a.setup_mode is False
 
 
@@ -83,7 +84,7 @@ def test_safe_mode_starts_without_bms_and_keeps_relay_off():
     a.link = FakeLink(_fresh_reading(55.0))  # even with data, safe mode never charges
     assert a.control_step() is False
     assert machine.pin(RELAY).value() == 1
-    assert "SAFE MODE" in a.events.recent(5)[0]["msg"]
+    assert any("SAFE MODE" in e["msg"] for e in a.events.recent(5) if e["kind"] == "boot")
 
 
 def test_a_crashing_task_turns_the_relay_off_logs_and_resets():
@@ -240,3 +241,78 @@ def test_ctx_basics():
     a.link.radio = False  # a BLE stack that does not come up keeps a new image unconfirmed
     assert a.health()["ble"] is False
     assert run_async(a.scan_bms())[0]["mac"] == "AA:BB:CC:DD:EE:01"
+
+
+def test_settings_changes_and_load_problems_reach_the_event_log():
+    d = fresh_root()
+    _write(d + "/settings.json", "{not json")
+    a, _ = _app()
+    msgs = [e["msg"] for e in a.events.recent(20) if e["kind"] == "settings"]
+    assert msgs and "defaults" in " ".join(msgs)  # why the stored file was not used
+    a.apply_settings({"min_soc": 70})
+    assert a.events.recent(1)[0] == a.events.recent(20)[-1]
+    last = a.events.recent(1)[0]
+    assert last["kind"] == "settings" and "min_soc 80 -> 70" in last["msg"]
+
+
+def test_a_new_wifi_password_reconnects():
+    fresh_root()
+    a, _ = _app()
+    a.apply_settings({"wifi_ssid": "home"})
+    a.wifi._kick = False
+    a.apply_settings({"wifi_password": "a-new-secret"})
+    assert a.wifi._kick is True
+
+
+def test_setup_mode_ends_when_a_password_is_set_or_after_its_window():
+    fresh_root()
+    a, _ = _app()
+    a.enter_setup_mode()
+    assert a.setup_mode is True and a.wifi.setup_mode is True
+    a.end_setup_mode("admin password set")
+    assert a.setup_mode is False and a.wifi.setup_mode is False
+    assert a.events.recent(1)[0]["msg"] == "setup mode ended: admin password set"
+    # nobody sets a password: the window closes by itself after SETUP_MODE_S of device time
+    a.enter_setup_mode()
+    old = clock.speed()
+    clock.set_speed(app_mod.SETUP_MODE_S * 10)  # 15 device minutes in ~100 ms
+
+    async def go():
+        await a.setup_window()
+
+    try:
+        run_async(go())
+    finally:
+        clock.set_speed(old)
+    assert a.setup_mode is False and "min passed" in a.events.recent(1)[0]["msg"]
+
+
+def test_web_health_needs_an_answered_request_and_the_probe_makes_one():
+    import socket
+
+    fresh_root()
+    s = socket.socket()
+    s.bind(socket.getaddrinfo("127.0.0.1", 0)[0][-1])
+    port = s.getsockname()[1] if not IS_MICROPYTHON else None
+    s.close()
+    if port is None:  # the unix port's getsockname gives a raw sockaddr: pick a fixed port
+        port = 18600 + (clock.now_ms() % 300)
+    a, _ = _app(port=port, host="127.0.0.1")
+
+    async def go():
+        await a.probe_web()  # no server yet: nothing to mark
+        assert a.web_alive() is False
+        import asyncio
+
+        t = asyncio.create_task(a.web_task())
+        await clock.sleep_real_ms(300)
+        assert a.web_alive() is False  # listening is not answering
+        await a.probe_web()
+        assert a.web_alive() is True and a.health()["web"] is True
+        t.cancel()
+        try:
+            await t
+        except BaseException:  # noqa: B036 - cancelled on purpose
+            pass
+
+    run_async(go())

@@ -131,6 +131,9 @@ class FakeCtx:
     def mark_web_alive(self):
         self.web_hits += 1
 
+    def end_setup_mode(self, why):
+        self.setup_mode = False
+
 
 def basic(pw=PASSWORD, user="admin"):
     return "Basic " + binascii.b2a_base64(("%s:%s" % (user, pw)).encode()).decode().strip()
@@ -313,6 +316,10 @@ def test_first_setup_then_locked():
         assert r.status == 200
         r = await request(port, "GET", "/api/status", auth=None, headers={"Authorization": basic("second-password")})
         assert r.status == 200
+        # setting it ended setup mode: nobody else on the access point may set another one
+        assert ctx.setup_mode is False
+        r = await request(port, "POST", "/api/setup", json_body={"password": "attacker-password"}, auth=False)
+        assert r.status == 403
 
     serve(t, ctx)
 
@@ -365,6 +372,10 @@ def test_settings_updates_are_all_or_nothing():
         assert after["max_soc"] == 90 and after["min_soc"] == 70
         schema = (await request(port, "GET", "/api/settings/schema")).json()
         assert "max_soc" in schema["fields"] and "admin_hash" not in schema["fields"]
+        # served from the generated module, and that copy is the schema of this code
+        from smartbms import settings as settings_mod
+
+        assert schema == json.loads(json.dumps(settings_mod.schema_public()))
 
     serve(t)
 

@@ -93,7 +93,10 @@ class BootGuard:
 
     async def watch(self, ctx, poll_s=1):
         since = None
+        probe = getattr(ctx, "probe_web", None)
         while not self.is_healthy:
+            if probe is not None:
+                await probe()
             since = self.step(ctx, clock.now(), since)
             await clock.sleep(poll_s)
 
