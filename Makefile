@@ -51,7 +51,7 @@ build/vendor/.stamp: $(STAMP)
 vendor: build/vendor/.stamp build/gen/webassets.py
 
 # The web UI, gzipped into a frozen module (see scripts/build_assets.py).
-build/gen/webassets.py: scripts/build_assets.py $(shell find web -type f 2>/dev/null)
+build/gen/webassets.py: scripts/build_assets.py modules/smartbms/settings.py $(shell find web -type f 2>/dev/null)
 	@$(PYTHON) scripts/build_assets.py web $@
 
 # Every frozen module must compile with the firmware's own mpy-cross.

@@ -5,8 +5,11 @@ so pages are served straight from flash with no RAM copy and no CDN.
     build_assets.py web build/gen/webassets.py
 """
 import gzip
+import json
 import os
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -17,6 +20,15 @@ TYPES = {
     ".json": "application/json",
     ".png": "image/png",
 }
+
+
+def schema_json():
+    sys.path.insert(0, os.path.join(ROOT, "modules"))
+    try:
+        from smartbms import settings
+    finally:
+        sys.path.pop(0)
+    return json.dumps(settings.schema_public(), separators=(",", ":")).encode()
 
 
 def build(src_dir, out_path):
@@ -38,6 +50,10 @@ def build(src_dir, out_path):
     for url, ctype, data, size in entries:
         lines.append("    %r: (%r, %r, %d)," % (url, data, ctype, size))
     lines.append("}")
+    # The settings schema is fixed per firmware: built here, it is served from flash instead of
+    # being rebuilt (a few KB in one piece) on a fragmented heap for every request.
+    lines.append("# GET /api/settings/schema, from smartbms.settings.schema_public()")
+    lines.append("SCHEMA_JSON = %r" % schema_json())
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:
