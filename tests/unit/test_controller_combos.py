@@ -87,6 +87,40 @@ def test_override_on_ends_at_a_cell_over_voltage():
     assert c.update(R(soc=100, cell=3.40), 500) is False
 
 
+def test_override_on_obeys_the_charge_timeout():
+    # from resting: the override's relay time is a charging session of its own
+    c = make(min_switch_s=0, charge_timeout_h=0.5)
+    now = to_rest(c)
+    assert c.set_override("on", 1440, now) is True
+    assert run(c, R(soc=90), now, now + 1800, step=60) is True
+    assert c.state == "override"
+    assert run(c, R(soc=90), now + 1800, now + 1900, step=60) is False
+    assert c.state == "timeout" and c.timeouts == 1
+    assert c.reason == "charging for 0.5 h without reaching the end"
+    assert c.override_info(now + 1900)["mode"] == "auto"
+    # "on" during the timeout hold ends at once; the manual reset is the way out
+    assert c.set_override("on", 60, now + 2000) is False
+    assert c.state == "timeout" and c.timeouts == 1
+    assert c.override_info(now + 2000)["mode"] == "auto"
+    assert c.reset_timeout(now + 2100) is True and c.state == "charging"
+
+
+def test_override_on_continues_the_running_session():
+    c = make(min_switch_s=0, charge_timeout_h=1)
+    run(c, R(soc=50), 0, 1800)
+    assert c.set_override("on", 120, 1800) is True
+    assert run(c, R(soc=50), 1800, 3600) is True
+    assert c.state == "override"
+    assert run(c, R(soc=50), 3600, 3700) is False
+    assert c.state == "timeout"
+    # a short override that expires leaves the charge cycle as it was
+    c = make(min_switch_s=0, charge_timeout_h=1)
+    run(c, R(soc=50), 0, 600)
+    c.set_override("on", 10, 600)
+    assert run(c, R(soc=50), 600, 1300) is True
+    assert c.state == "charging"
+
+
 def test_override_off_while_stale_reports_no_data():
     c = make()
     r = R(soc=50, received=0)

@@ -196,10 +196,12 @@ class Controller:
         dt = 0 if self._now is None else now - self._now
         if dt < 0:
             dt = 0
-        # time the relay was on counts towards the session and the balancing time
-        if self.relay and self._ov_mode == _OV_AUTO and (self._phase == CHARGING or self._phase == BALANCING):
+        # time the relay was on counts towards the session and the balancing time; a manual
+        # "on" is charging too, so it counts towards the session (and its timeout)
+        ov_on = self._ov_mode == _OV_ON
+        if self.relay and (ov_on or self._phase == CHARGING or self._phase == BALANCING):
             self._session_s += dt
-            if self._phase == BALANCING:
+            if self._phase == BALANCING and not ov_on:
                 self._balance_s += dt
             if self._session_s - self._saved_session_s >= _SAVE_EVERY_S:
                 self._saved_session_s = self._session_s
@@ -246,6 +248,15 @@ class Controller:
             if self._ov_mode == _OV_ON:
                 self._ov_mode = _OV_AUTO
 
+        # the charge timeout ends a manual "on" too (and refuses one during the timeout hold)
+        stop = False
+        if self._ov_mode == _OV_ON and (self._phase == TIMEOUT or self._session_s > self._timeout_s(s)):
+            self._ov_mode = _OV_AUTO
+            if self._phase != TIMEOUT:
+                self._time_out(now, wall)
+            self._block = -1
+            stop = True
+
         block = self._safety(reading, s)
         if block:
             return self._apply(block, False, True, now)
@@ -253,7 +264,7 @@ class Controller:
             return self._apply(_B_OVERRIDE, self._ov_mode == _OV_ON and not hv, self._ov_mode == _OV_OFF, now)
         immediate = self._advance(reading, now, wall, s)
         on = (self._phase == CHARGING or self._phase == BALANCING) and not hv
-        return self._apply(0, on, immediate or hv, now)
+        return self._apply(0, on, immediate or hv or stop, now)
 
     def _target(self):
         return 100 if self._full_run else self._s["max_soc"]
@@ -301,6 +312,7 @@ class Controller:
         self._restored = None
         self._full_dev = now
         if p == RESTING:
+            self._rest_session()
             self._set_phase(RESTING, "resting since the last full charge (before restart)", self._rest_next(), now)
         elif p == TIMEOUT:
             self._set_phase(TIMEOUT, "charge timeout (before restart)", self._timeout_next(), now)
@@ -342,7 +354,14 @@ class Controller:
             self._full_at = wall
             self._full_dev = now
         self._rest_at = wall
+        self._rest_session()
         self._set_phase(RESTING, why, self._rest_next(), now)
+
+    def _rest_session(self):
+        # resting has no charging session: a manual "on" from here starts counting at 0
+        self._session_s = 0
+        self._balance_s = 0
+        self._saved_session_s = 0
 
     def _advance(self, r, now, wall, s):
         """Moves the charge cycle on; returns True when the change is a safety stop."""
@@ -383,13 +402,16 @@ class Controller:
                 self._start_charge(now, "SOC %s %% <= %s %% after the timeout rest" % (_fmt(soc), _fmt(s["min_soc"])))
             return False
         if self._session_s > self._timeout_s(s):
-            self.timeouts += 1
-            self._timeout_at = wall
-            self._timeout_dev = now
-            self._set_phase(TIMEOUT, "charging for %s h without reaching the end" % _fmt(self._session_s / 3600),
-                            self._timeout_next(), now)
+            self._time_out(now, wall)
             return True
         return False
+
+    def _time_out(self, now, wall):
+        self.timeouts += 1
+        self._timeout_at = wall
+        self._timeout_dev = now
+        self._set_phase(TIMEOUT, "charging for %s h without reaching the end" % _fmt(self._session_s / 3600),
+                        self._timeout_next(), now)
 
     # Derived limits are cached per input value: update() then allocates no floats for them.
     def _timeout_s(self, s):
