@@ -57,23 +57,24 @@ def _round(key, value):
 
 
 def reading_json(reading, fields=None):
-    """The Reading as a JSON-ready dict (rounded), optionally limited to `fields`."""
+    """The Reading as a JSON-ready dict (rounded); fields not in `fields` (None = all) are null."""
     d = reading.to_dict()
     out = {}
     for key in d:
-        if fields is None or key in fields:
-            out[key] = _round(key, d[key])
+        out[key] = _round(key, d[key]) if fields is None or key in fields else None
     return out
 
 
 _JBD_BASIC_FIELDS = tuple(k for k in Reading().to_dict() if k != "cells")
 
 
-def _fields_for(protocol, frame):
-    """Which Reading fields this frame carries (None = all)."""
+def _frame_json(protocol, frame, reading):
+    """A JBD cell frame prints `cells` alone; a JBD basic frame has no cells (null)."""
     if protocol == "jbd":
-        return ("cells",) if frame[1] == 0x04 else _JBD_BASIC_FIELDS
-    return None
+        if frame[1] == 0x04:
+            return {"cells": _round("cells", reading.cells)}
+        return reading_json(reading, _JBD_BASIC_FIELDS)
+    return reading_json(reading)
 
 
 class FrameDecoder:
@@ -92,7 +93,7 @@ class FrameDecoder:
         reading = Reading()
         try:
             if self.driver.decode(frame, reading):
-                self._out.append(reading_json(reading, _fields_for(self.protocol, frame)))
+                self._out.append(_frame_json(self.protocol, frame, reading))
             else:
                 self._out.append(self.driver.info(frame))
         except BMSError as e:

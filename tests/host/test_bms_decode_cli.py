@@ -50,9 +50,10 @@ def test_every_shared_frame_prints_its_stated_values(frame):
         assert set(obj) == {"cells"}
 
 
-def test_jbd_basic_omits_cells_and_jk_daly_print_all_fields():
+def test_jbd_basic_has_null_cells_and_jk_daly_print_all_fields():
     r = run("jbd", bf.jbd_basic().hex())
-    assert set(lines(r.stdout)[0]) == READING_FIELDS - {"cells"}
+    obj = lines(r.stdout)[0]
+    assert set(obj) == READING_FIELDS and obj["cells"] is None  # cells come in their own frame
     r = run("jk02_24s", *[x.hex() for x in bf.fragments(bf.jk02_cell_info(layout=24), 128)])
     assert set(lines(r.stdout)[0]) == READING_FIELDS
     r = run("daly", bf.daly_status().hex())
