@@ -329,6 +329,14 @@ def _only(doc, allowed):
             raise ApiError(422, "unknown key", k)
 
 
+def json_object(req, allowed):
+    """The body as a JSON object with only `allowed` keys; ApiError (400/415/422) otherwise.
+    For routes installed outside create_app (OTA)."""
+    doc = _body_object(req)
+    _only(doc, allowed)
+    return doc
+
+
 def _int_arg(req, name, default, lo, hi):
     v = req.args.get(name)
     if v is None:

@@ -239,9 +239,20 @@ def test_http_url_validation():
     otaflash.fresh("http_url")
     client, ctx = _client()
     r = run_async(client.post("/api/ota/url", body={"url": "ftp://x/y", "sha256": "0" * 64}))
-    assert r.status_code == 400 and r.json["field"] == "url"
+    assert r.status_code == 422 and r.json["field"] == "url"
     r = run_async(client.post("/api/ota/url", body={"url": "http://x/y"}))
-    assert r.status_code == 400 and r.json["field"] == "sha256"
+    assert r.status_code == 422 and r.json["field"] == "sha256"
+    r = run_async(client.post("/api/ota/url", body={"url": "http://x/y", "sha256": "g" * 64}))
+    assert r.status_code == 422 and r.json["field"] == "sha256"
+    r = run_async(client.post("/api/ota/url", body={"url": "http://x/y", "sha256": "0" * 64, "force": True}))
+    assert r.status_code == 422 and r.json["field"] == "force"
+    r = run_async(client.post("/api/ota/url", body="{not json", headers={"Content-Type": "application/json"}))
+    assert r.status_code == 400
+    r = run_async(client.post("/api/ota/url", body="url=http://x/y",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    assert r.status_code == 415
+    assert ota.acquire()  # none of these took the upload lock
+    ota.release()
     assert http.parse_url("http://10.0.0.2:8000/fw/app.bin") == ("http", "10.0.0.2", 8000, "/fw/app.bin")
     assert http.parse_url("https://example.com") == ("https", "example.com", 443, "/")
     raises(ValueError, http.parse_url, "http://user:pw@host/x")

@@ -128,19 +128,29 @@ def install(app, ctx):
 
     @app.post("/api/ota/url")
     async def ota_url(request):
-        body = request.json
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-            return _err(400, "expected JSON {\"url\": ..., \"sha256\": ...}", "url")
+        from smartbms.web import ApiError, json_object  # loaded: it installed this route
+
+        try:
+            body = json_object(request, ("url", "sha256"))
+        except ApiError as e:
+            return _err(e.status, e.message, e.field)
+        url = body.get("url")
+        if not isinstance(url, str):
+            return _err(422, "the image's http:// or https:// URL is required", "url")
+        try:
+            parse_url(url)
+        except ValueError as e:
+            return _err(422, str(e), "url")
         sha = body.get("sha256")
-        if not isinstance(sha, str) or len(sha) != 64:
-            return _err(400, "sha256 (64 hex digits) is required to pull an image", "sha256")
+        if not _is_sha256(sha):
+            return _err(422, "sha256 (64 hex digits) is required to pull an image", "sha256")
         if not ota.acquire():
             return _err(409, "another upload is in progress")
         try:
             try:
                 reader, writer, length = await _open_url(body["url"])
-            except ValueError as e:
-                return _err(400, str(e), "url")
+            except ValueError as e:  # e.g. no https on this build, no Content-Length
+                return _err(422, str(e), "url")
             except (OSError, asyncio.TimeoutError) as e:
                 return _err(502, "cannot fetch the image: %s" % (e or "timeout"), "url")
             try:
@@ -155,6 +165,15 @@ def install(app, ctx):
             ota.release()
 
     return app
+
+
+def _is_sha256(s):
+    if not isinstance(s, str) or len(s) != 64:
+        return False
+    for c in s:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
 
 
 def parse_url(url):
