@@ -240,3 +240,17 @@ def test_reboot_loop_still_times_out():
     first = [r for r in rows if r["state"] == "timeout"][0]
     assert first["t_h"] <= 1.0 and not first["relay"]
     assert summary["timeouts"] >= 1
+
+
+@pytest.mark.parametrize("wall_clock", [True, False])
+def test_full_every_days_with_a_daily_reboot(wall_clock):
+    # the count towards the due full charge survives reboots (it used to restart at each)
+    s = {"duration_h": 240, "step_s": 10, "wall_clock": wall_clock,
+         "battery": {"soc": 60, "charger_a": 20,
+                     "load_schedule": [[0, 0.5], [7, 3], [9, 1], [18, 3], [23, 0.5]]},
+         "settings": {"max_soc": 90, "min_soc": 70, "full_every_days": 3},
+         "events": [{"at_h": h, "reboot": True} for h in range(36, 240, 24)]}
+    rows, summary = sim(s)
+    due = [r["t_h"] for r in rows if r["reason"] == "full charge due (every 3 days)"]
+    assert summary["full_charges"] == 3
+    assert len(due) == 3 and 71 <= due[0] <= 74

@@ -222,8 +222,49 @@ def test_last_full_charge_persists_for_full_every_days():
     assert c2.reason == "full charge due (every 7 days)"
 
 
+def test_full_every_days_counts_across_daily_reboots():
+    # no full charge yet and a reboot every day: the count towards the due full charge is
+    # persisted (hourly), so it does not restart at each boot
+    kw = {"max_soc": 90, "min_soc": 70, "full_every_days": 3}
+    for wall0 in (WALL0, None):
+        c = make(**kw)
+        stored = None
+        due = None
+        for day in range(6):
+            if day:
+                c = Controller(settings(**kw), json.loads(json.dumps(stored)))
+            for t in range(0, DAY, 600):
+                c.update(R(soc=90 if day == 0 and t == 0 else 85), t,
+                         None if wall0 is None else wall0 + day * DAY + t)
+                if c.dirty:  # what the app writes to flash
+                    stored = c.persisted()
+                    c.dirty = False
+                if c.state == "charging":
+                    due = day * DAY + t
+                    break
+            if due is not None:
+                break
+        assert due is not None and 3 * DAY - 7200 <= due <= 3 * DAY + 7200, (wall0, due)
+        assert c.reason == "full charge due (every 3 days)"
+
+
+def test_old_persisted_data_without_full_count_loads():
+    old = {"v": 1, "phase": "resting", "full_run": False, "session_s": 0, "balance_s": 0,
+           "rest_at": WALL0}
+    c = make(old, max_soc=90, min_soc=70, full_every_days=3)
+    assert c.update(R(soc=85), 0, WALL0 + DAY) is False and c.state == "resting"
+    # counted from this boot
+    assert c.update(R(soc=85), 3 * DAY - 60, WALL0 + 4 * DAY - 60) is False
+    assert c.update(R(soc=85), 3 * DAY, WALL0 + 4 * DAY) is True
+    for bad in ("x", -1, 10 ** 12, True, float("nan"), 3.5):
+        c = make({"phase": "resting", "full_s": bad}, max_soc=90, min_soc=70, full_every_days=3)
+        assert c.update(R(soc=85), 0) is False and c.state == "resting", bad
+        assert c.update(R(soc=85), 3 * DAY - 60) is False, bad
+
+
 def test_bad_persisted_data_is_ignored():
-    for bad in ("junk", 5, {"phase": "bogus"}, {"phase": 3, "hv_soc": 500}, [], {"session_s": 1e9}):
+    for bad in ("junk", 5, {"phase": "bogus"}, {"phase": 3, "hv_soc": 500}, [], {"session_s": 1e9},
+                {"full_at": float("inf"), "timeout_at": float("nan"), "rest_at": 1e30}):
         c = make(bad)
         assert c.update(R(soc=90), 0) is True, bad
         assert c.state == "charging" and c.reason == "first charge to the max level"

@@ -13,8 +13,10 @@
 # on reboot); `wall` is epoch seconds when a real clock is known, else None.
 #
 # Persisted times are wall times. Without a wall clock they fall back conservatively:
-# the timeout hold restarts after a reboot (waits the full timeout_rest_min again) and a
-# due full charge (full_every_days) is counted from the last full charge in this boot, or from boot.
+# the timeout hold restarts after a reboot (waits the full timeout_rest_min again). A due full
+# charge (full_every_days) is counted from the wall time of the last one when both are known,
+# otherwise by `full_s`, device seconds since the last full charge (or since the first boot),
+# which is persisted too, so frequent reboots do not restart the count.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -41,6 +43,9 @@ _OV_FAULTS = ("cell_overvoltage", "pack_overvoltage")
 OVERRIDE_MAX_MIN = const(1440)
 _ABS_MIN_TEMP_C = 0  # LFP must never be charged below freezing, whatever the settings say
 _SAVE_EVERY_S = const(300)  # session progress is persisted at this granularity
+_FULL_SAVE_S = const(3600)  # and the count towards a due full charge at this one
+_MAX_FULL_S = const(3650 * 86400)
+_MAX_WALL = 4102444800  # 2100-01-01: beyond it a stored time is damage (and int(inf) raises)
 _DAY_S = const(86400)
 _HV_REARM_PTS = const(5)
 
@@ -98,7 +103,8 @@ class Controller:
         self._balance_s = 0
         self._saved_session_s = 0
         self._full_at = None  # wall time of the last full charge
-        self._full_dev = 0  # device time of the last full charge (or boot)
+        self._full_s = 0  # device seconds since the last full charge (or since counting began)
+        self._saved_full_s = 0
         self._rest_at = None
         self._timeout_at = None
         self._timeout_dev = None
@@ -120,7 +126,7 @@ class Controller:
         """A small JSON-able dict of what must survive a reboot. The app stores it when
         `dirty` is set, then clears `dirty`."""
         d = {"v": 1, "phase": self._phase or self._restored, "full_run": self._full_run,
-             "session_s": self._session_s, "balance_s": self._balance_s}
+             "session_s": self._session_s, "balance_s": self._balance_s, "full_s": self._full_s}
         if self._full_at is not None:
             d["full_at"] = self._full_at
         if self._rest_at is not None:
@@ -146,9 +152,15 @@ class Controller:
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 * _DAY_S:
                 setattr(self, "_" + name, v)
         self._saved_session_s = self._session_s
+        v = p.get("full_s")  # absent in older files: the count starts at this boot
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _MAX_FULL_S:
+            # up to _FULL_SAVE_S may have passed since the save: count it, so a reboot loop
+            # brings a due full charge early rather than never
+            self._full_s = v + _FULL_SAVE_S
+            self._saved_full_s = self._full_s
         for name in ("full_at", "rest_at", "timeout_at"):
             v = p.get(name)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < _MAX_WALL:
                 setattr(self, "_" + name, int(v))
         v = p.get("hv_soc")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100:
@@ -206,6 +218,11 @@ class Controller:
             if self._session_s - self._saved_session_s >= _SAVE_EVERY_S:
                 self._saved_session_s = self._session_s
                 self.dirty = True
+        self._full_s += dt
+        if (self._full_s - self._saved_full_s >= _FULL_SAVE_S and s["full_every_days"]
+                and s["max_soc"] < 100):
+            self._saved_full_s = self._full_s
+            self.dirty = True
         self._now = now
         self._wall = wall
         self._reading = reading
@@ -310,7 +327,6 @@ class Controller:
         """First fresh reading after boot: pick up the persisted cycle, or start charging."""
         p = self._restored
         self._restored = None
-        self._full_dev = now
         if p == RESTING:
             self._rest_session()
             self._set_phase(RESTING, "resting since the last full charge (before restart)", self._rest_next(), now)
@@ -336,7 +352,7 @@ class Controller:
             return False
         if wall is not None and self._full_at is not None:
             return wall - self._full_at >= days * _DAY_S
-        return now - self._full_dev >= days * _DAY_S
+        return self._full_s >= days * _DAY_S
 
     def _start_charge(self, now, why):
         self._full_run = self._s["max_soc"] >= 100 or self._full_due(now, self._wall)
@@ -352,7 +368,8 @@ class Controller:
         if self._full_run:
             self.full_charges += 1
             self._full_at = wall
-            self._full_dev = now
+            self._full_s = 0
+            self._saved_full_s = 0
         self._rest_at = wall
         self._rest_session()
         self._set_phase(RESTING, why, self._rest_next(), now)
