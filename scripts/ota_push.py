@@ -150,9 +150,10 @@ class Progress:
         self.out.flush()
 
 
-def wait_back(dev, old_uptime, new_version, old_version, timeout, log, confirm=True):
+def wait_back(dev, old_uptime, new_version, old_version, timeout, log, confirm=True, new_slot=None):
     """Wait for the reboot, then (confirm=True) for the new image to confirm itself or
-    for the rollback. Returns an exit code."""
+    for the rollback. The slot tells a rollback apart when both images carry the same
+    version. Returns an exit code."""
     deadline = time.monotonic() + timeout
     went_down = rebooted = False
     said_pending = False
@@ -171,6 +172,10 @@ def wait_back(dev, old_uptime, new_version, old_version, timeout, log, confirm=T
             log("device is back (its status does not report OTA details)")
             return EXIT_OK
         running = ota.get("running_version")
+        if new_slot is not None and ota.get("running") not in (None, new_slot):
+            log("ROLLBACK: the device came back running %s from %s, not the new image in %s"
+                % (running, ota.get("running"), new_slot))
+            return EXIT_ROLLBACK
         if running != new_version:
             if running == old_version:
                 log("ROLLBACK: the device came back running the old version %s from %s"
@@ -236,7 +241,8 @@ def main(argv=None):
         log("written to %s; the device reboots into it" % body.get("slot"))
         if not args.wait:
             return EXIT_OK
-        return wait_back(dev, uptime, info["version"], old, args.wait, log, confirm=not args.no_confirm)
+        return wait_back(dev, uptime, info["version"], old, args.wait, log, confirm=not args.no_confirm,
+                         new_slot=body.get("slot"))
     except Failure as e:
         log(str(e))
         return e.code
