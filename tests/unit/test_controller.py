@@ -354,3 +354,20 @@ def test_over_voltage_stop_of_a_due_full_charge_counts_as_full():
         now = t + 86400
         assert c.update(R(soc=70), now, w + now) is True
         assert c.next == "charges until SOC >= 90 %"
+
+
+def test_temperature_reason_follows_the_cause():
+    c = make()
+    c.update(R(soc=50, temps=(-5,)), 0)
+    assert c.reason == "temperature -5.0 °C < 2 °C"
+    c.update(R(soc=50, temps=(60,)), 10)
+    assert c.state == "fault" and c.reason == "temperature 60.0 °C > 45 °C"
+    assert c.since == 0 and c.faults == 1  # the same stretch in fault
+    # the same cause at another value, or inside the hysteresis band: the text stays
+    reason = c.reason
+    c.update(R(soc=50, temps=(61,)), 20)
+    c.update(R(soc=50, temps=(43,)), 30)
+    assert c.reason is reason and c.relay is False
+    c.update(R(soc=50, temps=(20, 1)), 40)
+    assert c.reason == "temperature 1.0 °C < 2 °C"
+    assert c.update(R(soc=50, temps=(20,)), 200) is True

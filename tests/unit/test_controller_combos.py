@@ -332,3 +332,25 @@ def test_real_reading_with_fields_not_reported_yet():
     assert c.update(r, 100) is True and c.state == "balancing"
     r.received = 200
     assert c.update(r, 200) is True and c.state == "balancing"
+
+
+def test_update_does_not_allocate_in_a_steady_fault():
+    if not IS_MICROPYTHON:
+        skip("heap accounting is a MicroPython measurement")
+    import gc
+
+    c = make()
+    r = R(soc=50, received=0, temps=(-5.0, 60.0))
+    for t in range(0, 50, 5):
+        r.received = t
+        c.update(r, t, None)
+    gc.collect()
+    before = gc.mem_alloc()
+    t = 50
+    for _ in range(200):
+        r.received = t
+        c.update(r, t, None)
+        t += 5
+    used = gc.mem_alloc() - before
+    assert c.state == "fault"
+    assert used < 256, used

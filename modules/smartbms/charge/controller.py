@@ -90,6 +90,7 @@ class Controller:
         self._held = False
         self._last_switch = None
         self._temp_block = False
+        self._temp_side = 0  # the cause named in _temp_text: -1 too cold, 1 too hot
         self._ov_mode = _OV_AUTO
         self._ov_until = 0
         self._ov_reason = ""
@@ -293,7 +294,21 @@ class Controller:
             tmin = _ABS_MIN_TEMP_C
         tmax = s["temp_max_c"]
         temps = r.temperatures
-        if self._temp_block:
+        bad = None  # the first temperature outside the limits
+        for t in temps:
+            if t < tmin or t > tmax:
+                bad = t
+                break
+        if bad is not None:
+            side = -1 if bad < tmin else 1
+            # the text names the cause; rebuilt only when the cause changes (cold <-> hot)
+            if not self._temp_block or side != self._temp_side:
+                self._temp_block = True
+                self._temp_side = side
+                self._temp_text = "temperature %.1f °C %s %s °C" % (
+                    bad, "<" if side < 0 else ">", _fmt(tmin if side < 0 else tmax))
+                self._block = 0
+        elif self._temp_block:
             h = s["temp_hyst_c"]
             lo = tmin + h
             hi = tmax - h
@@ -304,13 +319,6 @@ class Controller:
                     break
             if ok:
                 self._temp_block = False
-        else:
-            for t in temps:
-                if t < tmin or t > tmax:
-                    self._temp_block = True
-                    self._temp_text = "temperature %.1f °C %s %s °C" % (
-                        t, "<" if t < tmin else ">", _fmt(tmin if t < tmin else tmax))
-                    break
         if self._temp_block:
             return _B_TEMP
         for f in r.faults:
