@@ -111,17 +111,27 @@ def prepare_dir(sim_dir, password, wifi_ssid):
             flashimg.create(flash, VERSION)
         except Exception as e:  # the OTA engineer's helper is optional for a run
             print("run_sim: no simulated flash (%s); using the plain directory %s/fs" % (e, sim_dir))
+    first_pw = os.path.join(sim_dir, "first_password")
     if first:
         # The firmware applies this on its next boot and deletes it (sim/sim_main.py).
         with open(os.path.join(sim_dir, "provision.txt"), "w") as f:
             f.write("wifi_ssid=%s\n" % wifi_ssid)
             if password:
                 f.write("password=%s\n" % password)
+        with open(first_pw, "w") as f:  # what to tell the user on later runs of this state
+            f.write(password or "")
+    else:
+        try:
+            with open(first_pw) as f:
+                password = f.read()
+        except OSError:
+            pass
     # a power-on: no reset cause left over from the last run
     try:
         os.remove(os.path.join(sim_dir, "reset_cause"))
     except OSError:
         pass
+    return first, password
 
 
 def port_open(port):
@@ -205,11 +215,12 @@ class Supervisor:
             sys.exit("run_sim: %s not found: run `make sim`" % self.micropython)
         if self.compiled:
             compile_tree(self.mpy_cross)
-        prepare_dir(self.sim_dir, self.password, "simnet")
+        first, password = prepare_dir(self.sim_dir, self.password, "simnet")
         print("smartbms sim: BMS %s, speed x%s, state in %s" % (self.bms, self.speed, self.sim_dir))
-        if self.password:
-            print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s  (Ctrl-C stops)"
-                  % (self.port, self.password), flush=True)
+        if password:
+            print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s%s  (Ctrl-C stops)"
+                  % (self.port, password, "" if first else " (set on this state's first run, unless changed "
+                     "since; rm -rf %s for a fresh device)" % self.sim_dir), flush=True)
         else:
             print("smartbms sim: open http://127.0.0.1:%d  and set the admin password  (Ctrl-C stops)"
                   % self.port, flush=True)

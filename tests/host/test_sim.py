@@ -111,6 +111,8 @@ def test_a_stopped_sim_keeps_its_state_for_the_next_start(tmp_path):
     sim = start_sim(tmp_path, speed=60, password="ignored-now")  # provisioning happens once
     try:
         assert sim.get("/api/status")[0] == 401
+        # the banner names the password this state was provisioned with, not SIM_PASSWORD
+        assert "password first-pass (set on this state's first run" in sim.output()
         sim.password = "first-pass"
         assert sim.get("/api/status")[0] == 200
         code, _, ev = sim.get("/api/events?limit=200")
