@@ -96,11 +96,15 @@ fi
 export SMARTBMS_RELAY_ACTIVE_LOW="${RELAY_ACTIVE_LOW:-1}"
 echo "== building smartbms $VERSION: MicroPython $MPY_VERSION, ESP-IDF $IDF_VERSION, relay active-low=$SMARTBMS_RELAY_ACTIVE_LOW"
 make -C "$MPY_DIR/mpy-cross"
-make -C "$MPY_DIR/ports/esp32" BOARD_DIR="$BOARD_DIR" submodules
+# ESP-IDF reads the sdkconfig defaults (the version) and CMake the environment (the relay
+# polarity) only when a build directory is configured: one directory per version and
+# polarity, so a rebuild never reuses a stale app descriptor or relay level.
+BUILD="build-SMARTBMS-$VERSION-al$SMARTBMS_RELAY_ACTIVE_LOW"
+make -C "$MPY_DIR/ports/esp32" BOARD_DIR="$BOARD_DIR" BUILD="$BUILD" submodules
 # makeimg.py fails this step when the app does not fit its OTA slot.
-make -C "$MPY_DIR/ports/esp32" BOARD_DIR="$BOARD_DIR"
+make -C "$MPY_DIR/ports/esp32" BOARD_DIR="$BOARD_DIR" BUILD="$BUILD"
 
-OUT="$MPY_DIR/ports/esp32/build-SMARTBMS"
+OUT="$MPY_DIR/ports/esp32/$BUILD"
 mkdir -p "$DIST"
 rm -f "$DIST"/smartbms-*.bin "$DIST/SHA256SUMS"
 cp "$OUT/firmware.bin" "$DIST/smartbms-$VERSION-esp32-4MB.bin"
