@@ -5,7 +5,8 @@ against the battery model (sim/battery.py), in discrete time steps.
     python3 scripts/simulate.py SCENARIO.json
 
 Prints one JSON line per relay or state change and a last {"summary": {...}} line.
-A bad scenario prints one line "simulate: error: ..." on stderr and exits 2.
+A bad scenario prints one line "simulate: error: ..." on stderr and exits 2 (that includes
+NaN or Infinity anywhere: every number must be finite).
 
 Scenario (every key optional except duration_h; unknown keys are an error):
   duration_h      simulated hours (0 < h <= 8760)
@@ -23,6 +24,7 @@ Scenario (every key optional except duration_h; unknown keys are an error):
                   ({"mode": "on"|"off"|"auto", "minutes": N}), reset_timeout (true)
 """
 import json
+import math
 import os
 import sys
 
@@ -59,6 +61,19 @@ def _num(where, v, lo=None, hi=None):
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ScenarioError("%s = %s is out of range %s..%s" % (where, v, lo, hi))
     return v
+
+
+def _finite(where, v):
+    """Rejects NaN and infinities anywhere in the scenario: Python's json reads NaN, Infinity
+    and 1e999, and a NaN passes every range check (its comparisons are all false)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ScenarioError("%s must be a finite number, not %s" % (where, json.dumps(v)))
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _finite("%s.%s" % (where, k) if where else str(k), x)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _finite("%s[%d]" % (where, i), x)
 
 
 def _keys(where, d, allowed):
@@ -101,6 +116,7 @@ def parse(scenario):
     """Validates a scenario dict; returns (duration_s, step_s, wall_clock, battery kwargs,
     settings, events sorted by time)."""
     _keys("scenario", scenario, TOP_KEYS)
+    _finite("", scenario)
     if "duration_h" not in scenario:
         raise ScenarioError("scenario needs duration_h")
     duration_h = _num("duration_h", scenario["duration_h"], 0, 8760)

@@ -193,6 +193,13 @@ def test_anti_chatter_vs_safety_stop():
     ('{"duration_h": 1, "battery": {"load_schedule": [[5, 1], [2, 1]]}}', "hours must ascend"),
     ('{"duration_h": 1, "events": [{"at_h": 0.1, "override": {"mode": "on"}}]}', "minutes must be a number"),
     ('[1, 2]', "scenario must be an object"),
+    # Python's json reads these; a NaN would pass every range check
+    ('{"duration_h": NaN}', "duration_h must be a finite number, not NaN"),
+    ('{"duration_h": 1, "battery": {"soc": Infinity}}', "battery.soc must be a finite number"),
+    ('{"duration_h": 1, "settings": {"cell_max_v": NaN}}', "settings.cell_max_v must be a finite number"),
+    ('{"duration_h": 1, "events": [{"at_h": NaN, "load_a": 1}]}', "events[0].at_h must be a finite"),
+    ('{"duration_h": 1, "events": [{"at_h": 0.5, "temperature_c": -Infinity}]}', "not -Infinity"),
+    ('{"duration_h": 1, "battery": {"load_schedule": [[0, 1e999]]}}', "load_schedule[0][1] must be a finite"),
     ('{"duration_h": 1,', "is not valid JSON"),
 ])
 def test_bad_scenario_exits_2_with_one_line(tmp_path, text, words):
@@ -254,3 +261,10 @@ def test_full_every_days_with_a_daily_reboot(wall_clock):
     due = [r["t_h"] for r in rows if r["reason"] == "full charge due (every 3 days)"]
     assert summary["full_charges"] == 3
     assert len(due) == 3 and 71 <= due[0] <= 74
+
+
+def test_run_rejects_non_finite_numbers():
+    for bad in ({"duration_h": float("nan")}, {"duration_h": 1, "step_s": float("inf")},
+                {"duration_h": 1, "events": [{"at_h": 0.5, "charger_a": float("nan")}]}):
+        with pytest.raises(simulate.ScenarioError, match="must be a finite number"):
+            simulate.run(bad)
