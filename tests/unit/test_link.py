@@ -673,3 +673,36 @@ def test_radio_up_brings_the_ble_stack_up_without_a_bms():
     link = _link("jbd")  # nothing advertising: the BMS is away
     assert link.radio_up() is True
     assert aioble.core.ble.active()
+
+
+def test_corrupt_and_unfinished_frames_are_counted_in_the_link_stats():
+    async def go():
+        sim.reset()
+        bms = FakeBMS("jbd")
+        good = bms.on_write
+        link = _link("jbd", request_timeout_ms=100)
+        assert await link.poll_once()
+        first = link.latest.to_dict()
+
+        def corrupt(char_uuid, data):  # a flipped bit: the checksum no longer matches
+            f = bytearray(bms_frames.jbd_frame(data[2], bytes(8)))
+            f[5] ^= 0x01
+            bms.p.notify(0xFF01, bytes(f))
+
+        bms.p.on_write = corrupt
+        assert not await link.poll_once()
+        assert link.stats["bad_checksum"] == 1 and link.latest.to_dict() == first
+
+        def half(char_uuid, data):  # the first half of a frame, then nothing
+            f = bms_frames.jbd_frame(data[2], bytes(8))
+            bms.p.notify(0xFF01, f[:6])
+
+        bms.p.on_write = half
+        assert not await link.poll_once()
+        bms.p.on_write = good
+        assert await link.poll_once()  # the next cycle drops the leftover and counts it
+        assert link.stats["stalled"] == 1 and link.stats["dropped_bytes"] >= 6
+        assert link.latest.to_dict() == first
+        await link.close()
+
+    _run(go())

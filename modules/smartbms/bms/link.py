@@ -185,6 +185,7 @@ class BMSLink:
         self.stats = {
             "polls": 0, "ok": 0, "errors": 0, "timeouts": 0, "reconnects": 0, "connects": 0,
             "frames": 0, "bad_frames": 0, "dropped_bytes": 0, "failures": 0, "last_error": None,
+            "bad_checksum": 0, "oversize": 0, "stalled": 0,
         }
         self._work = Reading()  # decoded into; swapped with latest when a poll completes
         self._assembler = driver.new_assembler() if driver is not None else None
@@ -342,9 +343,13 @@ class BMSLink:
                 self._log("BMS link failed: %s" % st["last_error"])
         finally:
             self._capture.listening = False
-            if self._assembler is not None:
-                st["frames"] = self._assembler.frames
-                st["dropped_bytes"] = self._assembler.dropped_bytes + self._capture.overflow_bytes
+            asm = self._assembler
+            if asm is not None:
+                st["frames"] = asm.frames
+                st["dropped_bytes"] = asm.dropped_bytes + self._capture.overflow_bytes
+                st["bad_checksum"] = asm.bad_checksum
+                st["oversize"] = asm.oversize
+                st["stalled"] = asm.stalled
             st["failures"] = self._failures
             if self.mode == "release":
                 await self._drop()
@@ -503,7 +508,12 @@ class BMSLink:
 
     def _arm(self):
         self._capture.clear()
-        self._assembler.reset()
+        asm = self._assembler
+        n = asm.pending()
+        if n:  # a frame the last cycle left unfinished will never complete: count it
+            asm.stalled += 1
+            asm.dropped_bytes += n
+        asm.reset()
         self._answers = 0
         self._frame_error = None
         self._capture.listening = True
@@ -519,7 +529,7 @@ class BMSLink:
         frames0 = asm.frames
         while True:
             while len(cap):
-                asm.feed(cap.popleft(), sink)
+                asm.feed(cap.popleft(), sink, _ticks_ms())
             if self._frame_error is not None:
                 raise self._frame_error
             if (want and self._answers >= want) or (not want and asm.frames != frames0):
@@ -554,7 +564,7 @@ class BMSLink:
         deadline = _ticks_add(_ticks_ms(), self.request_timeout_ms)
         while True:
             while len(cap):
-                asm.feed(cap.popleft(), sink)
+                asm.feed(cap.popleft(), sink, _ticks_ms())
             if self._frame_error is not None:
                 raise self._frame_error
             if self._answers >= want:
