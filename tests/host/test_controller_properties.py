@@ -7,17 +7,18 @@ from ctrlutil import R, settings
 from hypothesis import given, settings as hsettings, strategies as st
 from smartbms.charge.controller import CHARGE_FAULTS, STATES, Controller
 
+NAN = float("nan")
 FAULT_NAMES = list(CHARGE_FAULTS) + ["discharge_overcurrent", "cell_undervoltage"]
 
 # Mostly benign readings with the odd problem, so that long charging runs happen and get
 # interrupted; the values sit on and around each limit.
 reading = st.fixed_dictionaries({
     "soc": st.one_of(st.sampled_from([50, 79, 80, 81, 89, 90, 95, 99, 100]), st.floats(0, 100),
-                     st.just(None)),
+                     st.just(None), st.just(NAN)),
     "current": st.sampled_from([20.0, 10.0, 5.1, 5.0, 4.0, 0.0, -5.0, None]),
-    "cell": st.sampled_from([3.30, 3.30, 3.30, 3.45, 3.59, 3.60, 3.65]),
+    "cell": st.sampled_from([3.30, 3.30, 3.30, 3.45, 3.59, 3.60, 3.65, NAN]),
     "temps": st.sampled_from([[20.0], [20.0, 21.0], [20.0], [], [1.9], [2.0], [4.9], [5.0], [42.0],
-                              [45.0], [45.1], [-0.5], [20.0, 60.0]]),
+                              [45.0], [45.1], [-0.5], [20.0, 60.0], [20.0, NAN]]),
     "charge_fet": st.sampled_from([True, True, True, True, False, None]),
     "faults": st.one_of(st.just([]), st.just([]), st.just([]),
                         st.lists(st.sampled_from(FAULT_NAMES), min_size=1, max_size=2)),
@@ -42,9 +43,11 @@ config = st.fixed_dictionaries({
 def allowed(r, s, now):
     if r is None or r.soc is None or (r.received is not None and now - r.received > s["stale_s"]):
         return False
+    if r.soc != r.soc:  # NaN
+        return False
     if any(f in CHARGE_FAULTS for f in r.faults) or r.charge_fet is False:
         return False
-    if any(v >= s["cell_max_v"] for v in r.cells):
+    if not all(v < s["cell_max_v"] for v in r.cells):  # written so that NaN fails
         return False
     return all(max(s["temp_min_c"], 0) <= t <= s["temp_max_c"] for t in r.temperatures)
 

@@ -371,3 +371,34 @@ def test_temperature_reason_follows_the_cause():
     c.update(R(soc=50, temps=(20, 1)), 40)
     assert c.reason == "temperature 1.0 °C < 2 °C"
     assert c.update(R(soc=50, temps=(20,)), 200) is True
+
+
+def test_nan_readings_are_unsafe():
+    # comparisons with NaN are all false: each check is written so that NaN fails it
+    nan = float("nan")
+    c = make(min_switch_s=0)
+    assert c.update(R(soc=50), 0) is True
+    assert c.update(R(soc=50, temps=(20, nan)), 10) is False
+    assert c.state == "fault" and c.reason == "temperature reading is not a number"
+    assert c.update(R(soc=50), 20) is True
+    assert c.update(R(soc=50, cell=nan), 30) is False
+    assert c.state == "fault" and c.reason == "BMS cell voltage is not a number"
+    assert c.next == "resumes when the BMS reports valid cell voltages"
+    assert c.update(R(soc=50), 40) is True and c.state == "charging"
+    assert c.update(R(soc=nan), 50) is False
+    assert c.state == "no_data" and c.reason == "BMS SOC is not a number"
+    assert c.update(R(soc=50), 60) is True and c.state == "charging"
+    c.set_override("on", 10, 70)
+    assert c.update(R(soc=nan), 80) is False and c.state == "no_data"
+    # a first reading with a NaN SOC starts nothing
+    c = make()
+    assert c.update(R(soc=nan), 0) is False and c.state == "no_data"
+    assert c.update(R(soc=60), 10) is True and c.reason == "first charge to the max level"
+    # a NaN cell beside a high one: the high one still ends the charge, by its value
+    c = make(min_switch_s=0)
+    c.update(R(soc=60), 0)
+    r = R(soc=90)
+    r.cells = [nan, 3.62, 3.30, 3.30]
+    assert c.update(r, 10) is False and c.state == "fault"
+    assert c.update(R(soc=90), 20) is False
+    assert c.state == "resting" and c.reason == "cell 3.62 V >= 3.60 V"

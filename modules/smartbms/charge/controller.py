@@ -56,6 +56,8 @@ _B_TEMP = const(3)
 _B_BMS = const(4)
 _B_FET = const(5)
 _B_OVERRIDE = const(6)
+_B_BAD_SOC = const(7)
+_B_BAD_CELL = const(8)
 
 _OV_AUTO = const(0)
 _OV_ON = const(1)
@@ -90,7 +92,7 @@ class Controller:
         self._held = False
         self._last_switch = None
         self._temp_block = False
-        self._temp_side = 0  # the cause named in _temp_text: -1 too cold, 1 too hot
+        self._temp_side = 0  # the cause named in _temp_text: -1 too cold, 1 too hot, 2 NaN
         self._ov_mode = _OV_AUTO
         self._ov_until = 0
         self._ov_reason = ""
@@ -238,6 +240,8 @@ class Controller:
             if not self._had_data:
                 return self._apply(_B_STARTUP, False, True, now)
             return self._apply(_B_STALE, False, True, now)
+        if reading.soc != reading.soc:  # NaN: nothing to decide on (its comparisons are all false)
+            return self._apply(_B_BAD_SOC, False, True, now)
         self._had_data = True
         if self._phase is None:
             self._begin(reading, now, wall)
@@ -245,10 +249,14 @@ class Controller:
         # a cell at the limit (or the BMS's own over-voltage flag) ends the charge at once
         cell_max = s["cell_max_v"]
         hv = False
+        bad_cell = False
         for v in reading.cells:
-            if v >= cell_max:
-                hv = True
-                break
+            if not v < cell_max:  # at the limit, or NaN
+                if v != v:
+                    bad_cell = True
+                else:
+                    hv = True
+                    break
         ov_fault = False
         for f in reading.faults:
             if f in _OV_FAULTS:
@@ -275,7 +283,7 @@ class Controller:
             self._block = -1
             stop = True
 
-        block = self._safety(reading, s)
+        block = self._safety(reading, s, bad_cell)
         if block:
             return self._apply(block, False, True, now)
         if self._ov_mode != _OV_AUTO:
@@ -287,8 +295,9 @@ class Controller:
     def _target(self):
         return 100 if self._full_run else self._s["max_soc"]
 
-    def _safety(self, r, s):
-        """Returns the block cause (0 = may charge) and keeps the temperature hysteresis."""
+    def _safety(self, r, s, bad_cell):
+        """Returns the block cause (0 = may charge) and keeps the temperature hysteresis.
+        The range checks are written so that a NaN fails them."""
         tmin = s["temp_min_c"]
         if tmin < _ABS_MIN_TEMP_C:
             tmin = _ABS_MIN_TEMP_C
@@ -296,17 +305,20 @@ class Controller:
         temps = r.temperatures
         bad = None  # the first temperature outside the limits
         for t in temps:
-            if t < tmin or t > tmax:
+            if not tmin <= t <= tmax:
                 bad = t
                 break
         if bad is not None:
-            side = -1 if bad < tmin else 1
-            # the text names the cause; rebuilt only when the cause changes (cold <-> hot)
+            side = -1 if bad < tmin else (1 if bad > tmax else 2)
+            # the text names the cause; rebuilt only when the cause changes (cold, hot, NaN)
             if not self._temp_block or side != self._temp_side:
                 self._temp_block = True
                 self._temp_side = side
-                self._temp_text = "temperature %.1f °C %s %s °C" % (
-                    bad, "<" if side < 0 else ">", _fmt(tmin if side < 0 else tmax))
+                if side == 2:
+                    self._temp_text = "temperature reading is not a number"
+                else:
+                    self._temp_text = "temperature %.1f °C %s %s °C" % (
+                        bad, "<" if side < 0 else ">", _fmt(tmin if side < 0 else tmax))
                 self._block = 0
         elif self._temp_block:
             h = s["temp_hyst_c"]
@@ -314,7 +326,7 @@ class Controller:
             hi = tmax - h
             ok = True
             for t in temps:
-                if t < lo or t > hi:
+                if not lo <= t <= hi:
                     ok = False
                     break
             if ok:
@@ -329,6 +341,8 @@ class Controller:
                 return _B_BMS
         if r.charge_fet is False:
             return _B_FET
+        if bad_cell:
+            return _B_BAD_CELL
         return 0
 
     def _begin(self, r, now, wall):
@@ -526,6 +540,11 @@ class Controller:
             state, why, nxt = FAULT, "BMS protection: " + self._bms_fault, "resumes when the BMS clears it"
         elif block == _B_FET:
             state, why, nxt = FAULT, "BMS charge MOSFET is off", "resumes when the BMS turns it back on"
+        elif block == _B_BAD_SOC:
+            state, why, nxt = NO_DATA, "BMS SOC is not a number", "resumes when the BMS reports a valid SOC"
+        elif block == _B_BAD_CELL:
+            state, why, nxt = FAULT, "BMS cell voltage is not a number", \
+                "resumes when the BMS reports valid cell voltages"
         elif block == _B_OVERRIDE:
             state, why, nxt = OVERRIDE, self._ov_reason, self._ov_next
         else:
@@ -546,6 +565,6 @@ class Controller:
 def _max(values):
     m = values[0]
     for v in values:
-        if v > m:
+        if v > m or m != m:  # skips NaN
             m = v
     return m
