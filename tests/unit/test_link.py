@@ -28,7 +28,7 @@ MAC = {"jbd": "A4:C1:37:00:00:01", "jk02_32s": "C8:47:8C:00:00:02", "jk02_24s": 
 class FakeBMS:
     """A simulated BMS answering in its protocol (frames from sim/bms_frames.py)."""
 
-    def __init__(self, protocol, values=None, mtu_max=23, stream_ms=30, two_jk_chars=False):
+    def __init__(self, protocol, values=None, mtu_max=23, stream_ms=30, two_jk_chars=False, jbd_fff0=False):
         self.protocol = protocol
         self.values = dict(values or VALUES)
         self.stream_ms = stream_ms
@@ -37,6 +37,9 @@ class FakeBMS:
         if protocol == "jbd":
             self.notify_uuid, name, mfr = 0xFF01, "SP04S034-L4S", None
             services = {0xFF00: [(0xFF01, _R | _N), (0xFF02, _W | _WNR)]}
+            if jbd_fff0:  # the rebrand that serves JBD frames on FFF0/FFF1/FFF2
+                self.notify_uuid = 0xFFF1
+                services = {0xFFF0: [(0xFFF1, _R | _N), (0xFFF2, _W | _WNR)]}
         elif protocol == "daly":
             self.notify_uuid, name, mfr = 0xFFF1, "DL-177106000004", None
             services = {0xFFF0: [(0xFFF1, _R | _N), (0xFFF2, _W | _WNR)]}
@@ -703,6 +706,18 @@ def test_corrupt_and_unfinished_frames_are_counted_in_the_link_stats():
         assert await link.poll_once()  # the next cycle drops the leftover and counts it
         assert link.stats["stalled"] == 1 and link.stats["dropped_bytes"] >= 6
         assert link.latest.to_dict() == first
+        await link.close()
+
+    _run(go())
+
+
+def test_jbd_on_the_fff0_service_variant():
+    async def go():
+        sim.reset()
+        FakeBMS("jbd", jbd_fff0=True)
+        link = _link("jbd")
+        assert await link.poll_once()
+        _check_reading(link.latest, VALUES, "jbd")
         await link.close()
 
     _run(go())

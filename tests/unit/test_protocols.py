@@ -10,7 +10,7 @@ def test_names():
 def test_get_jbd_driver_interface():
     d = protocols.get("jbd")
     assert d.name == "jbd"
-    assert d.service_uuids == (0xFF00,)
+    assert d.service_uuids == (0xFF00, 0xFFF0)  # FF00 first; FFF0 for the rebrands that use it
     assert d.streams is False
     assert d.start_requests() == ()
     reqs = d.poll_requests()

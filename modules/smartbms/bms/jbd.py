@@ -19,6 +19,7 @@ NAME = "jbd"
 SERVICE_UUID = const(0xFF00)
 NOTIFY_UUID = const(0xFF01)
 WRITE_UUID = const(0xFF02)
+ALT_SERVICE_UUID = const(0xFFF0)  # some JBD rebrands serve the same protocol on FFF0/FFF1/FFF2
 
 REG_BASIC = const(0x03)
 REG_CELLS = const(0x04)
@@ -197,7 +198,7 @@ def info(frame):
 
 class Driver:
     name = NAME
-    service_uuids = (SERVICE_UUID,)
+    service_uuids = (SERVICE_UUID, ALT_SERVICE_UUID)  # tried in this order
     notify_uuid = NOTIFY_UUID
     write_uuid = WRITE_UUID
     streams = False
