@@ -60,8 +60,10 @@ def test_safety_and_anti_chatter_hold_for_any_sequence(cfg, actions, wall_known)
     now = 0
     last_change = None
     last_reading = None
+    ov_on_s = 0  # relay-on time in one unbroken stretch of the override state
     for kind, a, b in actions:
         was = c.relay
+        was_state = c.state
         if kind == "read":
             now += b
             r = None if a["none"] else R(soc=a["soc"], current=a["current"], cell=a["cell"], temps=a["temps"],
@@ -96,3 +98,10 @@ def test_safety_and_anti_chatter_hold_for_any_sequence(cfg, actions, wall_known)
             last_change = now
         if c.state in ("timeout", "no_data", "startup", "fault"):
             assert relay is False
+        # a manual "on" obeys the charge timeout (overshoot: at most one reading interval)
+        if relay and c.state == "override":
+            if kind == "read" and was and was_state == "override":
+                ov_on_s += b
+            assert ov_on_s <= s["charge_timeout_h"] * 3600 + 4000, ov_on_s
+        else:
+            ov_on_s = 0
