@@ -389,7 +389,14 @@ def _safe(fn):
 def bms_doc(ctx):
     link = ctx.link
     r = link.latest if link is not None else None
-    out = r.to_dict() if r is not None else {}
+    if r is not None:
+        out = r.to_dict()
+    else:  # the same keys before the first reading, all null: clients need not special-case it
+        from smartbms.bms.reading import FIELDS
+
+        out = {}
+        for k in FIELDS:
+            out[k] = None
     out["age_s"] = link.age_s() if r is not None else None
     out["connected"] = bool(link is not None and link.connected)
     out["stats"] = dict(link.stats) if link is not None and link.stats else {}
@@ -628,7 +635,12 @@ def create_app(ctx, assets=None):
             raise ApiError(422, "must be a string", "password")
         if pw and not 8 <= len(pw) <= 63:
             raise ApiError(422, "must be empty (open network) or 8 to 63 characters", "password")
-        ctx.wifi.configure(ssid, pw)
+        try:
+            ctx.wifi.configure(ssid, pw)
+        except ValueError as e:  # SettingsError names the setting; answer with this route's keys
+            field = getattr(e, "field", None)
+            raise ApiError(422, getattr(e, "message", None) or str(e),
+                           {"wifi_ssid": "ssid", "wifi_password": "password"}.get(field, field))
         return {"ok": True}
 
     async def _scan(kind, coro_fn):

@@ -83,6 +83,10 @@ class FakeWifi:
         return [{"ssid": "home", "rssi": -60, "secure": True}]
 
     def configure(self, ssid, password):
+        from smartbms.settings import check_value  # validates as WifiManager.configure does
+
+        check_value("wifi_ssid", ssid)
+        check_value("wifi_password", password)
         self.configured.append((ssid, password))
 
 
@@ -409,6 +413,19 @@ def test_relay_override_validation():
     serve(t)
 
 
+def test_status_before_the_first_reading_has_every_field_null():
+    async def t(port, ctx, app):
+        from smartbms.bms.reading import FIELDS
+
+        ctx.link.latest = None
+        b = (await request(port, "GET", "/api/status")).json()["bms"]
+        for k in FIELDS:
+            assert k in b and b[k] is None, k
+        assert b["age_s"] is None
+
+    serve(t)
+
+
 def test_events_history_wifi_and_scans():
     async def t(port, ctx, app):
         for i in range(5):
@@ -426,7 +443,8 @@ def test_events_history_wifi_and_scans():
         assert r.json()["devices"][0]["protocol"] == "jbd"
         for body, field in (({"ssid": ""}, "ssid"), ({"ssid": "x" * 33}, "ssid"),
                             ({"ssid": "net", "password": "short"}, "password"),
-                            ({"ssid": "net", "password": 12345678}, "password"), ({"ssid": "net", "pw": ""}, "pw")):
+                            ({"ssid": "net", "password": 12345678}, "password"), ({"ssid": "net", "pw": ""}, "pw"),
+                            ({"ssid": "n\x01t"}, "ssid"), ({"ssid": "net", "password": "p\u00e4ssw\u00f6rd"}, "password")):
             r = await request(port, "POST", "/api/wifi", json_body=body)
             assert r.status == 422 and r.json()["field"] == field, body
         assert ctx.wifi.configured == []
