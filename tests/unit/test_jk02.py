@@ -91,14 +91,21 @@ def test_positive_current_and_large_values():
 
 
 def test_error_bits():
-    expect = {0x0001: "charge_overtemp", 0x0002: "charge_undertemp",
-              0x0008: "cell_undervoltage", 0x0400: "cell_count_mismatch",
-              0x0800: "current_sensor_error", 0x1000: "cell_overvoltage",
-              0x4000: "charge_overcurrent", 0x0004: "jk_error_bit_2",
-              0x8000: "jk_error_bit_15"}
+    expect = {0x0001: "charge_overtemp", 0x0002: "charge_undertemp", 0x0004: "afe_error",
+              0x0008: "cell_undervoltage", 0x0010: "pack_undervoltage", 0x0020: "discharge_overcurrent",
+              0x0040: "short_circuit", 0x0080: "discharge_overtemp", 0x0100: "wire_resistance",
+              0x0200: "mosfet_overtemp", 0x0400: "cell_count_mismatch", 0x0800: "current_sensor_error",
+              0x1000: "cell_overvoltage", 0x2000: "pack_overvoltage", 0x4000: "charge_overcurrent",
+              0x8000: "short_circuit"}
+    blocks = (0x0001, 0x0002, 0x0004, 0x0040, 0x0200, 0x1000, 0x2000, 0x4000, 0x8000)
     for bit in expect:
         for layout, r in _both_layouts(errors=bit):
             assert r.faults == [expect[bit]], (layout, bit, r.faults)
+            assert r.charge_blocked() is (bit in blocks), (layout, bit)
+    for layout, r in _both_layouts(errors=0x8040):  # both short circuits: named once
+        assert r.faults == ["short_circuit"]
+    for layout, r in _both_layouts(errors=0xFFFF):
+        assert len(r.faults) == 15 and len(set(r.faults)) == 15
     for layout, r in _both_layouts(errors=0x1001):
         assert r.faults == ["charge_overtemp", "cell_overvoltage"]
         assert r.charge_blocked()

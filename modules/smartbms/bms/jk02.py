@@ -34,17 +34,29 @@ NO_SENSOR = const(-2000)
 _PRE = b"\x55\xaa\xeb\x90"
 _AT = b"AT\r\n"
 
-# Bits of the (big-endian) error word, as the JK app names them.
+# Bits of the (big-endian) error word. Older JK tables named only some of them; later ones
+# (the 32-bit word of newer firmware, read little-endian, is the same bytes) name them all.
+# Bit 0x1000 is "cell over-voltage" in the old tables and "fully charged" in the new ones:
+# either way charging must stop, so it stays cell_overvoltage. Both short-circuit bits are
+# short_circuit (listed once), and a broken link to the analog front end is afe_error: a pack
+# that cannot measure its cells must not be charged.
 ERROR_FAULTS = (
     (0x0001, "charge_overtemp"),
     (0x0002, "charge_undertemp"),
+    (0x0004, "afe_error"),
     (0x0008, "cell_undervoltage"),
+    (0x0010, "pack_undervoltage"),
+    (0x0020, "discharge_overcurrent"),
+    (0x0040 | 0x8000, "short_circuit"),
+    (0x0080, "discharge_overtemp"),
+    (0x0100, "wire_resistance"),
+    (0x0200, "mosfet_overtemp"),
     (0x0400, "cell_count_mismatch"),
     (0x0800, "current_sensor_error"),
     (0x1000, "cell_overvoltage"),
+    (0x2000, "pack_overvoltage"),
     (0x4000, "charge_overcurrent"),
 )
-_KNOWN_ERRORS = 0x0001 | 0x0002 | 0x0008 | 0x0400 | 0x0800 | 0x1000 | 0x4000
 
 
 def sum8(buf, end):
@@ -163,13 +175,9 @@ def decode(frame, reading, cells_max=32):
     reading.discharge_fet = frame[167 + off] != 0
     faults = sized(reading.faults, 0)
     reading.faults = faults
-    for bit, name in ERROR_FAULTS:
-        if errors & bit:
+    for bits, name in ERROR_FAULTS:
+        if errors & bits:
             faults.append(name)
-    other = errors & ~_KNOWN_ERRORS
-    for b in range(16):
-        if other & (1 << b):
-            faults.append("jk_error_bit_%d" % b)
     return True
 
 

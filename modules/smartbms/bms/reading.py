@@ -19,6 +19,7 @@ DISCHARGE_OVERCURRENT = "discharge_overcurrent"
 SHORT_CIRCUIT = "short_circuit"
 AFE_ERROR = "afe_error"
 MOSFET_LOCK = "mosfet_lock"
+MOSFET_OVERTEMP = "mosfet_overtemp"
 
 # The faults that must stop charging.
 CHARGE_FAULTS = (
@@ -30,6 +31,7 @@ CHARGE_FAULTS = (
     SHORT_CIRCUIT,
     AFE_ERROR,
     MOSFET_LOCK,
+    MOSFET_OVERTEMP,  # charging through overheated switches makes them hotter
 )
 
 FIELDS = (
