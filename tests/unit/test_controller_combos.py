@@ -3,7 +3,7 @@ import json
 
 from ctrlutil import DAY, WALL0, R, make, run, settings, to_rest
 from smartbms.charge.controller import Controller
-from testutil import IS_MICROPYTHON, skip
+from testutil import raises, IS_MICROPYTHON, skip
 
 
 def reboot(c, **kw):
@@ -98,8 +98,10 @@ def test_override_on_obeys_the_charge_timeout():
     assert c.state == "timeout" and c.timeouts == 1
     assert c.reason == "charging for 0.5 h without reaching the end"
     assert c.override_info(now + 1900)["mode"] == "auto"
-    # "on" during the timeout hold ends at once; the manual reset is the way out
-    assert c.set_override("on", 60, now + 2000) is False
+    # "on" during the timeout hold is refused with the way out; nothing changes
+    e = raises(ValueError, c.set_override, "on", 60, now + 2000)
+    assert "reset the timeout" in str(e)
+    assert c.update(R(soc=90), now + 2000) is False
     assert c.state == "timeout" and c.timeouts == 1
     assert c.override_info(now + 2000)["mode"] == "auto"
     assert c.reset_timeout(now + 2100) is True and c.state == "charging"

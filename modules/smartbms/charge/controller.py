@@ -179,6 +179,8 @@ class Controller:
         elif mode in ("on", "off"):
             if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
                 raise ValueError("override minutes must be a number")
+            if mode == "on" and (self._phase == TIMEOUT or self._restored == TIMEOUT):
+                raise ValueError("charging is held after a timeout: reset the timeout to charge again")
             if not 1 <= minutes <= OVERRIDE_MAX_MIN:
                 raise ValueError("override minutes must be 1..%d" % OVERRIDE_MAX_MIN)
             self._ov_mode = _OV_ON if mode == "on" else _OV_OFF
