@@ -35,7 +35,7 @@ all: test
 
 $(STAMP): versions.mk
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q $(PIP_PINS)
+	$(BIN)/pip install --disable-pip-version-check -q $(PIP_PINS) $(PIP_LOCK)
 	@touch $@
 
 venv: $(STAMP)

@@ -16,3 +16,11 @@ PIP_PINS := \
 	hypothesis==6.170.17 \
 	playwright==1.65.2 \
 	pyyaml==6.0.4
+
+# What those pull in, pinned too, so a fresh clone installs exactly what was tested
+# (regenerate from `.venv/bin/pip freeze` when a pin above changes).
+PIP_LOCK := \
+	cffi==2.1.1 click==8.5.1 cryptography==50.0.2 esp-pylib==1.2.0 greenlet==3.5.6 \
+	iniconfig==2.3.1 intelhex==2.3.0 markdown-it-py==4.3.0 mdurl==0.1.2 packaging==26.4 \
+	pluggy==1.7.0 pybind11==3.1.0 pycparser==3.12 Pygments==2.21.0 pyserial==3.5 \
+	reedsolo==1.7.0 rich==15.0.0 rich-click==1.9.9 sortedcontainers==2.4.0 websockets==17.4
