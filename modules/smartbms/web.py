@@ -545,6 +545,14 @@ def create_app(ctx, assets=None):
     async def internal(req):
         return error(500, "internal error")
 
+    @app.errorhandler(MemoryError)
+    async def low_memory(req, exc):
+        # a fragmented heap under a burst of requests: a moment later the answer fits
+        import gc
+
+        gc.collect()
+        return error(503, "low on memory: retry shortly", headers={"Retry-After": "1"})
+
     # ---- public ----
     @api("/api/auth")
     def auth_state(req):

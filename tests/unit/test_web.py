@@ -413,6 +413,20 @@ def test_relay_override_validation():
     serve(t)
 
 
+def test_running_out_of_memory_is_a_503_to_retry_not_a_500():
+    def tweak(app):
+        @app.route("/api/test-oom")
+        async def oom(req):
+            raise MemoryError("memory allocation failed")
+
+    async def t(port, ctx, app):
+        r = await request(port, "GET", "/api/test-oom")
+        assert r.status == 503 and r.headers.get("retry-after") == "1" and "memory" in r.json()["error"]
+        assert (await request(port, "GET", "/api/status")).status == 200
+
+    serve(t, tweak=tweak)
+
+
 def test_status_before_the_first_reading_has_every_field_null():
     async def t(port, ctx, app):
         from smartbms.bms.reading import FIELDS
