@@ -291,24 +291,28 @@ def test_persisted_is_small_json_and_dirty_tracks_changes():
     assert json.loads(text)["phase"] == "balancing"
 
 
-def test_update_does_not_allocate_in_steady_state():
-    if not IS_MICROPYTHON:
-        skip("heap accounting is a MicroPython measurement")
+def _bytes_allocated_by_updates(c, r, n=200):
+    """Heap bytes that n updates with a fresh reading allocate, after a warm-up (MicroPython)."""
     import gc
 
-    c = make()
-    r = R(soc=50, received=0)
     for t in range(0, 50, 5):
         r.received = t
         c.update(r, t, None)
     gc.collect()
     before = gc.mem_alloc()
     t = 50
-    for _ in range(200):
+    for _ in range(n):
         r.received = t
         c.update(r, t, None)
         t += 5
-    used = gc.mem_alloc() - before
+    return gc.mem_alloc() - before
+
+
+def test_update_does_not_allocate_in_steady_state():
+    if not IS_MICROPYTHON:
+        skip("heap accounting is a MicroPython measurement")
+    c = make()
+    used = _bytes_allocated_by_updates(c, R(soc=50, received=0))
     assert c.state == "charging"
     # steady charging allocates nothing: no floats, lists, dicts or strings per call
     assert used < 256, used
@@ -339,20 +343,7 @@ def test_real_reading_with_fields_not_reported_yet():
 def test_update_does_not_allocate_in_a_steady_fault():
     if not IS_MICROPYTHON:
         skip("heap accounting is a MicroPython measurement")
-    import gc
-
     c = make()
-    r = R(soc=50, received=0, temps=(-5.0, 60.0))
-    for t in range(0, 50, 5):
-        r.received = t
-        c.update(r, t, None)
-    gc.collect()
-    before = gc.mem_alloc()
-    t = 50
-    for _ in range(200):
-        r.received = t
-        c.update(r, t, None)
-        t += 5
-    used = gc.mem_alloc() - before
+    used = _bytes_allocated_by_updates(c, R(soc=50, received=0, temps=(-5.0, 60.0)))
     assert c.state == "fault"
     assert used < 256, used
