@@ -162,19 +162,25 @@ def test_session_time_survives_reboot():
     assert c2.state == "timeout"
 
 
-def test_reboot_loop_reaches_the_charge_timeout():
-    # Reboots closer than the 5-minute save interval: each restore counts the time since the
-    # last save as charged, so the loop times out no later than one uninterrupted charge.
-    c = make(charge_timeout_h=1)
+def _reboot_every_250_s(c, reading, until_state, **settings):
+    """Runs c, rebooting it every 250 s (under the 5-minute save interval) until `until_state`
+    or 40 boots; returns the last controller and the seconds its relay was on."""
     on_s = 0
     for boot in range(40):
         if boot:
-            c = reboot(c, charge_timeout_h=1)
+            c = reboot(c, **settings)
         for t in range(0, 250, 5):
-            if c.update(R(soc=50), t):
+            if c.update(reading, t):
                 on_s += 5
-        if c.state == "timeout":
+        if c.state == until_state:
             break
+    return c, on_s
+
+
+def test_reboot_loop_reaches_the_charge_timeout():
+    # Reboots closer than the 5-minute save interval: each restore counts the time since the
+    # last save as charged, so the loop times out no later than one uninterrupted charge.
+    c, on_s = _reboot_every_250_s(make(charge_timeout_h=1), R(soc=50), "timeout", charge_timeout_h=1)
     assert c.state == "timeout" and c.timeouts == 1
     assert on_s <= 3600, on_s
     c2 = reboot(c, charge_timeout_h=1)
@@ -182,16 +188,7 @@ def test_reboot_loop_reaches_the_charge_timeout():
 
 
 def test_reboot_loop_ends_balancing_in_time():
-    c = make(eoc_max_min=30)
-    on_s = 0
-    for boot in range(40):
-        if boot:
-            c = reboot(c, eoc_max_min=30)
-        for t in range(0, 250, 5):
-            if c.update(R(soc=100, current=8), t):
-                on_s += 5
-        if c.state == "resting":
-            break
+    c, on_s = _reboot_every_250_s(make(eoc_max_min=30), R(soc=100, current=8), "resting", eoc_max_min=30)
     assert c.state == "resting" and c.reason == "balanced for 30 min"
     assert on_s <= 30 * 60, on_s
 
