@@ -75,20 +75,37 @@ def _props(char):
 
 
 def pick_characteristics(services, driver):
-    """(notify, write) characteristics for the driver. JK modules may expose two FFE1
-    characteristics: pick them by their properties."""
-    notify = write = None
+    """(notify, write) characteristics for the driver, as the firmware's link picks them: in
+    the first of the driver's services the device has, by their properties (JK modules may
+    expose two FFE1 characteristics; some JBD packs serve FFF1/FFF2 instead of FF01/FF02)."""
+    by_uuid = {}
     for service in services:
-        for char in getattr(service, "characteristics", ()):
-            u = protocols.uuid16(char.uuid)
-            props = _props(char)
-            if u == driver.notify_uuid and "notify" in props and notify is None:
-                notify = char
-            if u == driver.write_uuid and props & {"write", "write-without-response"} and write is None:
-                write = char
+        by_uuid.setdefault(protocols.uuid16(service.uuid), service)
+    service = None
+    for u in driver.service_uuids:
+        service = by_uuid.get(u)
+        if service is not None:
+            break
+    if service is None:
+        raise ProbeError("the device has no %s service (%s)" % (
+            driver.name, ", ".join("0x%04X" % u for u in driver.service_uuids)))
+    chars = list(getattr(service, "characteristics", ()))
+    notify = write = None
+    for char in chars:
+        if "notify" in _props(char):
+            notify = char
+            break
+    best = -1
+    for char in chars:  # a write characteristic other than the notify one, without response
+        props = _props(char)
+        if not props & {"write", "write-without-response"}:
+            continue
+        score = (2 if char is not notify else 0) + (1 if "write-without-response" in props else 0)
+        if score > best:
+            best, write = score, char
     if notify is None or write is None:
-        raise ProbeError("the device has no %s characteristics (notify 0x%04X, write 0x%04X)"
-                         % (driver.name, driver.notify_uuid, driver.write_uuid))
+        raise ProbeError("the %s service lacks a %s characteristic" % (
+            driver.name, "notify" if notify is None else "write"))
     return notify, write
 
 

@@ -139,9 +139,20 @@ def test_probe_reports_bad_checksums():
         run_probe(FakeClient("daly", corrupt=True), "daly", count=1, timeout=0.2)
 
 
-def test_wrong_protocol_has_no_characteristics():
-    with pytest.raises(bms_probe.ProbeError, match="characteristics"):
-        run_probe(FakeClient("daly"), "jbd", count=1)
+def test_wrong_protocol_has_no_service():
+    with pytest.raises(bms_probe.ProbeError, match="no jbd service"):
+        run_probe(FakeClient("jk02_32s"), "jbd", count=1)
+
+
+def test_characteristics_are_picked_by_their_properties():
+    # a JBD on FFF0/FFF1/FFF2: the firmware's link reads it too
+    s = Service(bms_probe.uuid128(0xFFF0), [Char(bms_probe.uuid128(0xFFF2), ["write-without-response"]),
+                                             Char(bms_probe.uuid128(0xFFF1), ["read", "notify"])])
+    notify, write = bms_probe.pick_characteristics([s], bms_probe.protocols.get("jbd"))
+    assert notify.uuid == bms_probe.uuid128(0xFFF1) and write.uuid == bms_probe.uuid128(0xFFF2)
+    s = Service(bms_probe.uuid128(0xFF00), [Char(bms_probe.uuid128(0xFF01), ["read"])])
+    with pytest.raises(bms_probe.ProbeError, match="lacks a notify"):
+        bms_probe.pick_characteristics([s], bms_probe.protocols.get("jbd"))
 
 
 def test_describe_advertisement():
