@@ -2,7 +2,6 @@
 #   request  DD A5|5A <reg> <len> <data> <chk hi> <chk lo> 77
 #   response DD <reg> <status 00 ok|80 error> <len> <data> <chk hi> <chk lo> 77
 # chk = 0x10000 - sum(bytes 2 .. 3+len), i.e. over the byte before len, len and data.
-from struct import unpack_from
 
 from smartbms.bms import framing
 from smartbms.bms.reading import BMSError, sized
@@ -111,7 +110,7 @@ class Assembler(framing.Assembler):
 
 
 def _validate(frame):
-    """Check one whole response frame; returns (register, data length)."""
+    """Check one whole response frame; returns its data length (the register is frame[1])."""
     n = len(frame)
     if n < 7 or frame[0] != _START:
         raise BMSError("not a JBD frame")
@@ -126,13 +125,14 @@ def _validate(frame):
         raise BMSError("JBD reported an error for register 0x%02X" % frame[1])
     if frame[2] != 0:
         raise BMSError("JBD status byte 0x%02X" % frame[2])
-    return frame[1], size
+    return size
 
 
 def decode(frame, reading):
     """Store a basic-info (0x03) or cells (0x04) frame into `reading`; True if it did.
     Other valid frames (model, write acks) return False; a bad frame raises BMSError."""
-    reg, size = _validate(frame)
+    size = _validate(frame)
+    reg = frame[1]
     if reg == REG_BASIC:
         _decode_basic(frame, size, reading)
         return True
@@ -147,19 +147,26 @@ def decode(frame, reading):
     return False
 
 
+def _u16(frame, i):
+    return (frame[i] << 8) | frame[i + 1]
+
+
 def _decode_basic(frame, size, reading):
     if size < _BASIC_MIN:
         raise BMSError("JBD basic info too short (%d bytes)" % size)
     ntc = frame[4 + 22]
     if size < _BASIC_MIN + 2 * ntc:
         raise BMSError("JBD basic info too short for %d temperature sensors" % ntc)
-    volt, cur, rem, nom, cycles = unpack_from(">HhHHH", frame, 4)
-    protection = unpack_from(">H", frame, 4 + 16)[0]
-    reading.voltage = volt / 100
+    # big-endian fields read by hand: struct.unpack_from would allocate a tuple per frame
+    cur = _u16(frame, 6)
+    if cur & 0x8000:
+        cur -= 0x10000
+    reading.voltage = _u16(frame, 4) / 100
     reading.current = cur / 100
-    reading.remaining_ah = rem / 100
-    reading.nominal_ah = nom / 100
-    reading.cycles = cycles
+    reading.remaining_ah = _u16(frame, 8) / 100
+    reading.nominal_ah = _u16(frame, 10) / 100
+    reading.cycles = _u16(frame, 12)
+    protection = _u16(frame, 4 + 16)
     reading.soc = frame[4 + 19]
     fet = frame[4 + 20]
     reading.charge_fet = bool(fet & 1)
@@ -180,7 +187,8 @@ def _decode_basic(frame, size, reading):
 
 def decode_model(frame):
     """The model string of a register 0x05 response (printable ASCII only)."""
-    reg, size = _validate(frame)
+    size = _validate(frame)
+    reg = frame[1]
     if reg != REG_MODEL:
         raise BMSError("not a JBD model frame")
     return "".join(chr(b) for b in frame[4:4 + size] if 32 <= b < 127)
@@ -188,7 +196,8 @@ def decode_model(frame):
 
 def info(frame):
     """A small dict for a valid frame that carries no measurements, else None."""
-    reg, size = _validate(frame)
+    size = _validate(frame)
+    reg = frame[1]
     if reg == REG_MODEL:
         return {"model": decode_model(frame)}
     if reg in (REG_BASIC, REG_CELLS):

@@ -3,7 +3,6 @@
 # Types: 0x01 settings, 0x02 cell info (streamed ~2/s once started), 0x03 device info.
 # Two cell-info layouts: 24S (older firmware) and 32S (firmware >= 11), where the cell
 # block sits 16 bytes later and the fields after it 32 bytes later.
-from struct import unpack_from
 
 from smartbms.bms import framing
 from smartbms.bms.reading import BMSError, sized
@@ -154,23 +153,24 @@ def decode(frame, reading, cells_max=32):
             cells[k] = (frame[6 + 2 * i] | (frame[7 + 2 * i] << 8)) / 1000
             k += 1
     reading.cells = cells
-    volt = unpack_from("<I", frame, 118 + off)[0]
-    cur, t1, t2 = unpack_from("<ihh", frame, 126 + off)
-    reading.voltage = volt / 1000
-    reading.current = cur / 1000
+    # little-endian fields read by hand: struct.unpack_from would allocate a tuple per frame
+    reading.voltage = _u32(frame, 118 + off) / 1000
+    reading.current = _s32(frame, 126 + off) / 1000
     temps = sized(reading.temperatures, 0)
-    for t in (t1, t2):
-        if t != NO_SENSOR:
-            temps.append(t / 10)
+    t = _s16(frame, 130 + off)
+    if t != NO_SENSOR:
+        temps.append(t / 10)
+    t = _s16(frame, 132 + off)
+    if t != NO_SENSOR:
+        temps.append(t / 10)
     reading.temperatures = temps
     # The error word is big-endian; 32S moved it to where 24S has the MOS temperature.
     e = 134 + off if cells_max == 32 else 136
     errors = (frame[e] << 8) | frame[e + 1]
     reading.soc = frame[141 + off]
-    rem, nom, cycles = unpack_from("<III", frame, 142 + off)
-    reading.remaining_ah = rem / 1000
-    reading.nominal_ah = nom / 1000
-    reading.cycles = cycles
+    reading.remaining_ah = _u32(frame, 142 + off) / 1000
+    reading.nominal_ah = _u32(frame, 146 + off) / 1000
+    reading.cycles = _u32(frame, 150 + off)
     reading.charge_fet = frame[166 + off] != 0
     reading.discharge_fet = frame[167 + off] != 0
     faults = sized(reading.faults, 0)
@@ -179,6 +179,25 @@ def decode(frame, reading, cells_max=32):
         if errors & bits:
             faults.append(name)
     return True
+
+
+def _u32(frame, i):
+    # the top byte is 0 for any real mV/mAh/cycle count, so this stays a small int
+    return frame[i] | (frame[i + 1] << 8) | (frame[i + 2] << 16) | (frame[i + 3] << 24)
+
+
+def _s32(frame, i):
+    # sign from the top byte: (hi - 256) << 24 keeps a small negative int instead of
+    # subtracting 2**32 from a value that would not fit one
+    hi = frame[i + 3]
+    if hi & 0x80:
+        hi -= 256
+    return (hi << 24) | (frame[i + 2] << 16) | (frame[i + 1] << 8) | frame[i]
+
+
+def _s16(frame, i):
+    v = frame[i] | (frame[i + 1] << 8)
+    return v - 0x10000 if v & 0x8000 else v
 
 
 def _enabled(frame, m, i, has_mask):
