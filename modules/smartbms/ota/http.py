@@ -6,7 +6,7 @@
 import asyncio
 
 from smartbms import clock, ota
-from smartbms.ota.image import ImageError
+from smartbms.ota.image import ImageError, digest_bytes
 from smartbms.ota.updater import Updater, UpdateError
 
 STALL_S = 30  # device seconds without a byte before an upload is abandoned
@@ -142,7 +142,11 @@ def install(app, ctx):
         except ValueError as e:
             return _err(422, str(e), "url")
         sha = body.get("sha256")
-        if not _is_sha256(sha):
+        try:
+            if not isinstance(sha, str):
+                raise ImageError("missing")
+            digest_bytes(sha)  # the same rule the image check applies to it later
+        except ImageError:
             return _err(422, "sha256 (64 hex digits) is required to pull an image", "sha256")
         if not ota.acquire():
             return _err(409, "another upload is in progress")
@@ -165,15 +169,6 @@ def install(app, ctx):
             ota.release()
 
     return app
-
-
-def _is_sha256(s):
-    if not isinstance(s, str) or len(s) != 64:
-        return False
-    for c in s:
-        if c not in "0123456789abcdefABCDEF":
-            return False
-    return True
 
 
 def parse_url(url):

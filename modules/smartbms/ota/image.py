@@ -123,7 +123,7 @@ class ImageChecker:
         self.slot_size = slot_size
         self.app_policy = app_policy
         self.in_slot = in_slot
-        self.expected = _digest_bytes(expected_sha256) if expected_sha256 is not None else None
+        self.expected = digest_bytes(expected_sha256) if expected_sha256 is not None else None
         self._img_hash = hashlib.sha256()
         want_body = not in_slot and (body_digest or self.expected is not None)
         self._body_hash = hashlib.sha256() if want_body else None
@@ -339,7 +339,8 @@ def _hex(b):
     return "".join("%02x" % x for x in b)
 
 
-def _digest_bytes(d):
+def digest_bytes(d):
+    """32 bytes from a SHA-256 given as bytes or 64 hex digits; ImageError otherwise."""
     if isinstance(d, (bytes, bytearray)):
         if len(d) != 32:
             raise ImageError("expected SHA-256 must be 32 bytes")
