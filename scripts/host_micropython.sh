@@ -46,6 +46,10 @@ fetch() {
     mv "$SRC.tmp" "$SRC"
 }
 
+# one build at a time in this tree (parallel `make` runs share build/)
+mkdir -p "$ROOT/build"
+exec 9>"$ROOT/build/.host-micropython.lock"
+flock 9
 fetch
 BITS=32
 FLAGS=(MICROPY_FORCE_32BIT=1 MPY_CROSS_FLAGS=-march=x86)  # native code (ota/_xor_native) for the host CPU
