@@ -32,8 +32,12 @@ SIM_DIR ?= build/sim
 SIM_BMS ?= jbd
 SIM_PASSWORD ?= smartbms
 export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD
+# The relay wiring the firmware is built for (the C start-up hook latches it; the settings
+# accept nothing else): `make firmware RELAY_GPIO=25 RELAY_ACTIVE_LOW=0`.
+RELAY_GPIO ?= 33
+RELAY_ACTIVE_LOW ?= 1
 
-.PHONY: all venv vendor host-micropython compile test test-mpy test-py check-board firmware-check \
+.PHONY: FORCE all venv vendor host-micropython compile test test-mpy test-py check-board firmware-check \
         sim bench firmware firmware-docker flash ota clean print-%
 
 all: test
@@ -56,15 +60,22 @@ build/vendor/.stamp: $(STAMP)
 	@mkdir -p build/testlib && cp build/vendor/microdot/test_client.py build/testlib/microdot_test_client.py
 	@touch $@
 
-vendor: build/vendor/.stamp build/gen/webassets.py
+vendor: build/vendor/.stamp build/gen/webassets.py build/gen/board_config.py
 
-$(MICROPYTHON): $(FROZEN_SRC) build/vendor/.stamp build/gen/webassets.py
+$(MICROPYTHON): $(FROZEN_SRC) build/vendor/.stamp build/gen/webassets.py build/gen/board_config.py
 	@scripts/host_micropython.sh $@
 
 host-micropython: $(MICROPYTHON)
 
+# The relay pin and polarity, one generated module for Python and the C hook (rewritten only
+# when RELAY_GPIO/RELAY_ACTIVE_LOW change, so the host interpreter is not rebuilt for nothing).
+build/gen/board_config.py: FORCE
+	@$(PYTHON) scripts/gen_board_config.py $@ --relay-gpio "$(RELAY_GPIO)" --relay-active-low "$(RELAY_ACTIVE_LOW)"
+
+FORCE:
+
 # The web UI, gzipped into a frozen module (see scripts/build_assets.py).
-build/gen/webassets.py: scripts/build_assets.py modules/smartbms/settings.py $(shell find web -type f 2>/dev/null)
+build/gen/webassets.py: scripts/build_assets.py modules/smartbms/settings.py build/gen/board_config.py $(shell find web -type f 2>/dev/null)
 	@$(PYTHON) scripts/build_assets.py web $@
 
 # Every frozen module must compile with the firmware's own mpy-cross.

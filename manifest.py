@@ -12,3 +12,5 @@ module("main.py", base_path="modules")
 package("microdot", files=("__init__.py", "microdot.py"), base_path="build/vendor")
 # The web UI, gzipped into bytes literals by scripts/build_assets.py (`make vendor`).
 module("webassets.py", base_path="build/gen")
+# The relay pin and polarity the C start-up hook latches (scripts/gen_board_config.py).
+module("board_config.py", base_path="build/gen")

@@ -23,11 +23,12 @@ TYPES = {
 
 
 def schema_json():
-    sys.path.insert(0, os.path.join(ROOT, "modules"))
+    # build/gen: the generated board_config (the compiled relay pin the schema offers)
+    sys.path[:0] = [os.path.join(ROOT, "modules"), os.path.join(ROOT, "build", "gen")]
     try:
         from smartbms import settings
     finally:
-        sys.path.pop(0)
+        del sys.path[:2]
     return json.dumps(settings.schema_public(), separators=(",", ":")).encode()
 
 

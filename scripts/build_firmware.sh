@@ -6,7 +6,9 @@
 #   scripts/build_firmware.sh --check    say whether a build is possible here, and why not
 #
 # Inputs: IDF_PATH (ESP-IDF, exported environment), MPY_DIR (a MicroPython tree at the pinned
-# tag; cloned into build/micropython when unset and the network allows), RELAY_ACTIVE_LOW.
+# tag; cloned into build/micropython when unset and the network allows), and
+# build/gen/board_config.py (the relay GPIO and polarity: `make firmware RELAY_GPIO=..
+# RELAY_ACTIVE_LOW=..` writes it; mpconfigboard.cmake reads it for the C start-up hook).
 # Outputs in dist/: smartbms-VERSION-esp32-4MB.bin (merged image, flash at 0x1000),
 # smartbms-VERSION-ota.bin (the app image to push over OTA), SHA256SUMS.
 set -euo pipefail
@@ -59,7 +61,6 @@ case "$MODE" in
         git clone --depth 1 --branch "$MPY_VERSION" https://github.com/micropython/micropython.git "$MPY_DIR"
     fi
     exec docker run --rm -u "$(id -u):$(id -g)" -e HOME=/tmp \
-        -e RELAY_ACTIVE_LOW="${RELAY_ACTIVE_LOW:-}" \
         -v "$ROOT:/project" -v "$(cd "$MPY_DIR" && pwd):/micropython" -w /project \
         "$IDF_IMAGE" bash -c "git config --global --add safe.directory '*' && MPY_DIR=/micropython scripts/build_firmware.sh"
     ;;
@@ -76,10 +77,12 @@ if [ -n "$problem" ]; then
     exit 2
 fi
 case "$ROOT" in *" "*) echo "make firmware: the project path must not contain spaces ($ROOT)" >&2; exit 2 ;; esac
-if [ ! -d "$ROOT/build/vendor/microdot" ]; then
-    echo "make firmware: build/vendor/microdot is missing; run 'make vendor' (make firmware does it)." >&2
-    exit 2
-fi
+for need in build/vendor/microdot build/gen/board_config.py; do
+    if [ ! -e "$ROOT/$need" ]; then
+        echo "make firmware: $need is missing; run 'make vendor' (make firmware does it)." >&2
+        exit 2
+    fi
+done
 
 MPY_DIR="${MPY_DIR:-$ROOT/build/micropython}"
 if [ ! -d "$MPY_DIR/ports/esp32" ]; then
@@ -93,13 +96,15 @@ if [ "$have_tag" != "$MPY_VERSION" ]; then
     exit 2
 fi
 
-export SMARTBMS_RELAY_ACTIVE_LOW="${RELAY_ACTIVE_LOW:-1}"
-echo "== building smartbms $VERSION: MicroPython $MPY_VERSION, ESP-IDF $IDF_VERSION, relay active-low=$SMARTBMS_RELAY_ACTIVE_LOW"
+RELAY="$(sed -n 's/^RELAY_GPIO = //p; s/^RELAY_ACTIVE_LOW = //p' "$ROOT/build/gen/board_config.py" | paste -sd/)"
+echo "== building smartbms $VERSION: MicroPython $MPY_VERSION, ESP-IDF $IDF_VERSION, relay GPIO/active-low $RELAY"
 make -C "$MPY_DIR/mpy-cross"
-# ESP-IDF reads the sdkconfig defaults (the version) and CMake the environment (the relay
-# polarity) only when a build directory is configured: one directory per version and
-# polarity, so a rebuild never reuses a stale app descriptor or relay level.
-BUILD="build-SMARTBMS-$VERSION-al$SMARTBMS_RELAY_ACTIVE_LOW"
+# ESP-IDF keeps an existing build directory's sdkconfig over the defaults files, so a reused
+# directory would silently ignore edits to sdkconfig.board, the version or the relay: one
+# directory per content of everything the configuration is made from.
+CONFIG_HASH="$(cat "$BOARD_DIR"/* "$ROOT/build/gen/board_config.py" "$ROOT/modules/smartbms/version.py" \
+    | sha256sum | cut -c1-12)"
+BUILD="build-SMARTBMS-$VERSION-$CONFIG_HASH"
 make -C "$MPY_DIR/ports/esp32" BOARD_DIR="$BOARD_DIR" BUILD="$BUILD" submodules
 # makeimg.py fails this step when the app does not fit its OTA slot.
 make -C "$MPY_DIR/ports/esp32" BOARD_DIR="$BOARD_DIR" BUILD="$BUILD"

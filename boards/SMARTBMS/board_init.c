@@ -4,6 +4,12 @@
 #include "py/mpconfig.h"
 #include "driver/gpio.h"
 
+// From build/gen/board_config.py through mpconfigboard.cmake: the same values the frozen
+// Python settings accept, so there is no default to drift from them.
+#if !defined(SMARTBMS_RELAY_GPIO) || !defined(SMARTBMS_RELAY_ACTIVE_LOW)
+#error "SMARTBMS_RELAY_GPIO/SMARTBMS_RELAY_ACTIVE_LOW come from build/gen/board_config.py (make vendor)"
+#endif
+
 void smartbms_board_startup(void) {
     // Latch the OFF level into the output register first, then enable the output driver,
     // so the pin goes from high-impedance straight to OFF with no glitch to ON.

@@ -3,15 +3,12 @@
 #define MICROPY_HW_BOARD_NAME "smartbms"
 #define MICROPY_HW_MCU_NAME "ESP32"
 
-// Charger relay. The seed hardware is an active-low relay module: the relay pulls in
-// when GPIO33 is low. For an active-high module build with
-//   make firmware RELAY_ACTIVE_LOW=0
-// (mpconfigboard.cmake turns it into a compile definition) and set
-// "relay_active_low": false in the settings, so C start-up and Python agree on OFF.
-#define SMARTBMS_RELAY_GPIO (33)
-#ifndef SMARTBMS_RELAY_ACTIVE_LOW
-#define SMARTBMS_RELAY_ACTIVE_LOW (1)
-#endif
+// Charger relay. The seed hardware is an active-low relay module on GPIO33 (the relay pulls
+// in when the pin is low). Other wiring: `make firmware RELAY_GPIO=N RELAY_ACTIVE_LOW=0|1`.
+// Both values come from build/gen/board_config.py (mpconfigboard.cmake turns them into
+// compile definitions), the module frozen for Python too: the settings accept only them, so
+// C start-up and Python always agree on the pin and on OFF. No default here on purpose
+// (board_init.c refuses to build without them).
 #define SMARTBMS_RELAY_OFF_LEVEL (SMARTBMS_RELAY_ACTIVE_LOW ? 1 : 0)
 
 // Runs before the MicroPython task starts: the earliest point to make the relay safe.

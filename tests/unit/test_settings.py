@@ -5,6 +5,7 @@ import os
 import random
 
 from testutil import IS_MICROPYTHON, raises, skip
+from smartbms import pins
 from smartbms import settings as S
 from smartbms.settings import Settings, SettingsError
 
@@ -62,7 +63,7 @@ BAD = {
     "bms_protocol": ["", "JBD", "jk02", "auto ", 1, None, True],
     "bms_mac": ["AA:BB:CC:DD:EE", "AA:BB:CC:DD:EE:FF:00", "AA-BB-CC-DD-EE-FF", "GG:BB:CC:DD:EE:FF",
                 "AABBCCDDEEFF", "AA:BB:CC:DD:EE:F", 12, None],
-    "bms_name": ["x" * 33, "a\nb", "tab\there", 5, None],
+    "bms_name": ["x" * 33, "a\nb", "tab\there", "\ud800", "a\udfffb", "nul\x00", "c1\x85", "del\x7f", 5, None],
     "bms_mode": ["keep", "", "Persistent", 0, False],
     "poll_interval_s": [1, 301, 0, -5, 5.0, "5", True, None],
     "max_soc": [49, 101, 95.5, "95", True, None],
@@ -78,10 +79,12 @@ BAD = {
     "stale_s": [9, 601, 30.0, "30", True],
     "full_every_days": [-1, 91, 1.5, "7", True],
     "min_switch_s": [-1, 3601, 60.0, "60", True],
-    "relay_pin": [6, 7, 8, 9, 10, 11, 34, 35, 36, 37, 38, 39, 40, 20, 24, 1, 3, -1, -2, 33.0, "33", True],
-    "relay_active_low": [1, 0, "true", None],
-    "led_pin": [6, 11, 34, 39, 40, -2, 2.0, "2", True],
-    "wifi_ssid": ["x" * 33, "\u00e9" * 17, "a\x00b", 1, None],
+    # only the pin and polarity the C start-up hook latches (smartbms.pins, generated at build)
+    "relay_pin": [p for p in range(-2, 41) if p != pins.RELAY_GPIO] + [float(pins.RELAY_GPIO), "33", True],
+    "relay_active_low": [not pins.RELAY_ACTIVE_LOW, 1, 0, "true", None],
+    # the BOOT button, the console, strapping pin 12, flash/PSRAM, input-only, missing
+    "led_pin": [0, 1, 3, 12, 6, 11, 16, 17, 20, 34, 39, 40, -2, 2.0, "2", True],
+    "wifi_ssid": ["x" * 33, "\u00e9" * 17, "a\x00b", "\udc80", 1, None],
     "wifi_password": ["short", "x" * 7, "x" * 64, "caf\u00e9caf\u00e9", "tab\tpassword", 12345678, None],
     "hostname": ["", "x" * 33, "Smartbms", "smart_bms", "smart.bms", "-smartbms", "smartbms-", "sm bms",
                  5, None],
@@ -107,9 +110,9 @@ GOOD = {
     "stale_s": [{"stale_s": 10}, {"stale_s": 600}],
     "full_every_days": [{"full_every_days": 0}, {"full_every_days": 90}],
     "min_switch_s": [{"min_switch_s": 0}, {"min_switch_s": 3600}],
-    "relay_pin": [{"relay_pin": p} for p in (0, 4, 5, 12, 19, 21, 23, 25, 27, 32, 33)],
-    "relay_active_low": [{"relay_active_low": False}, {"relay_active_low": True}],
-    "led_pin": [{"led_pin": -1}, {"led_pin": 2}, {"led_pin": 32}],
+    "relay_pin": [{"relay_pin": pins.RELAY_GPIO}],
+    "relay_active_low": [{"relay_active_low": pins.RELAY_ACTIVE_LOW}],
+    "led_pin": [{"led_pin": p} for p in (-1, 2, 4, 5, 14, 15, 32) if p != pins.RELAY_GPIO],
     "wifi_ssid": [{"wifi_ssid": ""}, {"wifi_ssid": "x" * 32}, {"wifi_ssid": "Caf\u00e9 \u00e9"}],
     "wifi_password": [{"wifi_password": ""}, {"wifi_password": "x" * 8}, {"wifi_password": "~" * 63}],
     "hostname": [{"hostname": "a"}, {"hostname": "x" * 32}, {"hostname": "bms-2"}, {"hostname": "0"}],
@@ -250,10 +253,48 @@ def test_cross_field_rules():
     _assert_rejected(s, {"stale_s": 11, "poll_interval_s": 6}, "stale_s")
     s.update({"poll_interval_s": 15})  # 30 == 2 * 15 is fine
     # the relay and the LED cannot share a GPIO
-    _assert_rejected(s, {"led_pin": 33}, "led_pin")
+    _assert_rejected(s, {"led_pin": pins.RELAY_GPIO}, "led_pin")
     _assert_rejected(s, {"relay_pin": 2}, "relay_pin")
-    s.update({"relay_pin": 2, "led_pin": -1})
-    assert s["relay_pin"] == 2
+
+
+def test_every_text_setting_refuses_what_utf8_cannot_encode():
+    # a lone surrogate would be stored, then answered as invalid UTF-8 by every JSON route
+    s, _ = _fresh("utf8")
+    before = _read(s.path)
+    for e in S.SCHEMA:
+        if e[1] != "str" or e[6] & S.INTERNAL:
+            continue
+        for bad in ("\ud800", "abc\udfff", "x\x00y", "x\x1by"):
+            err = raises(SettingsError, s.update, {e[0]: bad})
+            assert err.field == e[0], (e[0], repr(bad))
+    assert _read(s.path) == before
+    # what is accepted encodes: every saved document is valid UTF-8
+    s.update({"bms_name": "Akku \u00e9\u4e2d", "wifi_ssid": "caf\u00e9"})
+    _read(s.path).decode("utf-8")
+
+
+def test_stored_unsafe_pins_fall_back_without_losing_the_document():
+    d = _tmpdir("pins")
+    path = d + "/settings.json"
+    _write(path, json.dumps({"version": S.VERSION, "max_soc": 90, "relay_pin": 0, "led_pin": 12,
+                             "relay_active_low": not pins.RELAY_ACTIVE_LOW}))
+    log = _Log()
+    s = Settings(path, log=log)
+    assert s.load() == "main"
+    assert s["max_soc"] == 90  # the rest of the document is kept
+    assert s["relay_pin"] == pins.RELAY_GPIO and s["relay_active_low"] is pins.RELAY_ACTIVE_LOW
+    assert s["led_pin"] == 2
+    assert "relay_pin 0 ignored" in log.text() and "led_pin 12 ignored" in log.text()
+
+
+def test_pin_lists_follow_the_chip():
+    flash_psram = (6, 7, 8, 9, 10, 11, 16, 17)
+    for p in pins.RELAY_GPIOS:
+        assert p not in flash_psram and p < 34 and p not in (0, 1, 2, 3, 5, 12, 14, 15), p
+    for p in pins.LED_GPIOS:
+        assert p not in flash_psram and p < 34 and p not in (0, 1, 3, 12), p
+    assert pins.RELAY_GPIO in pins.RELAY_GPIOS and pins.BUTTON_GPIO not in pins.LED_GPIOS
+    assert pins.relay_problem(pins.RELAY_GPIO) is None and "not safe" in pins.relay_problem(0)
 
 
 def test_rule_messages_name_the_rule():
@@ -318,8 +359,10 @@ def test_schema_public_lists_ranges_choices_and_rules():
     assert f["poll_interval_s"]["min"] == 2 and f["poll_interval_s"]["max"] == 300
     assert f["poll_interval_s"]["type"] == "int" and f["cell_max_v"]["type"] == "float"
     assert f["bms_protocol"]["choices"] == ["auto", "jbd", "jk02_24s", "jk02_32s", "daly"]
-    assert 33 in f["relay_pin"]["choices"] and -1 not in f["relay_pin"]["choices"]
+    assert f["relay_pin"]["choices"] == [pins.RELAY_GPIO]
+    assert f["relay_active_low"]["choices"] == [pins.RELAY_ACTIVE_LOW]
     assert -1 in f["led_pin"]["choices"] and 34 not in f["led_pin"]["choices"]
+    assert 0 not in f["led_pin"]["choices"] and 12 not in f["led_pin"]["choices"]
     assert f["hostname"]["max_len"] == 32 and "pattern" in f["bms_mac"]
     assert f["relay_active_low"]["type"] == "bool" and f["relay_active_low"]["default"] is True
     assert len(sch["rules"]) == len(S.RULES)
@@ -416,7 +459,9 @@ def test_v0_file_is_migrated_persisted_and_backed_up():
     assert s["bms_protocol"] == "jk02_24s" and s["bms_mac"] == "A4:C1:38:0B:1E:FF"
     assert s["bms_name"] == "shed" and s["max_soc"] == 95 and s["min_soc"] == 75
     assert s["cell_max_v"] == 3.55 and s["charge_timeout_h"] == 4.0 and s["poll_interval_s"] == 10
-    assert s["relay_pin"] == 25 and s["relay_active_low"] is False
+    # v0's relay wiring is not this build's: the compiled pin and polarity win, and the log says so
+    assert s["relay_pin"] == pins.RELAY_GPIO and s["relay_active_low"] is pins.RELAY_ACTIVE_LOW
+    assert "relay_pin 25 ignored" in log.text() and "relay_active_low False ignored" in log.text()
     assert s["wifi_ssid"] == "home" and s.secret("wifi_password") == "correcthorse"
     assert s["hostname"] == "smartbms"  # not in v0: default
     doc = json.loads(_read(path))
