@@ -23,7 +23,7 @@ STAMP := $(VENV)/.pins-installed
 # helpers that tests import (sim/, tests/unit adds itself).
 MPYPATH := .frozen:$(CURDIR)/sim:$(CURDIR)/build/testlib
 FROZEN_SRC := manifest.py sim/unix_variant/manifest.py versions.mk scripts/host_micropython.sh \
-	$(shell find modules sim/shims -name '*.py' 2>/dev/null)
+	sim/sim_main.py sim/sim_boot.py $(shell find modules sim/shims -name '*.py' 2>/dev/null)
 MPY_TESTS ?= tests/unit
 
 SIM_SPEED ?= 60

@@ -1,18 +1,27 @@
 #!/usr/bin/env python3
-"""Run the smartbms firmware on the MicroPython unix port against a simulated battery.
+"""Run the smartbms firmware on the MicroPython unix port against a simulated world.
 
     make sim                      (or: python3 scripts/run_sim.py [--once])
 
+Two processes, as on the bench: this one is the world (sim/world/: the battery, the charger
+behind the relay, the BMS on the air, the BOOT button, the WiFi networks), and it starts the
+device, the host interpreter (build/host/micropython: MicroPython v1.28.0, 32-bit, with the
+firmware frozen) running `-m sim_main` with SIM_HEAP of heap and nothing else in it.
+
 Environment: SIM_SPEED (device clock speed-up, default 60), SIM_PORT (8080), SIM_DIR
-(build/sim, the device's persistent state), SIM_BMS (jbd | jk02_32s | daly), SIM_PASSWORD
-(smartbms, the admin password the simulated owner chose), SIM_HEAP (MicroPython heap, 512k),
-SIM_SOURCE=1 (run the .py sources instead of precompiled .mpy; needs a bigger SIM_HEAP), SIM_WIFI (the simulated WiFi networks, "simnet"), SIM_ONCE=1 (same as --once).
+(build/sim, the device's persistent state), SIM_BMS (jbd | jk02_24s | jk02_32s | daly),
+SIM_PASSWORD (smartbms, the admin password the simulated owner chose), SIM_HEAP (the device's
+MicroPython heap, the board's by default), SIM_SOC (55, the battery's SOC at start), SIM_WIFI
+(the simulated WiFi networks, "simnet"), SIM_WORLD_PORT (the world's control port, free by
+default), SIM_ONCE=1 (same as --once). SIM_BUTTON_AT_BOOT=1 holds BOOT (GPIO0) at power-on:
+the chip then starts its ROM download mode and the firmware does not run.
 
 The supervisor plays the part of the chip's reset circuit: when the firmware resets itself
 (exit code 75, machine.RESET_EXIT) or the simulated watchdog kills it (SIGKILL), it starts
 it again, as the device reboots. Any other exit ends the simulation with that code. Ctrl-C
 or SIGTERM stops the firmware and exits 0. Each time the web server answers it prints
-"smartbms sim ready: http://127.0.0.1:PORT".
+"smartbms sim ready: http://127.0.0.1:PORT" and the world's control address as
+"smartbms sim world: 127.0.0.1:PORT" (JSON lines, see sim/world/world.py).
 """
 import os
 import signal
@@ -33,59 +42,8 @@ def _env(name, default):
     return v if v else default
 
 
-SOURCES = ("modules", "build/gen", "sim/shims", "sim", "build/vendor")
-MPY_DIR = os.path.join(ROOT, "build", "sim-mpy")
-
-
-def micropypath(compiled=True):
-    if compiled:
-        return ":".join([".frozen"] + [os.path.join(MPY_DIR, str(i)) for i in range(len(SOURCES))])
-    return ":".join([".frozen"] + [os.path.join(ROOT, p) for p in SOURCES])
-
-
-def _march():
-    # native-code modules (@micropython.native) need the host's architecture
-    import platform
-
-    m = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "aarch64": "arm64"}.get(platform.machine().lower())
-    return ["-march=" + m] if m else []
-
-
-def compile_tree(mpy_cross):
-    """Precompile everything the sim imports to .mpy (build/sim-mpy), as the firmware freezes
-    its modules: compiling sources at import time would cost the small heap ~200 KB.
-    Only files newer than their .mpy are compiled again; stale .mpy files are removed."""
-    for i, top in enumerate(SOURCES):
-        src_top = os.path.join(ROOT, top)
-        out_top = os.path.join(MPY_DIR, str(i))
-        wanted = set()
-        for root, dirs, files in os.walk(src_top):
-            dirs[:] = [d for d in dirs if d not in ("__pycache__", "scenarios")]
-            for name in files:
-                if not name.endswith(".py") or (top == "sim" and name == "sim_main.py"):
-                    continue
-                src = os.path.join(root, name)
-                rel = os.path.relpath(src, src_top)
-                out = os.path.join(out_top, rel[:-3] + ".mpy")
-                wanted.add(out)
-                if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
-                    continue
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                # write aside, then rename: sims started in parallel never load a half-written file
-                tmp = "%s.%d.tmp" % (out, os.getpid())
-                r = subprocess.run([mpy_cross] + _march() + ["-s", os.path.join(top, rel), "-o", tmp, src],
-                                   capture_output=True, text=True)
-                if r.returncode:
-                    sys.exit("run_sim: %s does not compile:\n%s" % (src, r.stderr or r.stdout))
-                os.replace(tmp, out)
-        for root, dirs, files in os.walk(out_top):
-            for name in files:
-                p = os.path.join(root, name)
-                if p not in wanted and not name.endswith(".tmp"):
-                    try:
-                        os.remove(p)
-                    except OSError:
-                        pass  # another sim removed it first
+WORLD = "smartbms sim world: "
+DEFAULT_HEAP = "96k"  # the board's GC heap (boards/SMARTBMS/mpconfigboard.h)
 
 
 def _check_vendor():
@@ -95,7 +53,7 @@ def _check_vendor():
         sys.exit("run_sim: %s missing: run `make sim` (it builds them) or `make vendor`" % ", ".join(missing))
 
 
-def prepare_dir(sim_dir, password, wifi_ssid):
+def prepare_dir(sim_dir, password, wifi_ssid, bms_protocol, bms_mac):
     """Create SIM_DIR and, on first run, the simulated flash and the owner's provisioning."""
     os.makedirs(sim_dir, exist_ok=True)
     flash = os.path.join(sim_dir, "flash.bin")
@@ -115,7 +73,7 @@ def prepare_dir(sim_dir, password, wifi_ssid):
     if first:
         # The firmware applies this on its next boot and deletes it (sim/sim_main.py).
         with open(os.path.join(sim_dir, "provision.txt"), "w") as f:
-            f.write("wifi_ssid=%s\n" % wifi_ssid)
+            f.write("wifi_ssid=%s\nbms_protocol=%s\nbms_mac=%s\n" % (wifi_ssid, bms_protocol, bms_mac))
             if password:
                 f.write("password=%s\n" % password)
         with open(first_pw, "w") as f:  # what to tell the user on later runs of this state
@@ -155,23 +113,23 @@ class Supervisor:
         self.bms = _env("SIM_BMS", "jbd")
         # SIM_NO_PASSWORD=1: a device fresh from the factory, whose owner has not set one yet
         self.password = None if os.environ.get("SIM_NO_PASSWORD") == "1" else _env("SIM_PASSWORD", "smartbms")
-        self.heap = _env("SIM_HEAP", "512k")
-        self.micropython = _env("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
-        self.mpy_cross = _env("MPY_CROSS", os.path.join(ROOT, ".venv", "bin", "mpy-cross"))
-        self.compiled = os.environ.get("SIM_SOURCE") != "1"
+        self.heap = _env("SIM_HEAP", DEFAULT_HEAP)
+        self.micropython = _env("MICROPYTHON", os.path.join(ROOT, "build", "host", "micropython"))
+        self.world = None
         self.child = None
         self.stopping = False
         self.restarts = 0
 
     def child_env(self):
         env = dict(os.environ)
-        env.update(SIM_SPEED=self.speed, SIM_PORT=str(self.port), SIM_DIR=self.sim_dir, SIM_BMS=self.bms)
-        env["MICROPYPATH"] = micropypath(self.compiled)
+        env.update(SIM_SPEED=self.speed, SIM_PORT=str(self.port), SIM_DIR=self.sim_dir, SIM_BMS=self.bms,
+                   SIM_WORLD=self.world.address())
+        env["MICROPYPATH"] = ".frozen"  # the device runs only what its image holds
         env.pop("SIM_PASSWORD", None)  # the device only knows the provisioned hash
         return env
 
     def start_child(self):
-        cmd = [self.micropython, "-X", "heapsize=" + self.heap, os.path.join(ROOT, "sim", "sim_main.py")]
+        cmd = [self.micropython, "-X", "heapsize=" + self.heap, "-m", "sim_main"]
         self.child = subprocess.Popen(cmd, env=self.child_env(), cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, bufsize=0)
         threading.Thread(target=self._pump, args=(self.child,), daemon=True).start()
@@ -209,14 +167,32 @@ class Supervisor:
         except OSError:
             pass
 
+    def start_world(self):
+        for sub in ("sim", "modules"):
+            p = os.path.join(ROOT, sub)
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        from battery import Battery
+        from world.bms_peer import MACS
+        from world.host import WorldHost
+
+        if self.bms not in MACS:
+            sys.exit("run_sim: SIM_BMS must be one of %s, not %r" % (", ".join(sorted(MACS)), self.bms))
+        battery = Battery(capacity_ah=100.0, cells=4, soc=float(_env("SIM_SOC", "55")), charger_a=20.0, load_a=3.0)
+        self.world = WorldHost(port=int(_env("SIM_WORLD_PORT", "0")), speed=int(self.speed), battery=battery,
+                               bms=self.bms, networks=_env("SIM_WIFI", "simnet")).start()
+        if os.environ.get("SIM_BUTTON_AT_BOOT") == "1":
+            self.world.control({"op": "button", "level": 0})
+        return MACS[self.bms]
+
     def run(self):
         _check_vendor()
         if not os.path.exists(self.micropython):
             sys.exit("run_sim: %s not found: run `make sim`" % self.micropython)
-        if self.compiled:
-            compile_tree(self.mpy_cross)
-        first, password = prepare_dir(self.sim_dir, self.password, "simnet")
-        print("smartbms sim: BMS %s, speed x%s, state in %s" % (self.bms, self.speed, self.sim_dir))
+        bms_mac = self.start_world()
+        first, password = prepare_dir(self.sim_dir, self.password, "simnet", self.bms, bms_mac)
+        print("smartbms sim: BMS %s, speed x%s, device heap %s, state in %s" % (self.bms, self.speed, self.heap, self.sim_dir))
+        print(WORLD + self.world.address(), flush=True)
         if password:
             print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s%s  (Ctrl-C stops)"
                   % (self.port, password, "" if first else " (set on this state's first run, unless changed "

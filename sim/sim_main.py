@@ -1,19 +1,22 @@
-# The unix-port entry of `make sim` (started by scripts/run_sim.py; host only, never frozen).
+# The device process of `make sim`: the firmware's boot on the unix port, started by
+# scripts/run_sim.py as `micropython -m sim_main` (frozen into the host interpreter, like the
+# firmware, so its code costs no heap). It holds only the device: the battery, charger,
+# BMS, radio, button and WiFi are the world's (sim/world/, in the supervisor's process),
+# reached through the hardware shims over SIM_WORLD.
 #
 #   SIM_DIR     the device's persistent state (flash.bin, its littlefs "vfs" partition or,
 #               without flash.bin, the plain directory SIM_DIR/fs; RTC memory; reset cause)
 #   SIM_SPEED   device clock speed-up (smartbms.clock.set_speed)
 #   SIM_PORT    the web server's port (127.0.0.1)
-#   SIM_BMS     jbd | jk02_24s | jk02_32s | daly: the simulated BMS's protocol
-#   SIM_SOC     the battery's SOC on a fresh SIM_DIR (default 55 %)
-#   SIM_BUTTON_AT_BOOT=1  hold the BOOT button (GPIO0) at power-on: setup mode
-#   SIM_STATUS_S  print a one-line battery/charger summary this often (device s, default 600)
+#   SIM_BMS     the BMS's protocol, for the provisioning of a fresh SIM_DIR
+#   SIM_WORLD   host:port of the world
+#   SIM_STATUS_S  print a one-line summary of the device's view this often (device s, default 600)
 #   SIM_HEAP_REPORT_S  print "sim heap: t=<device s> alloc=<bytes> free=<bytes>" this often
 #               (device seconds, after a gc.collect()); used by bench/bench_heap.py
 #
-# Order: bootloader (sim_boot over flash.bin) -> mount the vfs partition -> first-boot
-# provisioning (provision.txt from run_sim) -> the simulated world (battery, charger wired to
-# the relay pin, BMS peripheral) -> the firmware's own smartbms.app.
+# Order: the chip's strapping check (GPIO0 held low at reset: ROM download mode, the
+# firmware never runs) -> bootloader (sim_boot over flash.bin) -> mount the vfs partition ->
+# first-boot provisioning (provision.txt from run_sim) -> the firmware's own smartbms.app.
 import gc
 import os
 import sys
@@ -87,12 +90,10 @@ def provision():
     from smartbms.auth import Auth
     from smartbms.settings import Settings
 
-    import sim_bms
-
     s = Settings()
     s.load()
-    s.update({"wifi_ssid": values.get("wifi_ssid", "simnet"), "bms_protocol": BMS,
-              "bms_mac": sim_bms.MACS.get(BMS, "")})
+    s.update({"wifi_ssid": values.get("wifi_ssid", "simnet"), "bms_protocol": values.get("bms_protocol", BMS),
+              "bms_mac": values.get("bms_mac", "")})
     if values.get("password"):  # none: the owner sets it on the first-time setup page
         Auth(s).set_password(values["password"])
     os.remove(path)
@@ -106,57 +107,54 @@ def heap_line():
     return "sim heap: t=%d alloc=%d free=%d" % (clock.now(), gc.mem_alloc(), gc.mem_free())
 
 
-async def world(app, battery, bms):
-    """Step the battery in device time; the charger follows the relay contact."""
-    import machine
-
+async def report(app):
+    """What the device sees, now and then: its controller and the BMS's last reading."""
     report_s = int(env("SIM_HEAP_REPORT_S", "0"))
     next_report = clock.now() + report_s
     status_s = int(env("SIM_STATUS_S", "600"))
     next_status = clock.now() + 30
-    last = clock.now_ms()
     while True:
         await clock.sleep_ms(1000)
-        t = clock.now_ms()
-        pin = machine.pin(app.settings["relay_pin"]).value()
-        charger_on = (pin == 0) if app.settings["relay_active_low"] else (pin == 1)
-        battery.step((t - last) / 1000, charger_on)
-        last = t
-        if status_s and clock.now() >= next_status:
+        now = clock.now()
+        if status_s and now >= next_status:
             next_status += status_s
             c = app.controller
-            print("sim: t=%dh%02dm SOC %.1f %% %.2f V %+.1f A, charger %s, state %s: %s" % (
-                clock.now() // 3600, clock.now() // 60 % 60, battery.soc(), battery.reading().voltage,
-                battery.current, "on" if charger_on else "off", c.state, c.reason))
-        if report_s and clock.now() >= next_report:
+            r = app.link.latest
+            soc = "SOC %.1f %%" % r.soc if r is not None and r.soc is not None else "no reading"
+            print("sim: t=%dh%02dm %s, relay %s, state %s: %s" % (
+                now // 3600, now // 60 % 60, soc, "on" if c.relay else "off", c.state, c.reason))
+        if report_s and now >= next_report:
             next_report += report_s
             print(heap_line())
 
 
+def rom_download_mode():
+    """GPIO0 low at reset: the ESP32's ROM waits for a serial download; nothing else runs."""
+    print("rst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))")
+    print("waiting for download")
+    import time
+
+    while True:
+        time.sleep(3600)
+
+
 async def run():
     from smartbms import app as app_mod
-    from smartbms import board
 
-    import machine
-    from battery import Battery
-    from sim_bms import SimBMS
-
-    battery = Battery(capacity_ah=100.0, cells=4, soc=float(env("SIM_SOC", "55")), charger_a=20.0, load_a=3.0)
-    bms = SimBMS(battery, BMS)
-    log("simulated %s BMS %s, battery %.0f %% SOC" % (BMS, bms.mac, battery.soc()))
-    if env("SIM_BUTTON_AT_BOOT", "0") == "1":
-        machine.pin(board.BUTTON_PIN).sim_drive(0)  # BOOT held while powering up
-        log("BOOT button held at power-on")
-    app = app_mod.App(setup_mode=board.button_held_at_boot(), port=PORT, host="127.0.0.1")
-    machine.pin(board.BUTTON_PIN).sim_drive(None)  # released once the firmware has seen it
+    app = app_mod.App(port=PORT, host="127.0.0.1")
     app.start()
-    asyncio.create_task(world(app, battery, bms))
+    asyncio.create_task(report(app))
     print("sim: firmware running (%s)" % heap_line())
     while True:
         await asyncio.sleep_ms(60000)
 
 
 def main():
+    import worldlink
+
+    link = worldlink.get()
+    if link is not None and link.inputs.get(0) == 0:
+        rom_download_mode()
     clock.set_speed(SPEED)
     paths.ROOT = mount_storage()
     log("state in %s, clock x%d, web port %d" % (paths.ROOT, SPEED, PORT))

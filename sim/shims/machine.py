@@ -1,9 +1,11 @@
 # Host-only stand-in for MicroPython's `machine` on the ESP32 (never frozen). It shadows the
 # unix port's built-in `machine`, which has no Pin.
 #
-# Pin keeps a host-side registry so the simulator can read outputs (the relay) and drive
-# inputs (the BOOT button):  machine.pin(33).value()  /  machine.pin(0).sim_drive(0)
+# Pin keeps a host-side registry so tests can read outputs (the relay) and drive inputs (the
+# BOOT button) in-process:  machine.pin(33).value()  /  machine.pin(0).sim_drive(0)
 #   on_change(pin_id, fn): fn(level) whenever an output's level changes.
+# With a world (SIM_WORLD, see worldlink.py), every output level also goes to the world
+# (the relay module there drives the charger) and the world drives the inputs (the button).
 # WDT(timeout=ms): a watchdog thread kills the process (SIGKILL) when feed() stops arriving.
 #   The timeout is scaled by the device clock speed (smartbms.clock.speed()), as the
 #   firmware feeds it on device time, but never below WDT_MIN_REAL_MS of real time so host
@@ -12,6 +14,11 @@
 #   which the supervisor (scripts/run_sim.py) turns into a restart, as the chip reboots.
 # RTC().memory() survives such a restart: it is kept in SIM_DIR/rtc_memory.bin.
 import os
+
+try:
+    import worldlink
+except ImportError:  # pragma: no cover
+    worldlink = None
 
 try:
     import _thread
@@ -77,6 +84,7 @@ class Pin:
             p._external = None  # what the outside world drives (inputs)
             p._irq = None
             _pins[id] = p
+            _world()
         return p
 
     def __init__(self, id, mode=-1, pull=-1, value=None):
@@ -104,6 +112,7 @@ class Pin:
         old = self._level
         self._level = v
         if old != v:
+            _to_world(self.id, v)
             for fn in _listeners.get(self.id, ()):
                 fn(v)
 
@@ -136,6 +145,26 @@ class Pin:
 def pin(id):
     """The Pin object for `id` (host side), creating it if the firmware has not yet."""
     return Pin(id)
+
+
+def _world():
+    link = worldlink.get() if worldlink is not None else None
+    if link is not None and worldlink.EV_PIN not in link.handlers:
+        link.handlers[worldlink.EV_PIN] = _from_world
+        for p, level in link.inputs.items():  # what the world held before we listened
+            _from_world(bytes((p, 0xFF if level is None else level)))
+    return link
+
+
+def _to_world(pin_id, level):
+    link = _world()
+    if link is not None and isinstance(pin_id, int) and 0 <= pin_id < 0xFF:
+        link.call(0x10, bytes((pin_id, level)))
+
+
+def _from_world(data):
+    """The world drives an input (0xFF: released)."""
+    Pin(data[0]).sim_drive(None if data[1] == 0xFF else data[1])
 
 
 def on_change(pin_id, fn):

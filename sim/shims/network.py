@@ -5,8 +5,14 @@
 # (or to an open one) completes after CONNECT_DELAY_MS of device time (smartbms.clock); anything else ends in
 # STAT_NO_AP_FOUND / STAT_WRONG_PASSWORD. The address is always 127.0.0.1, so the web
 # server the firmware binds is reachable from the host. Host side: set_networks(),
-# drop() (the AP vanishes: the station disconnects), reset().
+# drop() (the AP vanishes: the station disconnects), reset(); with a world (worldlink),
+# the world's "wifi" control does the same from outside the device.
 import os
+
+try:
+    import worldlink
+except ImportError:  # pragma: no cover
+    worldlink = None
 
 try:
     from time import ticks_diff, ticks_ms
@@ -70,7 +76,18 @@ def networks():
     global _networks
     if _networks is None:
         _networks = _parse(os.getenv("SIM_WIFI") or "simnet")
+        link = worldlink.get() if worldlink is not None else None
+        if link is not None:
+            link.handlers[worldlink.EV_WIFI] = _from_world
     return _networks
+
+
+def _from_world(data):
+    text = bytes(data[1:]).decode()
+    if data[0] == 1:
+        set_networks(text)
+    elif data[0] == 2:
+        drop(text)
 
 
 def set_networks(spec):

@@ -7,3 +7,9 @@ include("$(MPY_DIR)/extmod/asyncio")
 include("../../manifest.py")
 for _shim in ("bluetooth.py", "machine.py", "network.py", "esp32.py"):
     module(_shim, base_path="../shims")
+# The device process's own boot (sim_main: strapping check, bootloader, mount, provisioning)
+# and the link to the simulated world.
+for _mod in ("worldlink.py",):
+    module(_mod, base_path="../shims")
+for _mod in ("sim_main.py", "sim_boot.py"):
+    module(_mod, base_path="..")
