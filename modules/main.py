@@ -1,15 +1,28 @@
-# Frozen entry point. The BOOT button (GPIO0) held at power-on starts setup mode.
+# Frozen entry point. Setup mode: hold BOOT (GPIO0) for 3 s any time after start (board.py);
+# held at power-on it starts the chip's ROM download mode instead, and this never runs.
 import asyncio
 
-from smartbms import app, board
+from smartbms import overrides
 
+overrides.install()  # modules `make deploy` put on the filesystem, before anything imports them
+
+from smartbms import app  # noqa: E402
+
+# Ctrl-C on the serial console (`make console`, mpremote before every deploy/run) stops the
+# firmware into the REPL, relay off. The watchdog is already running and cannot be stopped:
+# it gets CONSOLE_WDT_MS, so a forgotten session ends in a reset back into the firmware.
+CONSOLE_WDT_MS = 30 * 60 * 1000
+console = False
 try:
-    asyncio.run(app.main(setup_mode=board.button_held_at_boot()))
+    asyncio.run(app.main())
+except KeyboardInterrupt:
+    console = True
 finally:
-    # Only reached on an error the app could not handle itself: make sure the charger is off
-    # and restart, as a device that is not watched must.
+    # Only reached on an error the app could not handle itself or on Ctrl-C: make sure the
+    # charger is off, then restart, as a device that is not watched must.
     import machine
 
+    off = False
     try:
         from smartbms.settings import Settings
 
@@ -17,5 +30,10 @@ finally:
         s.load()
         active_low = s["relay_active_low"]
         machine.Pin(s["relay_pin"], machine.Pin.OUT, value=1 if active_low else 0)
+        off = True
     finally:
-        machine.reset()
+        if not (console and off):
+            machine.reset()
+    machine.WDT(timeout=CONSOLE_WDT_MS)
+    print("smartbms stopped from the console, relay off; machine.reset() restarts it "
+          "(the watchdog does in %d min)" % (CONSOLE_WDT_MS // 60000))
