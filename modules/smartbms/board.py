@@ -1,9 +1,13 @@
 # The board's own I/O: the status LED and the BOOT button (GPIO0, pulled up, low = pressed).
-# BOOT held at power-on or pressed for LONG_PRESS_MS (device time) -> setup mode.
-# LED patterns are in real milliseconds (a person reads them), as (on, off, on, off, ...):
-import asyncio
+# BOOT pressed for LONG_PRESS_MS any time after start -> setup mode. Not at power-on: GPIO0
+# is a strapping pin, and held low at reset it starts the chip's ROM download mode, so the
+# firmware never runs. The press and the LED patterns are timed in real milliseconds (a
+# person presses and reads them; the simulator's fast device clock must not shorten them).
+# LED patterns as (on, off, on, off, ...):
+import time
 
 from smartbms import clock
+from smartbms.pins import BUTTON_GPIO
 
 PATTERNS = {
     "setup": (100, 100),  # fast blink: access point + setup page
@@ -21,20 +25,15 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-BUTTON_PIN = const(0)
-LONG_PRESS_MS = const(3000)
+BUTTON_PIN = BUTTON_GPIO
+LONG_PRESS_MS = const(3000)  # real time
 POLL_MS = const(50)  # real time
 
-
-def button_held_at_boot(machine=None, samples=5):
-    """True when GPIO0 reads low on every one of `samples` reads (debounced)."""
-    if machine is None:
-        import machine
-    pin = machine.Pin(BUTTON_PIN, machine.Pin.IN, machine.Pin.PULL_UP)
-    for _ in range(samples):
-        if pin.value():
-            return False
-    return True
+try:
+    _ticks_diff = time.ticks_diff  # wrap-safe on MicroPython
+except AttributeError:  # CPython
+    def _ticks_diff(a, b):
+        return a - b
 
 
 def pattern_for(app):
@@ -69,12 +68,13 @@ class Board:
         self.led = self._m.Pin(pin, self._m.Pin.OUT, value=0) if pin is not None and pin >= 0 else None
 
     def poll_button(self, now_ms):
-        """Debounce-free long-press detection (GPIO0 has an RC on dev boards); True when fired."""
+        """Debounce-free long-press detection (GPIO0 has an RC on dev boards); True when fired.
+        `now_ms` is a real-time tick (clock.ticks_real_ms())."""
         if self._button.value() == 0:
             if self._pressed_at is None:
                 self._pressed_at = now_ms
                 self._fired = False
-            elif not self._fired and now_ms - self._pressed_at >= LONG_PRESS_MS:
+            elif not self._fired and _ticks_diff(now_ms, self._pressed_at) >= LONG_PRESS_MS:
                 self._fired = True
                 if self._on_long_press is not None:
                     self._on_long_press()
@@ -88,7 +88,7 @@ class Board:
         left = 0
         name = None
         while True:
-            self.poll_button(clock.now_ms())
+            self.poll_button(clock.ticks_real_ms())
             want = pattern_for(app)
             if want != name:
                 name = want

@@ -4,6 +4,10 @@
 # the AP is up, so the device comes back by itself once the router does; the AP goes down
 # again once the station is connected (never in setup mode). Time is device time (clock).
 # Charge control never waits on anything here.
+# The hostname: DHCP takes a new one at the next connection, but the ESP32 port starts its
+# mDNS responder once, at the first IP, with the name of that moment, and has no way to
+# rename it: after a change, NAME.local answers with the old name until a reboot, and
+# status() says so (mdns_name, reboot_needed).
 from smartbms import clock
 
 try:
@@ -38,6 +42,7 @@ class WifiManager:
         self._backoff = BACKOFF_MIN_S
         self._down_since = None  # device time the station lost (or never had) its link
         self._kick = False
+        self._mdns_name = None  # what mDNS answers to since the first IP (None: not yet up)
         self.connects = 0
         self.failures = 0
 
@@ -58,12 +63,22 @@ class WifiManager:
         mac = self._ap.config("mac")
         return "smartbms-%02X%02X" % (mac[-2], mac[-1])
 
+    def _hostname(self):
+        return self._settings.get("hostname", HOSTNAME) or HOSTNAME
+
     def _set_hostname(self):
-        name = self._settings.get("hostname", HOSTNAME) or HOSTNAME
+        name = self._hostname()
         try:
-            self._net.hostname(name)  # the ESP32 port announces it over mDNS too
+            self._net.hostname(name)  # DHCP; mDNS only if it is not running yet
         except (AttributeError, ValueError, OSError):
             pass
+        if self._mdns_name is not None and name != self._mdns_name:
+            self._log("hostname %s for DHCP now; mDNS answers as %s.local until a reboot"
+                      % (name, self._mdns_name))
+
+    def reboot_needed(self):
+        """True when mDNS still answers with a hostname the settings no longer have."""
+        return self._mdns_name is not None and self._mdns_name != self._hostname()
 
     def _ap_on(self, why):
         if not self._ap.active():
@@ -97,7 +112,8 @@ class WifiManager:
             ip = self._ap.ifconfig()[0]
         return {"mode": "sta" if sta_up or (not ap_up and self._sta.active()) else "ap" if ap_up else "off",
                 "ssid": ssid, "ip": ip, "rssi": rssi, "connected": sta_up,
-                "ap_ssid": self.ap_ssid() if ap_up else None}
+                "ap_ssid": self.ap_ssid() if ap_up else None,
+                "mdns_name": self._mdns_name, "reboot_needed": self.reboot_needed()}
 
     async def scan(self):
         if not self._sta.active():
@@ -172,6 +188,8 @@ class WifiManager:
             if not self._connected:
                 self._connected = True
                 self.connects += 1
+                if self._mdns_name is None:  # the port starts mDNS now, with today's name
+                    self._mdns_name = self._hostname()
                 self._attempt_at = None
                 self._backoff = BACKOFF_MIN_S
                 self._log("connected to %s as %s" % (ssid, self._sta.ifconfig()[0]))

@@ -9,7 +9,10 @@ from smartbms import app as app_mod
 from smartbms import board, clock
 from testutil import IS_MICROPYTHON, raises, run_async
 
-RELAY = 33  # default relay pin, active low: level 1 = off
+from smartbms.pins import RELAY_ACTIVE_LOW, RELAY_GPIO
+
+RELAY = 33  # the default build's relay pin, active low: level 1 = off
+assert (RELAY_GPIO, RELAY_ACTIVE_LOW) == (RELAY, True), "these tests assume the default relay build"
 
 
 def _quiet(*a):
@@ -175,11 +178,45 @@ def test_short_press_does_nothing():
     assert a.setup_mode is False
 
 
-def test_button_held_at_boot():
+def test_setup_mode_is_not_read_at_power_on():
+    # GPIO0 held at reset starts the ROM download mode: the firmware never sees that press,
+    # so nothing may promise it (README, main.py); a press after start is the way in
+    assert not hasattr(board, "button_held_at_boot")
+    with open(_main_py()) as f:
+        src = f.read()
+    assert "setup_mode=" not in src and "held_at_boot" not in src
+
+
+def _main_py():
+    root = "/".join(__file__.split("/")[:-3]) or "."  # tests/unit/test_app.py -> the project
+    return root + "/modules/main.py"
+
+
+def test_long_press_is_timed_in_real_time_not_device_time():
+    # a person holds the button for 3 real seconds; the sim's fast clock must not shorten it
     fresh_root()
-    assert board.button_held_at_boot(machine) is False
+    a, _ = _app()
     machine.pin(0).sim_drive(0)
-    assert board.button_held_at_boot(machine) is True
+    clock.set_speed(60)
+
+    async def hold(ms):
+        t = asyncio.create_task(a.board.run(a))
+        await clock.sleep_real_ms(ms)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+
+    import asyncio
+    try:
+        run_async(hold(600))  # 36 s of device time, 0.6 s of real time
+        assert a.setup_mode is False
+        run_async(hold(3300))  # the same press, held on: 3 s real from its start
+        assert a.setup_mode is True
+    finally:
+        clock.set_speed(1)
+        machine.pin(0).sim_drive(None)
 
 
 def test_apply_settings_validates_first_and_moves_the_relay():
@@ -191,10 +228,17 @@ def test_apply_settings_validates_first_and_moves_the_relay():
     e = raises(SettingsError, a.apply_settings, {"max_soc": 90, "relay_pin": 99})
     assert e.field == "relay_pin"
     assert a.settings["max_soc"] == 100 and a.relay.pin == RELAY
-    changed = a.apply_settings({"relay_pin": 25, "poll_interval_s": 10})
-    assert sorted(changed) == ["poll_interval_s", "relay_pin"]
-    assert machine.pin(RELAY).value() == 1  # old pin released to off
-    assert machine.pin(25).value() == 0 and a.relay.pin == 25  # new pin carries the state
+    # the relay pin and polarity are the ones the C start-up hook latches: no other
+    for bad in ({"relay_pin": 25}, {"relay_active_low": False}, {"relay_pin": 0}):
+        e = raises(SettingsError, a.apply_settings, dict(bad, poll_interval_s=10))
+        assert e.field in bad and "fixed at build time" in e.message
+    assert a.relay.pin == RELAY and machine.pin(RELAY).value() == 0  # still charging, same pin
+    # neither can the LED take the BOOT button, a strapping pin that breaks boot, or the relay
+    for pin in (0, 12, RELAY):
+        e = raises(SettingsError, a.apply_settings, {"led_pin": pin})
+        assert e.field == "led_pin"
+    changed = a.apply_settings({"relay_pin": RELAY, "poll_interval_s": 10})
+    assert changed == ["poll_interval_s"]
     assert a.link.reconfigured == 1
 
 

@@ -42,7 +42,7 @@ def test_connects_with_stored_credentials_and_sets_hostname():
     _run(m, 0, 2)
     st = m.status()
     assert st == {"mode": "sta", "ssid": "simnet", "ip": "127.0.0.1", "rssi": -55, "connected": True,
-                  "ap_ssid": None}
+                  "ap_ssid": None, "mdns_name": "smartbms", "reboot_needed": False}
     assert m.connected and m.connects == 1
     assert not network.WLAN(network.AP_IF).active()
     assert any("connected to simnet" in msg for _, msg in log.items)
@@ -50,6 +50,24 @@ def test_connects_with_stored_credentials_and_sets_hostname():
 
 async def _hostname_once(m):
     m._set_hostname()
+
+
+def test_hostname_change_reaches_dhcp_and_says_mdns_needs_a_reboot():
+    # the ESP32 port starts mDNS once, at the first IP, and cannot rename it afterwards
+    m, s, log = _mgr()
+    run_async(_hostname_once(m))
+    assert m.status()["mdns_name"] is None  # no IP yet: mDNS not started
+    _run(m, 0, 2)
+    assert m.status()["mdns_name"] == "smartbms" and m.reboot_needed() is False
+    s.update({"hostname": "garage-bms"})
+    m.reconnect()
+    _run(m, 3, 6)
+    assert m.connected and network.hostname() == "garage-bms"  # DHCP takes it at once
+    st = m.status()
+    assert st["mdns_name"] == "smartbms" and st["reboot_needed"] is True
+    assert any("mDNS answers as smartbms.local until a reboot" in msg for _, msg in log.items)
+    s.update({"hostname": "smartbms"})  # back to the announced name: nothing pending
+    assert m.reboot_needed() is False
 
 
 def test_no_credentials_brings_up_the_setup_access_point():
