@@ -116,6 +116,7 @@
     var ban = [];
     if (d.safe_mode) ban.push("SAFE MODE: charging disabled after repeated crashes");
     if (d.setup_mode) ban.push("Setup mode");
+    if (d.overrides && d.overrides.modules && d.overrides.modules.length) ban.push("Running " + d.overrides.modules.length + " module(s) from the filesystem, not the image (see Firmware)");
     if (f.length) ban.push("BMS fault: " + f.map(words).join(", "));
     $("banner").textContent = ban.join(" · ");
     $("banner").classList.toggle("hide", !ban.length);
@@ -470,6 +471,16 @@
     txt("fprev", o.previous_version || "–");
     txt("fslot", o.running || "–");
     txt("fpend", o.pending_verify ? "yes (not yet confirmed healthy)" : "no");
+    txt("fovr", overridesText(status && status.device && status.device.overrides));
+  }
+  // modules `make deploy` put on the device's filesystem, running instead of the image's copies
+  function overridesText(v) {
+    if (!v || v.error) return "–";
+    var m = v.modules || [], f = v.failed || [], out = [];
+    if (m.length) out.push(m.join(", ") + " (an OTA does not replace them; make undeploy removes them)");
+    if (f.length) out.push("failed, the image's copy runs: " + f.join("; "));
+    if (v.skipped) out.push("not loaded: " + v.skipped);
+    return out.length ? out.join(" · ") : "none: the image runs as built";
   }
   $("fup").addEventListener("submit", function (e) {
     e.preventDefault();

@@ -120,6 +120,11 @@ class App:
         self.events.add("boot", "smartbms started%s%s" % (
             " in SAFE MODE (repeated failed boots): relay off" if self.safe_mode else "",
             " in setup mode" if self.setup_mode else ""))
+        from smartbms import overrides  # loaded at boot by main.py (`make deploy`)
+
+        note = overrides.summary()
+        if note:
+            self.events.add("boot", note)
 
     # ---- parts ----
     def _make_relay(self):

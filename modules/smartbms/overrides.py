@@ -89,16 +89,19 @@ def status():
     return {"modules": list(loaded), "failed": list(failed), "skipped": skipped}
 
 
+def _short(name):
+    return name[9:] if name.startswith("smartbms.") else name
+
+
 def summary():
-    """One line for the boot event and the OTA health state, or None when nothing is overridden."""
-    if not (loaded or failed or skipped):
-        return None
-    parts = []
+    """One short line for the boot event (the event log keeps 120 characters; /api/status has
+    everything), or None when nothing is deployed."""
     if loaded:
-        parts.append("%d module%s from the filesystem (make undeploy removes them; an OTA does not): %s" % (
-            len(loaded), "" if len(loaded) == 1 else "s", ", ".join(loaded)))
+        return "running %d module%s from the filesystem, not the image: %s%s" % (
+            len(loaded), "" if len(loaded) == 1 else "s", ", ".join(_short(n) for n in loaded),
+            "; %d failed" % len(failed) if failed else "")
     if failed:
-        parts.append("override failed, frozen copy runs: " + "; ".join(failed))
+        return "override failed, the image's copy runs: " + "; ".join(_short(n) for n in failed)
     if skipped:
-        parts.append("overrides not loaded: " + skipped)
-    return "; ".join(parts)
+        return "overrides not loaded: " + skipped
+    return None

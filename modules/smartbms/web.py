@@ -403,6 +403,12 @@ def bms_doc(ctx):
     return out
 
 
+def _overrides():
+    from smartbms import overrides
+
+    return overrides.status()
+
+
 def status_doc(ctx):
     return {
         "bms": bms_doc(ctx),
@@ -415,6 +421,8 @@ def status_doc(ctx):
             "ota": _safe(ctx.ota.status) if ctx.ota is not None else None,
             "setup_mode": bool(ctx.setup_mode),
             "safe_mode": bool(ctx.safe_mode),
+            # modules running from the filesystem (`make deploy`) instead of the image
+            "overrides": _safe(_overrides),
         },
     }
 

@@ -69,8 +69,7 @@ def test_an_override_replaces_the_module_for_every_later_import():
         # the flat names it was imported under are gone
         assert overrides.file_name(a) not in sys.modules and overrides.file_name(b) not in sys.modules
         assert overrides.status()["modules"] == [a, b]
-        line = overrides.summary()
-        assert "2 modules from the filesystem" in line and a in line and "an OTA does not" in line
+        assert overrides.summary() == "running 2 modules from the filesystem, not the image: ovtest_a, charge.ovtest_b"
     finally:
         _forget(a, "smartbms.charge.ovtest_b")
 
@@ -87,7 +86,7 @@ def test_a_broken_override_is_reported_and_the_rest_load():
         assert failed[0].startswith(bad + ": SyntaxError")
         assert failed[1].startswith(missing + ": ")  # ImportError (CPython: ModuleNotFoundError)
         assert "ImportError" in failed[1] or "ModuleNotFoundError" in failed[1]
-        assert "frozen copy runs" in overrides.summary()
+        assert overrides.summary() == "running 1 module from the filesystem, not the image: ovtest_good; 2 failed"
     finally:
         _forget(good, bad, missing)
 
@@ -102,6 +101,7 @@ def test_a_module_already_imported_is_not_overridden():
         assert overrides.install(root) == ()
         assert sys.modules["smartbms.version"] is version and version.VERSION != "other"
         assert overrides.failed == ("smartbms.version: imported before the overrides load",)
+        assert overrides.summary() == "override failed, the image's copy runs: version: imported before the overrides load"
     finally:
         _forget()
 
@@ -129,3 +129,35 @@ def test_safe_mode_threshold_is_the_boot_guards():
 def test_flat_file_names():
     assert overrides.file_name("smartbms.ota.http") == "smartbms__ota__http"
     assert overrides.file_name("webassets") == "webassets"
+
+
+def test_the_health_state_says_the_check_ran_with_overrides():
+    from smartbms.ota.health import BootGuard
+
+    guard = BootGuard(path=_root() + "bootcount")
+    assert guard.state()["overrides"] is None
+    overrides.loaded = ("smartbms.web",)
+    try:
+        note = guard.state()["overrides"]
+        assert note.startswith("1 module from the filesystem") and "an OTA does not replace them" in note
+    finally:
+        _forget()
+
+
+def test_the_boot_event_and_the_status_name_the_overrides():
+    from apputil import FakeMachine, fresh_root
+    from smartbms import app as app_mod
+    from smartbms import web
+    from test_web import FakeCtx
+
+    assert web.status_doc(FakeCtx())["device"]["overrides"] == {"modules": [], "failed": [], "skipped": None}
+    overrides.loaded = ("smartbms.web", "smartbms.charge.relay")
+    try:
+        fresh_root()
+        a = app_mod.App(machine=FakeMachine(), log=lambda *x: None)
+        boot = [e["msg"] for e in a.events.recent(10) if e["kind"] == "boot"]
+        assert boot[-1] == "running 2 modules from the filesystem, not the image: web, charge.relay"
+        dev = web.status_doc(FakeCtx())["device"]
+        assert dev["overrides"]["modules"] == ["smartbms.web", "smartbms.charge.relay"]
+    finally:
+        _forget()

@@ -4,6 +4,9 @@
 # A boot counter in a small file counts boots that never became healthy; after `limit`
 # of them in a row the next boot runs in safe mode (WiFi, web and OTA only, relay off)
 # and the counter starts over, so a plain reboot tries normal mode again.
+# An OTA writes the app slot, never the filesystem: modules deployed there (`make deploy`,
+# smartbms.overrides) still replace the new image's copies, and this check then judges the
+# image together with them. state() says so; `make undeploy` before an OTA checks the image alone.
 import os
 
 from smartbms import clock, paths
@@ -67,7 +70,7 @@ class BootGuard:
 
     def state(self):
         return {"boots": self.boots, "safe_mode": self.safe_mode, "healthy": self.is_healthy,
-                "failing": self.failing}
+                "failing": self.failing, "overrides": _overrides_note()}
 
     def check(self, ctx):
         """True when every required health check passes now."""
@@ -99,6 +102,17 @@ class BootGuard:
                 await probe()
             since = self.step(ctx, clock.now(), since)
             await clock.sleep(poll_s)
+
+
+def _overrides_note():
+    """None, or why this check does not speak for the image alone."""
+    from smartbms import overrides
+
+    n = len(overrides.loaded)
+    if not n:
+        return None
+    return ("%d module%s from the filesystem replace the image's copies (an OTA does not replace "
+            "them; make undeploy): checked together with them" % (n, "" if n == 1 else "s"))
 
 
 def _mark_app_valid():
