@@ -117,6 +117,22 @@ ota: $(STAMP)
 	@test -n "$(HOST)" -a -n "$(IMAGE)" || { echo "usage: make ota HOST=host[:port] IMAGE=dist/smartbms-VERSION-ota.bin [PASSWORD=...]"; exit 2; }
 	$(PY) scripts/ota_push.py --host "$(HOST)" $(if $(PASSWORD),--password "$(PASSWORD)") "$(IMAGE)"
 
+# ---- the device over USB without an image build (scripts/device.py, the pinned mpremote) ----
+# deploy: the modules that differ from BASE (default HEAD), or MODULES="modules/smartbms/x.py ...",
+# as .mpy on the device's filesystem in place of their frozen copies, then a reset.
+.PHONY: deploy undeploy run console
+deploy: $(STAMP)
+	@$(PY) scripts/device.py deploy --port "$(PORT)" $(if $(BASE),--base "$(BASE)") $(if $(MODULES),--modules $(MODULES))
+
+undeploy: $(STAMP)
+	@$(PY) scripts/device.py undeploy --port "$(PORT)"
+
+run: $(STAMP)
+	@$(PY) scripts/device.py run --port "$(PORT)" "$(SCRIPT)"
+
+console: $(STAMP)
+	@$(PY) scripts/device.py console --port "$(PORT)"
+
 print-%:
 	@echo '$($*)'
 
