@@ -7,9 +7,10 @@ import esp32
 import esp_image
 import sim_boot
 from smartbms import ota
-from smartbms.ota import health, http, otadata
+from smartbms.ota import health, http, otadata, pull
 from smartbms.ota.image import ImageError
 from smartbms.ota.updater import Updater, UpdateError
+from smartbms import clock
 from testutil import raises, run_async
 
 quiet = lambda *a: None  # noqa: E731
@@ -180,6 +181,7 @@ def _client():
     except ImportError:  # unix port: microdot is frozen without its test client
         from microdot_test_client import TestClient
     Request.max_content_length = 0x1D0000  # the web layer lifts the limit for /api/ota
+    ota._parts = None  # the running slot is looked up once per boot; each test boots anew
     app = Microdot()
     ctx = _Ctx()
     http.install(app, ctx)
@@ -214,6 +216,10 @@ def test_http_refusals():
     assert r.status_code == 411 and "Content-Length" in r.json["error"]
     r = _post(client, IMG, {"Content-Type": "multipart/form-data; boundary=x"})
     assert r.status_code == 415
+    # only the raw type: a form's type or none at all is refused before anything is written
+    for h in ({"Content-Type": "application/x-www-form-urlencoded"}, {"Content-Type": "text/plain"}, {}):
+        r = _post(client, IMG, h)
+        assert r.status_code == 415 and "application/octet-stream" in r.json["error"], h
     r = _post(client, esp_image.variant("merged", size=len(IMG)), OCTET)
     assert r.status_code == 400 and "micropython.bin" in r.json["error"]
     r = _post(client, esp_image.variant("stock", size=len(IMG)), OCTET)
@@ -256,10 +262,20 @@ def test_http_url_validation():
     assert r.status_code == 415
     assert ota.acquire()  # none of these took the upload lock
     ota.release()
-    assert http.parse_url("http://10.0.0.2:8000/fw/app.bin") == ("http", "10.0.0.2", 8000, "/fw/app.bin")
-    assert http.parse_url("https://example.com") == ("https", "example.com", 443, "/")
-    raises(ValueError, http.parse_url, "http://user:pw@host/x")
-    raises(ValueError, http.parse_url, "http://:80/x")
+    assert pull.parse_url("http://10.0.0.2:8000/fw/app.bin") == ("http", "10.0.0.2", 8000, "/fw/app.bin")
+    assert pull.parse_url("https://example.com") == ("https", "example.com", 443, "/")
+    assert pull.parse_url("http://Files.example.com/a.bin?v=2#top") == ("http", "files.example.com", 80, "/a.bin?v=2")
+    assert pull.parse_url("http://h?x=1") == ("http", "h", 80, "/?x=1")
+    raises(ValueError, pull.parse_url, "http://user:pw@host/x")
+    raises(ValueError, pull.parse_url, "http://:80/x")
+    # nothing that could end the request line or add a header, no odd hosts or ports
+    for bad in ("http://h/a.bin\r\nX-Evil: 1", "http://h/a\nb", "http://h/a b", "http://h/\x00",
+                "http://h/\u00e9", "http://h\r\n/x", "http://h:+80/", "http://h:0/", "http://h:65536/",
+                "http://h:8_0/", "http://h:/", "http://ho_st/", "http://h%41/", "http://[::1]/",
+                "http://-h/", "http://h..x/", "http://" + "a" * 64 + ".com/", "http://h/" + "a" * 600):
+        raises(ValueError, pull.parse_url, bad)
+        r = run_async(client.post("/api/ota/url", body={"url": bad, "sha256": "0" * 64}))
+        assert r.status_code == 422 and r.json["field"] == "url", (bad, r.status_code)
 
 
 def _guard(name, **kw):
@@ -351,3 +367,193 @@ def test_health_of_the_old_image_does_not_confirm_a_new_upload():
     assert health._mark_app_valid() is False
     assert esp32.otadata_entries()[0][1] == otadata.NEW
     assert sim_boot.boot(path, quiet) == ("ota_1", "pending_verify")
+
+
+# ---- no update while the running image waits for its confirmation ----
+
+def _boot_pending_image():
+    """Install IMG, boot it: ota_1 runs PENDING_VERIFY, ota_0 is its rollback target."""
+    path = otaflash.fresh("pending")
+    sim_boot.boot(path, quiet)
+    u = Updater(len(IMG))
+    u.write(IMG)
+    u.finish()
+    assert sim_boot.boot(path, quiet) == ("ota_1", "pending_verify")
+    return path
+
+
+def test_upload_and_pull_refused_while_the_running_image_is_pending_verify():
+    path = _boot_pending_image()
+    rollback_target = _slot_block0("ota_0")
+    client, ctx = _client()
+    assert _status()["pending_verify"] is True
+    newer = esp_image.app_image("0.3.0", 30 * 1024)
+    r = _post(client, newer, OCTET)
+    assert r.status_code == 409, r.text
+    assert "not confirmed" in r.json["error"] and "pending_verify" in r.json["error"]
+    r = run_async(client.post("/api/ota/url", body={"url": "http://127.0.0.1:9/x.bin", "sha256": "0" * 64}))
+    assert r.status_code == 409 and "not confirmed" in r.json["error"]
+    assert _slot_block0("ota_0") == rollback_target and _boot_label() == "ota_1"
+    assert ctx.reboots == [] and not ota.busy()
+    # once confirmed, the same upload goes into ota_0
+    esp32.Partition.mark_app_valid_cancel_rollback()
+    r = _post(client, newer, OCTET)
+    assert r.status_code == 200 and r.json["slot"] == "ota_0", r.text
+    assert sim_boot.boot(path, quiet) == ("ota_0", "pending_verify")
+
+
+# ---- pulling from a server that misbehaves ----
+
+def _pull_against(handler, deadlines=None, url_path="/fw.bin"):
+    """POST /api/ota/url against a local server whose connections run `handler(reader,
+    writer)`. Returns (response, seen) where seen["closed"] says the device hung up."""
+    import asyncio
+
+    otaflash.fresh("pull")
+    client, ctx = _client()
+    seen = {"conns": 0, "closed": 0}
+    old = pull.HEAD_DEADLINE_MS, pull.DEADLINE_MS
+    if deadlines:
+        pull.HEAD_DEADLINE_MS, pull.DEADLINE_MS = deadlines
+
+    async def on_conn(reader, writer):
+        seen["conns"] += 1
+        try:
+            await handler(reader, writer)
+            # the device must close its end: we see EOF (MicroPython's close() alone does not)
+            while True:
+                chunk = await asyncio.wait_for(reader.read(512), 2)
+                if not chunk:
+                    seen["closed"] += 1
+                    break
+        except asyncio.TimeoutError:
+            pass  # still open 2 s after the answer: a leaked socket
+        except Exception:  # noqa: BLE001 - a reset counts as closed too
+            seen["closed"] += 1
+        finally:
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def main():
+        server, port = await _listen(on_conn)
+        try:
+            r = await client.post("/api/ota/url", body={"url": "http://127.0.0.1:%d%s" % (port, url_path),
+                                                        "sha256": "0" * 64})
+            for _ in range(300):  # let the server task notice the close
+                if seen["closed"] >= seen["conns"]:
+                    break
+                await asyncio.sleep(0.01)
+            return r
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    try:
+        return run_async(main()), seen
+    finally:
+        pull.HEAD_DEADLINE_MS, pull.DEADLINE_MS = old
+        assert not ota.busy()
+
+
+async def _listen(on_conn):
+    """A loopback server on a free port (MicroPython's Server does not tell its port)."""
+    import asyncio
+    import os
+
+    for _ in range(20):
+        port = 20000 + int.from_bytes(os.urandom(2), "little") % 40000
+        try:
+            return await asyncio.start_server(on_conn, "127.0.0.1", port), port
+        except OSError:
+            continue
+    raise OSError("no free port")
+
+
+async def _request_head(reader):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await reader.read(512)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def test_pull_not_200_answers_502_and_closes():
+    async def h(reader, writer):
+        head = await _request_head(reader)
+        assert head.startswith(b"GET /fw.bin HTTP/1.0\r\nHost: 127.0.0.1\r\n")
+        writer.write(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    r, seen = _pull_against(h)
+    assert r.status_code == 502 and "404" in r.json["error"]
+    assert seen["closed"] == seen["conns"] == 1
+
+
+def test_pull_header_limits():
+    async def many(reader, writer):
+        await _request_head(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n" + b"X-A: b\r\n" * 40 + b"Content-Length: 10\r\n\r\n")
+        await writer.drain()
+
+    r, seen = _pull_against(many)
+    assert r.status_code == 502 and "header lines" in r.json["error"] and seen["closed"] == 1
+
+    async def huge(reader, writer):
+        await _request_head(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n")
+        await writer.drain()
+
+    r, seen = _pull_against(huge)
+    assert r.status_code == 502 and "larger than" in r.json["error"] and seen["closed"] == 1
+
+    for lengths in ((b"1_5",), (b"+15",), (b"15", b"16"), (b"-1",)):
+        async def bad_len(reader, writer, lengths=lengths):
+            await _request_head(reader)
+            writer.write(b"HTTP/1.0 200 OK\r\n" + b"".join(b"Content-Length: %s\r\n" % v for v in lengths) + b"\r\n")
+            await writer.drain()
+
+        r, seen = _pull_against(bad_len)
+        assert r.status_code == 502 and "Content-Length" in r.json["error"], lengths
+
+
+def test_pull_head_deadline_against_a_trickling_server():
+    import asyncio
+
+    async def trickle(reader, writer):
+        await _request_head(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n")
+        for i in range(30):  # one header line every 0.1 s, never ending
+            writer.write(b"X-%d: y\r\n" % i)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    t0 = clock.ticks_real_ms()
+    r, seen = _pull_against(trickle, deadlines=(600, 5000))
+    took = clock.real_ms_since(t0)
+    assert r.status_code == 504 and "within" in r.json["error"], r.text
+    assert took < 2500, took
+    assert seen["closed"] == 1
+
+
+def test_pull_overall_deadline_against_a_slow_body():
+    import asyncio
+
+    async def slow(reader, writer):
+        await _request_head(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(IMG))
+        for i in range(0, len(IMG), 64):  # 64 bytes every 50 ms: never a stall, never done
+            writer.write(IMG[i:i + 64])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    t0 = clock.ticks_real_ms()
+    r, seen = _pull_against(slow, deadlines=(600, 900))
+    assert r.status_code == 504 and "did not finish" in r.json["error"], r.text
+    assert clock.real_ms_since(t0) < 3000
+    assert _boot_label() == "ota_0" and _slot_block0("ota_1") == b"\xff" * 64
+    assert seen["closed"] == 1

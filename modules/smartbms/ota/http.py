@@ -1,8 +1,10 @@
 # HTTP routes for OTA. POST /api/ota takes the raw app image as the request body
 # (application/octet-stream, Content-Length required, optional X-Image-SHA256) and streams
-# it into the inactive slot; POST /api/ota/url {"url", "sha256"} pulls one over HTTP(S).
-# The web layer's auth guard runs first. One upload at a time (409); a stalled upload
-# times out (408) with nothing activated; the loop gets control back after every block.
+# it into the inactive slot; POST /api/ota/url {"url", "sha256"} pulls one over HTTP(S)
+# (smartbms.ota.pull). The web layer's auth guard runs first. One upload at a time (409);
+# none while the running image still waits for its health confirmation (409: the other slot
+# holds the image a rollback returns to); a stalled upload times out (408) with nothing
+# activated; the loop gets control back after every block.
 import asyncio
 
 from smartbms import clock, ota
@@ -20,6 +22,23 @@ def _stall_s():
 
 class _Stalled(Exception):
     pass
+
+
+def _pending_refusal():
+    """The 409 answer while the running image is PENDING_VERIFY, else None. ESP-IDF's own
+    esp_ota_begin() refuses this state; MicroPython's Partition API does not check it, and
+    writing now would overwrite the slot a rollback of this image returns to."""
+    try:
+        st = ota.status()
+    except (OSError, ValueError):  # no OTA layout (serial-flashed): nothing to protect
+        return None
+    if not st.get("pending_verify"):
+        return None
+    from smartbms.ota.health import HEALTHY_AFTER_S
+    return _err(409, "the running image (%s) is not confirmed yet: it confirms itself after %d s "
+                     "healthy, or rolls back on a reset. Retry once GET /api/status shows "
+                     "device.ota.pending_verify false (an update now would overwrite the "
+                     "image a rollback returns to)" % (st.get("running_version"), HEALTHY_AFTER_S))
 
 
 def _err(code, message, field=None):
@@ -113,12 +132,17 @@ def install(app, ctx):
     async def ota_upload(request):
         if "Content-Length" not in request.headers:
             return _err(411, "Content-Length is required (send the image as the raw body)")
-        ctype = (request.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
-        if ctype not in ("application/octet-stream", "application/x-www-form-urlencoded"):
-            return _err(415, "send the image as the raw body (application/octet-stream), not %s" % ctype)
+        # only the raw type: no HTML form (and no fetch without a type) can send an image
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/octet-stream":
+            return _err(415, "send the image as the raw body with Content-Type: application/octet-stream%s"
+                        % (", not " + ctype if ctype else ""))
         length = request.content_length
         if length <= 0:
             return _err(400, "empty body: send micropython.bin")
+        refused = _pending_refusal()
+        if refused:
+            return refused
         if not ota.acquire():
             return _err(409, "another upload is in progress")
         try:
@@ -134,11 +158,13 @@ def install(app, ctx):
             body = json_object(request, ("url", "sha256"))
         except ApiError as e:
             return _err(e.status, e.message, e.field)
+        from smartbms.ota import pull
+
         url = body.get("url")
         if not isinstance(url, str):
             return _err(422, "the image's http:// or https:// URL is required", "url")
         try:
-            parse_url(url)
+            pull.parse_url(url)
         except ValueError as e:
             return _err(422, str(e), "url")
         sha = body.get("sha256")
@@ -148,92 +174,25 @@ def install(app, ctx):
             digest_bytes(sha)  # the same rule the image check applies to it later
         except ImageError:
             return _err(422, "sha256 (64 hex digits) is required to pull an image", "sha256")
+        refused = _pending_refusal()
+        if refused:
+            return refused
         if not ota.acquire():
             return _err(409, "another upload is in progress")
         try:
             try:
-                reader, writer, length = await _open_url(body["url"])
+                writer, stream, length = await pull.open_image(url, int(_stall_s() * 1000))
             except ValueError as e:  # e.g. no https on this build, no Content-Length
                 return _err(422, str(e), "url")
-            except (OSError, asyncio.TimeoutError) as e:
-                return _err(502, "cannot fetch the image: %s" % (e or "timeout"), "url")
+            except pull.PullError as e:
+                return _err(504 if e.timeout else 502, "cannot fetch the image: %s" % e, "url")
             try:
-                return await _run(ctx, reader, length, sha)
+                return await _run(ctx, stream, length, sha)
+            except pull.PullError as e:  # the overall deadline passed mid-body
+                return _err(504 if e.timeout else 502, "cannot fetch the image: %s; nothing was activated" % e, "url")
             finally:
-                try:
-                    writer.close()
-                    await writer.wait_closed()
-                except Exception:
-                    pass
+                await pull.close(writer)
         finally:
             ota.release()
 
     return app
-
-
-def parse_url(url):
-    """(scheme, host, port, path) of an http:// or https:// URL; ValueError otherwise."""
-    if url.startswith("http://"):
-        scheme, rest, port = "http", url[7:], 80
-    elif url.startswith("https://"):
-        scheme, rest, port = "https", url[8:], 443
-    else:
-        raise ValueError("url must start with http:// or https://")
-    i = rest.find("/")
-    hostport, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
-    if "@" in hostport:
-        raise ValueError("credentials in the url are not supported")
-    j = hostport.rfind(":")
-    if j >= 0:
-        try:
-            port = int(hostport[j + 1:])
-        except ValueError:
-            raise ValueError("bad port in url")
-        hostport = hostport[:j]
-    if not hostport:
-        raise ValueError("url has no host")
-    return scheme, hostport, port, path
-
-
-async def _open_url(url):
-    scheme, host, port, path = parse_url(url)
-    ssl = None
-    if scheme == "https":
-        try:
-            import ssl as _ssl
-            ssl = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
-            ssl.verify_mode = _ssl.CERT_NONE  # the image hash is the trust anchor
-        except (ImportError, AttributeError):
-            raise ValueError("https is not available on this build; use http:// with sha256")
-    timeout = _stall_s()
-    if ssl is None:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    else:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ssl), timeout)
-    writer.write(("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: smartbms-ota\r\n"
-                  "Connection: close\r\n\r\n" % (path, host)).encode())
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), timeout)
-    parts = line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-        writer.close()
-        raise OSError("not an HTTP response")
-    code = int(parts[1])
-    length = None
-    while True:
-        h = await asyncio.wait_for(reader.readline(), timeout)
-        if h in (b"\r\n", b"\n", b""):
-            break
-        i = h.find(b":")
-        if i > 0 and h[:i].strip().lower() == b"content-length":
-            try:
-                length = int(h[i + 1:].strip())
-            except ValueError:
-                raise OSError("bad Content-Length from the server")
-    if code != 200:
-        writer.close()
-        raise OSError("server answered HTTP %d" % code)
-    if length is None:
-        writer.close()
-        raise ValueError("the server sent no Content-Length")
-    return reader, writer, length
