@@ -227,7 +227,9 @@ _DALY_KEYS = ("cells", "temperatures", "voltage", "current", "soc", "remaining_a
 def respond(protocol, request, values):
     """The frames a BMS of `protocol` answers to the written `request`, given battery
     `values` (a dict with Reading field names, plus `protection`/`errors`/`alarms` raw
-    fault words). Returns a list of frames (empty when the BMS stays silent)."""
+    fault words; Seplos also `packs`, `events`, `hard`; Redodo `failure`). Returns a list of
+    frames (empty when the BMS stays silent). Seplos, ANT, Redodo and Renogy answer from
+    bms_frames_more (its builders: seplos_*, ant_*, redodo_*, renogy_*)."""
     req = bytes(request)
     cells = values.get("cells") or (3.3, 3.3, 3.3, 3.3)
     if protocol == "jbd":
@@ -266,4 +268,8 @@ def respond(protocol, request, values):
             return []
         kw = _reading_values(values, _DALY_KEYS)
         return [daly_status(count=count, **kw)]
+    if protocol in ("seplos", "ant", "redodo", "renogy"):
+        import bms_frames_more  # the families of issue 13 (kept apart: this file's size)
+
+        return bms_frames_more.RESPONDERS[protocol](req, values)
     raise ValueError("unknown protocol %r" % (protocol,))

@@ -19,9 +19,24 @@ except ImportError:
 STALL_MS = const(3000)  # a partial frame older than this is abandoned
 
 
+def crc16_modbus(buf, start, end):
+    """CRC-16/MODBUS of buf[start:end] (reflected poly 0xA001, init 0xFFFF), sent low byte
+    first by the families that use it (Seplos v3, ANT, Renogy)."""
+    crc = 0xFFFF
+    for i in range(start, end):
+        crc ^= buf[i]
+        for _ in range(8):
+            if crc & 1:
+                crc = (crc >> 1) ^ 0xA001
+            else:
+                crc >>= 1
+    return crc
+
+
 class Assembler:
-    """Base class. A family sets START (first byte of every frame), HEAD (bytes needed to
-    know the frame length), SIZE (its largest frame) and implements `_frame_len`,
+    """Base class. A family sets START (first byte of every frame; START..START_LAST when
+    frames may open with any byte of a range, e.g. a Modbus device address), HEAD (bytes
+    needed to know the frame length), SIZE (its largest frame) and implements `_frame_len`,
     `_check` and `_restarts`.
 
     feed(data, sink, now_ms=None) -> number of frames passed to sink(frame); `frame` is a
@@ -30,6 +45,7 @@ class Assembler:
     """
 
     START = 0
+    START_LAST = -1  # -1: only START opens a frame
     HEAD = 1
     SIZE = 1
 
@@ -101,8 +117,10 @@ class Assembler:
         """The held bytes are not a good frame: drop them up to the next start byte."""
         n = self._n
         buf = self._buf
+        lo = self.START
+        hi = self.START_LAST if self.START_LAST >= 0 else lo
         j = 1
-        while j < n and buf[j] != self.START:
+        while j < n and not lo <= buf[j] <= hi:
             j += 1
         self.dropped_bytes += j
         if j < n:
@@ -113,12 +131,13 @@ class Assembler:
     def _consume(self, src, i, end, sink):
         frames = 0
         buf = self._buf
-        start = self.START
+        lo = self.START
+        hi = self.START_LAST if self.START_LAST >= 0 else lo
         while True:
             n = self._n
             if n == 0:
                 j = i
-                while j < end and src[j] != start:
+                while j < end and not lo <= src[j] <= hi:
                     j += 1
                 self.dropped_bytes += j - i
                 i = j
