@@ -3,7 +3,10 @@
 #
 # Defences that keep a small device alive on a LAN:
 # - the request head (line + headers, and a body up to BODY_LIMIT) must arrive within
-#   HEAD_TIMEOUT_MS and stay under MAX_HEAD_BYTES; a streamed body (OTA) may pause at most
+#   HEAD_TIMEOUT_MS; a head over MAX_HEAD_BYTES (one long line or many) is 431, read in
+#   small chunks so it never sits in RAM whole, and the rest of it is swallowed (up to
+#   DRAIN_MS) so the client reads the answer instead of a reset; a Content-Length that is
+#   not plain digits, or a second one, is 400; a streamed body (OTA) may pause at most
 #   IDLE_TIMEOUT_MS between reads; a client that does not take its answer within
 #   WRITE_TIMEOUT_MS is dropped;
 # - at most MAX_ACTIVE requests are handled at once, MAX_WAITING more wait a moment for a
@@ -64,7 +67,8 @@ SECURITY_HEADERS = (
                                 "form-action 'self'; base-uri 'none'"),
 )
 
-Request.max_readline = 2048
+Request.max_readline = MAX_HEAD_BYTES  # _Reader enforces the real limit (431) first
+_CHUNK = const(512)  # bytes per socket read while the head arrives
 
 
 class ApiError(Exception):
@@ -90,15 +94,20 @@ class _HeadTooLarge(ValueError):
 
 
 class _Reader:
-    """The client stream as microdot reads it: caps the size of the request head, and once
-    the head is in, bounds every further read (a streamed body) by IDLE_TIMEOUT_MS."""
+    """The client stream as microdot reads it. The head is read in _CHUNK pieces into a
+    small buffer (MicroPython's Stream.readline() grows a line without bound) and capped at
+    MAX_HEAD_BYTES; its Content-Length must be plain digits, once. Once the head is in,
+    every further read (a streamed body) is bounded by IDLE_TIMEOUT_MS; bytes that came
+    with the head are served first."""
 
     def __init__(self, stream, idle_ms):
         self._s = stream
         self._idle_s = idle_ms / 1000
+        self._buf = b""  # read but not yet handed out
         self.head = 0
         self.timed = False
         self.body = 0  # bytes of a streamed body read so far
+        self._length_seen = False
 
     def _got(self, n):
         if self.timed:
@@ -110,27 +119,63 @@ class _Reader:
             return await coro
         return await asyncio.wait_for(coro, self._idle_s)
 
+    def _take(self, n):
+        b = self._buf
+        if n < 0 or n >= len(b):
+            self._buf = b""
+            return b
+        self._buf = b[n:]
+        return b[:n]
+
     async def readline(self):
-        line = await self._t(self._s.readline())
-        if not self.timed:
+        i = self._buf.find(b"\n")
+        while i < 0:
+            if not self.timed and self.head + len(self._buf) > MAX_HEAD_BYTES:
+                raise _HeadTooLarge("request head too large")
+            chunk = await self._t(self._s.read(_CHUNK))
+            if not chunk:
+                break
+            self._buf += chunk
+            i = self._buf.find(b"\n")
+        line = self._take(i + 1 if i >= 0 else -1)
+        if self.timed:
+            self._got(len(line))
+        else:
             self.head += len(line)
             if self.head > MAX_HEAD_BYTES:
                 raise _HeadTooLarge("request head too large")
+            self._check_length(line)
         return line
 
+    def _check_length(self, line):
+        # microdot takes int() of it, which also accepts "+15", "1_5" and " 15": a proxy in
+        # front may read those differently (request smuggling); one plain decimal, once
+        if line[:15].lower() != b"content-length:":
+            return
+        v = line[15:].strip()
+        if self._length_seen or not v or len(v) > 10 or not v.isdigit():
+            raise ValueError("bad Content-Length")
+        self._length_seen = True
+
     async def read(self, n=-1):
-        data = await self._t(self._s.read(n))
+        data = self._take(n) if self._buf else await self._t(self._s.read(n))
         self._got(len(data))
         return data
 
     async def readexactly(self, n):
         if n < 0:  # a negative Content-Length
             raise ValueError("bad length")
-        data = await self._t(self._s.readexactly(n))
+        data = self._take(n)
+        if len(data) < n:
+            data += await self._t(self._s.readexactly(n - len(data)))
         self._got(len(data))
         return data
 
     async def readinto(self, buf):
+        if self._buf:
+            data = self._take(len(buf))
+            buf[:len(data)] = data
+            return self._got(len(data))
         if hasattr(self._s, "readinto"):
             return self._got(await self._t(self._s.readinto(buf)))
         data = await self._t(self._s.read(len(buf)))
@@ -222,7 +267,9 @@ class WebApp(Microdot):
             req = await asyncio.wait_for(Request.create(self, r, writer, peer), self.head_timeout_ms / 1000)
         except _HeadTooLarge:
             self.dropped += 1
-            await self._answer(writer, error(431, "request head too large"), reader)
+            # the client may still be sending a large head: read it away for up to DRAIN_MS
+            await self._answer(writer, error(431, "request head too large (at most %d bytes)" % MAX_HEAD_BYTES),
+                               reader, Request.max_content_length, DRAIN_MS)
             return
         except (ValueError, IndexError, UnicodeError):
             await self._answer(writer, error(400, "malformed request"), reader)
@@ -513,7 +560,8 @@ def create_app(ctx, assets=None):
         if req.method not in ("GET", "HEAD", "OPTIONS"):
             origin = req.headers.get("Origin")
             host = req.headers.get("Host")
-            if origin and origin != "null" and host and origin.split("://", 1)[-1] != host:
+            # "null" is what a sandboxed frame, a file: page or a redirect chain sends
+            if origin and (origin == "null" or not host or origin.split("://", 1)[-1] != host):
                 return error(403, "cross-origin request refused")
             # raw-body routes (OTA) judge their own content type: a form cannot carry an image
             if req.content_length and _mime(req) in _FORM_TYPES and path not in app.body_limits:
@@ -543,7 +591,8 @@ def create_app(ctx, assets=None):
 
     @app.errorhandler(413)
     async def too_large(req):
-        return error(413, "body too large (at most %d bytes)" % BODY_LIMIT)
+        limit = app.body_limits.get(req.path, BODY_LIMIT) if req is not None else BODY_LIMIT
+        return error(413, "body too large (at most %d bytes)" % limit)
 
     @app.errorhandler(400)
     async def bad_request(req):
@@ -615,7 +664,13 @@ def create_app(ctx, assets=None):
     def settings_put(req):
         doc = _body_object(req)
         changed = ctx.apply_settings(doc)
-        return {"ok": True, "changed": list(changed or ()), "settings": ctx.settings.public()}
+        out = {"ok": True, "changed": list(changed or ()), "settings": ctx.settings.public()}
+        needs = getattr(ctx.wifi, "reboot_needed", None)
+        if changed and "hostname" in changed and needs is not None and needs():
+            # the ESP32 port starts mDNS once and cannot rename it (smartbms.wifi)
+            out["reboot_needed"] = True
+            out["message"] = "DHCP uses the new hostname now; NAME.local answers to it after a reboot"
+        return out
 
     @api("/api/settings/schema")
     def settings_schema(req):

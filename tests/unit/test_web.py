@@ -609,3 +609,121 @@ def test_only_routes_given_a_limit_take_big_bodies():
         assert (await request(port, "GET", "/api/status")).status == 200
 
     serve(t, tweak=tweak)
+
+
+# ---- hardening (issue 11): origins, head and length limits, UTF-8 answers ----
+
+def test_origin_null_and_foreign_origins_are_refused():
+    async def t(port, ctx, app):
+        for origin in ("null", "http://evil.example", "http://127.0.0.1:1"):
+            r = await request(port, "POST", "/api/relay", json_body={"mode": "off", "minutes": 5},
+                              headers={"Origin": origin})
+            assert r.status == 403, origin
+        assert ctx.controller.state == "startup"
+        r = await request(port, "POST", "/api/relay", json_body={"mode": "off", "minutes": 5},
+                          headers={"Origin": "http://127.0.0.1:%d" % port})
+        assert r.status == 200  # the device's own page
+
+    serve(t)
+
+
+def test_head_limit_is_431_at_4_kb_whatever_the_line_length():
+    async def t(port, ctx, app):
+        # one header line of 3 KB is within the 4 KB head (microdot alone said 400 over 2 KB)
+        r = await request(port, "GET", "/api/status", headers={"X-Long": "a" * 3000})
+        assert r.status == 200
+        # a single line over 4 KB, and many lines over 4 KB together: 431 with the limit
+        for head in (b"GET /api/status HTTP/1.1\r\nX-Long: " + b"a" * 5000 + b"\r\n\r\n",
+                     b"GET /api/status HTTP/1.1\r\n" + b"X-Pad: " + b"b" * 90 + b"\r\n" * 1 +
+                     (b"X-More: " + b"c" * 90 + b"\r\n") * 45 + b"\r\n",
+                     b"GET /" + b"d" * 6000 + b" HTTP/1.1\r\n\r\n"):
+            r = Resp(await raw(port, head))
+            assert r.status == 431 and "4096" in r.json()["error"], r.status
+
+    serve(t)
+
+
+async def _send_all_then_read(port, data):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await _read_all(reader, 5000)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def test_a_huge_head_gets_its_431_not_a_reset():
+    # a client that sends 200 KB of head before it reads: the rest is read away, so it sees
+    # the answer (closing with unread input would send a reset that destroys it)
+    async def t(port, ctx, app):
+        head = b"GET /api/status HTTP/1.1\r\n" + (b"X-Pad: " + b"e" * 200 + b"\r\n") * 1000 + b"\r\n"
+        assert len(head) > 200000
+        r = Resp(await _send_all_then_read(port, head))
+        assert r.status == 431
+        assert (await request(port, "GET", "/api/status")).status == 200
+
+    serve(t, tweak=lambda app: setattr(app, "head_timeout_ms", 3000))
+
+
+def test_content_length_must_be_plain_digits_and_single():
+    async def t(port, ctx, app):
+        body = b'{"mode": "off", "minutes": 5}'
+        for lengths in (("1_5",), ("+29",), ("29", "29"), ("29", "30"), ("-1",), ("0x1d",), ("",)):
+            head = "POST /api/relay HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: %s\r\n" \
+                   "Content-Type: application/json\r\n" % (port, basic())
+            head += "".join("Content-Length: %s\r\n" % v for v in lengths)
+            r = Resp(await raw(port, head.encode() + b"\r\n" + body))
+            assert r.status == 400, (lengths, r.status)
+        assert ctx.controller.state == "startup"
+        r = await request(port, "POST", "/api/relay", body=body, headers={"Content-Type": "application/json"})
+        assert r.status == 200  # a plain one is fine
+
+    serve(t)
+
+
+def test_413_names_the_route_s_own_limit():
+    async def t(port, ctx, app):
+        head = ("POST /api/ota HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Type: application/octet-stream\r\n"
+                "Content-Length: %d\r\n\r\n" % (basic(), web.OTA_BODY_LIMIT + 1))
+        r = Resp(await raw(port, head.encode() + b"\xe9" * 100))
+        assert r.status == 413 and str(web.OTA_BODY_LIMIT) in r.json()["error"], r.body
+        r = await request(port, "PUT", "/api/settings", body=b"{" + b" " * web.BODY_LIMIT + b"}",
+                          headers={"Content-Type": "application/json"})
+        assert r.status == 413 and str(web.BODY_LIMIT) in r.json()["error"]
+
+    serve(t)
+
+
+def test_json_answers_stay_valid_utf8():
+    async def t(port, ctx, app):
+        for text in ('"\\ud800"', '"a\\udfffb"', '"nul\\u0000"', '"esc\\u001b"'):
+            r = await request(port, "PUT", "/api/settings", body='{"bms_name": %s}' % text,
+                              headers={"Content-Type": "application/json"})
+            assert r.status == 422 and r.json()["field"] == "bms_name", text
+        r = await request(port, "PUT", "/api/settings", json_body={"bms_name": "Akku \u00e9"})
+        assert r.status == 200
+        for path in ("/api/settings", "/api/events", "/api/status"):
+            r = await request(port, "GET", path)
+            assert r.status == 200
+            r.body.decode("utf-8")  # raises on invalid UTF-8 (CPython; strict on MicroPython too)
+            assert "\\ud8" not in r.body.decode() and "\\udf" not in r.body.decode()
+
+    serve(t)
+
+
+def test_a_hostname_change_says_when_mdns_needs_a_reboot():
+    ctx = FakeCtx()
+    ctx.wifi.reboot_needed = lambda: ctx.settings["hostname"] != "smartbms"
+
+    async def t(port, ctx, app):
+        r = await request(port, "PUT", "/api/settings", json_body={"hostname": "garage"})
+        assert r.status == 200 and r.json()["reboot_needed"] is True and "reboot" in r.json()["message"]
+        r = await request(port, "PUT", "/api/settings", json_body={"max_soc": 95})
+        assert "reboot_needed" not in r.json()
+
+    serve(t, ctx)
