@@ -32,8 +32,9 @@ finally:
         machine.Pin(s["relay_pin"], machine.Pin.OUT, value=1 if active_low else 0)
         off = True
     finally:
-        if not (console and off):
+        if console and off:
+            machine.WDT(timeout=CONSOLE_WDT_MS)
+            print("smartbms stopped from the console, relay off; machine.reset() restarts it "
+                  "(the watchdog does in %d min)" % (CONSOLE_WDT_MS // 60000))
+        else:
             machine.reset()
-    machine.WDT(timeout=CONSOLE_WDT_MS)
-    print("smartbms stopped from the console, relay off; machine.reset() restarts it "
-          "(the watchdog does in %d min)" % (CONSOLE_WDT_MS // 60000))
