@@ -119,11 +119,17 @@ class WifiManager:
         if not self._sta.active():
             self._sta.active(True)
         await clock.sleep_ms(0)
+        from smartbms.settings import SettingsError, check_value
+
         best = {}
         for entry in self._sta.scan():
             try:
                 name = entry[0].decode()
-            except (UnicodeError, AttributeError):
+                # only names the settings can store; MicroPython decodes encoded surrogates
+                # without complaint, and they would make the JSON answer invalid UTF-8
+                if name:
+                    check_value("wifi_ssid", name)
+            except (UnicodeError, AttributeError, SettingsError):
                 continue
             if not name:
                 continue  # hidden network

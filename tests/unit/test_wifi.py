@@ -158,3 +158,15 @@ def test_scan_lists_networks_strongest_first():
     assert [n["ssid"] for n in nets] == ["simnet", "home", "cafe"]
     assert [n["secure"] for n in nets] == [False, True, False]
     assert nets[0]["rssi"] > nets[1]["rssi"] > nets[2]["rssi"]
+
+
+def test_scan_drops_names_json_cannot_carry_as_utf8():
+    # SSIDs are raw bytes from the air; MicroPython decodes an encoded surrogate without
+    # complaint, which would make /api/wifi/scan answer invalid UTF-8
+    m, _, _ = _mgr()
+    m._sta.active(True)
+    m._sta.scan = lambda: [(b"\xed\xa0\x80evil", b"", 1, -40, 3, False), (b"\xff\xfe", b"", 1, -41, 3, False),
+                           (b"esc\x1bx", b"", 1, -42, 0, False), (b"Caf\xc3\xa9", b"", 1, -50, 3, False),
+                           (b"", b"", 1, -30, 3, True)]
+    nets = run_async(m.scan())
+    assert [n["ssid"] for n in nets] == ["Caf\u00e9"]
