@@ -56,17 +56,33 @@ def test_max_soc_below_100_stops_at_max_without_balancing():
     assert c.next == "charges again at SOC <= 70 %"
 
 
-def test_cell_at_limit_stops_at_once():
+def test_cell_at_limit_stops_at_once_and_ends_the_charge_when_confirmed():
     c = make()
     c.update(R(soc=70), 0)
     assert c.relay is True
     # within min_switch_s of switching on: a safety stop does not wait
     assert c.update(R(soc=95, cell=3.61), 5) is False
-    assert c.state == "resting"
-    assert c.reason == "cell 3.61 V >= 3.60 V"
+    assert c.state == "fault" and c.reason == "cell 3.61 V >= 3.60 V"
+    assert c.next == "ends the charge if 3 readings in a row confirm it"
+    assert c.update(R(soc=95, cell=3.62), 10) is False and c.state == "fault"
+    # the third reading in a row confirms it: the charge is over
+    assert c.update(R(soc=95, cell=3.61), 15) is False
+    assert c.state == "resting" and c.reason == "cell 3.61 V >= 3.60 V"
     # stopped below the target: waits for a real drop, not for the next reading
     assert c.update(R(soc=95, cell=3.40), 200) is False
     assert c.next == "charges again at SOC <= 80 %"
+
+
+def test_one_high_reading_is_a_fault_that_clears():
+    c = make(min_switch_s=60)
+    c.update(R(soc=50), 0)
+    assert c.update(R(soc=50, cell=3.70), 100) is False
+    assert c.state == "fault"
+    # the next reading is normal: a glitch, the charge goes on (after the anti-chatter delay)
+    assert c.update(R(soc=50), 105) is False
+    assert c.state == "charging" and "anti-chatter" in c.next
+    assert c.update(R(soc=50), 160) is True
+    assert c.full_charges == 0 and c.next.startswith("charges to 100 %")
 
 
 def test_cell_limit_from_settings():
@@ -77,15 +93,30 @@ def test_cell_limit_from_settings():
     assert c.reason == "cell 3.46 V >= 3.45 V"
 
 
+def _confirmed_stop(c, soc, t):
+    for k in range(3):
+        c.update(R(soc=soc, cell=3.62), t + 5 * k)
+    assert c.relay is False and c.full_charges == 1
+
+
 def test_cell_stop_at_low_soc_rearms_five_points_lower():
-    c = make()
+    c = make(min_soc=60)
     c.update(R(soc=60), 0)
-    c.update(R(soc=62, cell=3.62), 10)
-    assert c.state == "resting"
+    _confirmed_stop(c, 62, 10)
     assert c.next == "charges again at SOC <= 57 %"
     assert c.update(R(soc=58, cell=3.3), 500) is False
     assert c.update(R(soc=57, cell=3.3), 600) is True
     assert c.state == "charging"
+
+
+def test_cell_stop_never_lowers_the_start_below_min_soc_minus_5():
+    # one over-voltage at 50 % used to move the next start to 45 % with min_soc 80
+    c = make(min_soc=80)
+    c.update(R(soc=40), 0)
+    _confirmed_stop(c, 50, 10)
+    # 50 % is below the floor of 75 %: the next charge starts (after the anti-chatter delay)
+    assert c.state == "charging" and c.reason == "SOC 50 % <= 75 %"
+    assert c.update(R(soc=50, cell=3.3), 500) is True and c.state == "charging"
 
 
 def test_bms_overvoltage_flag_stops_and_ends_charge():
@@ -94,9 +125,12 @@ def test_bms_overvoltage_flag_stops_and_ends_charge():
         c.update(R(soc=99), 0)
         assert c.update(R(soc=100, faults=[name]), 5) is False
         assert c.state == "fault" and c.reason == "BMS protection: " + name
-        # when the BMS clears it, the charge is over
+        c.update(R(soc=100, faults=[name]), 10)
+        c.update(R(soc=100, faults=[name]), 15)
+        # confirmed by three readings: when the BMS clears it, the charge is over
         assert c.update(R(soc=100, current=0), 100) is False
         assert c.state == "resting"
+        assert c.reason == "BMS protection: over-voltage"
 
 
 def test_resting_until_min_soc_then_charges_again():
@@ -283,7 +317,7 @@ def test_full_every_days_is_off_at_zero():
 def test_states_and_attributes():
     c = make()
     assert set(STATES) == {"startup", "charging", "balancing", "resting", "timeout", "fault",
-                           "no_data", "override"}
+                           "no_data", "override", "paused"}
     c.update(R(soc=50), 0)
     c.update(R(soc=50), 50)
     assert c.since == 0
@@ -339,7 +373,8 @@ def test_over_voltage_stop_of_a_due_full_charge_counts_as_full():
         assert c.state == "resting"
         assert c.update(R(soc=85), t, w + t) is True
         assert c.reason == "full charge due (every 7 days)"
-        assert c.update(stop, t + 100, w + t + 100) is False
+        for k in range(3):  # confirmed over three readings
+            assert c.update(stop, t + 90 + 5 * k, w + t + 90 + 5 * k) is False
         assert c.full_charges == 1 and c.persisted()["full_at"] == w + t + 100
         switches = 0
         relay = False
@@ -380,14 +415,22 @@ def test_nan_readings_are_unsafe():
     assert c.update(R(soc=50), 0) is True
     assert c.update(R(soc=50, temps=(20, nan)), 10) is False
     assert c.state == "fault" and c.reason == "temperature reading is not a number"
-    assert c.update(R(soc=50), 20) is True
-    assert c.update(R(soc=50, cell=nan), 30) is False
+    assert c.alarms_info(10)[0]["name"] == "bad_value"
+    # charging resumes only after three good readings in a row
+    assert c.update(R(soc=50), 20) is False
+    assert c.update(R(soc=50), 25) is False
+    assert c.update(R(soc=50), 30) is True and c.alarms_info(30) == []
+    assert c.update(R(soc=50, cell=nan), 35) is False
     assert c.state == "fault" and c.reason == "BMS cell voltage is not a number"
-    assert c.next == "resumes when the BMS reports valid cell voltages"
-    assert c.update(R(soc=50), 40) is True and c.state == "charging"
-    assert c.update(R(soc=nan), 50) is False
+    assert c.next == "resumes after 3 good BMS readings in a row"
+    for t in (40, 45, 50):
+        c.update(R(soc=50), t)
+    assert c.relay is True and c.state == "charging"
+    assert c.update(R(soc=nan), 55) is False
     assert c.state == "no_data" and c.reason == "BMS SOC is not a number"
-    assert c.update(R(soc=50), 60) is True and c.state == "charging"
+    # the fourth switch-on within a minute: the relay wear budget makes it wait
+    assert c.update(R(soc=50), 60) is False and c.state == "charging"
+    assert "relay wear limit" in c.next
     c.set_override("on", 10, 70)
     assert c.update(R(soc=nan), 80) is False and c.state == "no_data"
     # a first reading with a NaN SOC starts nothing
@@ -400,5 +443,8 @@ def test_nan_readings_are_unsafe():
     r = R(soc=90)
     r.cells = [nan, 3.62, 3.30, 3.30]
     assert c.update(r, 10) is False and c.state == "fault"
-    assert c.update(R(soc=90), 20) is False
+    c.update(r, 15)
+    c.update(r, 20)
+    for t in (25, 30, 35):  # the NaN needs three good readings to clear
+        assert c.update(R(soc=90), t) is False
     assert c.state == "resting" and c.reason == "cell 3.62 V >= 3.60 V"

@@ -34,6 +34,29 @@ CHARGE_FAULTS = (
     MOSFET_OVERTEMP,  # charging through overheated switches makes them hotter
 )
 
+# Family alarms that say the BMS's own measurements (or its switches) cannot be trusted: a
+# pack it reports on must not be charged until they clear. Bits a codec cannot name
+# (UNKNOWN_PREFIXES) count too: an alarm nobody can explain is no reason to trust the pack.
+UNTRUSTED_FAULTS = (
+    "current_sensor_error",  # JK, Daly: the current (tail end, supervision) is unknown
+    "cell_count_mismatch",  # JK: it sees another number of cells than configured
+    "wire_resistance",  # JK: a balance lead is loose, cell voltages are wrong
+    "cell_sense_error", "voltage_sense_error", "temp_sensor_error", "mos_sensor_error",  # Daly
+    "eeprom_error", "comm_error", "internal_comm_error", "mosfet_stuck", "charge_lockout",
+)
+UNKNOWN_PREFIXES = ("jbd_protection_bit_", "daly_alarm_")
+
+
+def untrusted(name):
+    """True for a fault name that means the BMS itself cannot be trusted."""
+    if name in UNTRUSTED_FAULTS:
+        return True
+    for p in UNKNOWN_PREFIXES:
+        if name.startswith(p):
+            return True
+    return False
+
+
 FIELDS = (
     "voltage",
     "current",
