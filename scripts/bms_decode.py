@@ -3,13 +3,14 @@
 
     bms_decode.py PROTOCOL HEX [HEX ...]
 
-PROTOCOL is jbd, jk02_24s, jk02_32s or daly. Each HEX argument is one BLE notification
-(spaces and colons allowed), fed in order through the protocol's assembler. Prints one JSON
-object per complete frame, one per line:
+PROTOCOL is jbd, jk02_24s, jk02_32s, daly, seplos, ant, redodo or renogy. Each HEX argument
+is one BLE notification (spaces and colons allowed), fed in order through the protocol's
+assembler. Prints one JSON object per complete frame, one per line:
   - measurement frames: the Reading fields (voltage V, current A (+ = charging), soc %,
     remaining_ah, nominal_ah, cycles, cells [V], temperatures [degC], charge_fet,
-    discharge_fet, faults); a JBD basic-info frame omits `cells`, a JBD cell frame has
-    `cells` only; a field the frame does not carry is null (e.g. Daly nominal_ah);
+    discharge_fet, faults); a field the frame does not carry is null (e.g. Daly nominal_ah,
+    `cells` of a JBD basic-info frame, everything but FETs and faults of a Seplos EIC
+    block); a JBD cell frame prints `cells` only;
   - other frames: a small object of their own: JBD model {"model"}, JBD write ack
     {"register", "ack", "data"}, JK device info {"type": "device_info", "vendor",
     "hardware", "software", "name"}, JK settings {"type": "settings"}, other Daly
@@ -40,12 +41,16 @@ _PLACES = {
 }
 
 
+# ANT counts capacity in micro-Ah: keep all of it.
+_PROTOCOL_PLACES = {"ant": {"remaining_ah": 6, "nominal_ah": 6}}
+
+
 class UsageError(Exception):
     pass
 
 
-def _round(key, value):
-    places = _PLACES.get(key)
+def _round(key, value, places=None):
+    places = (places or _PLACES).get(key, _PLACES.get(key))
     if places is None or value is None:
         return value
     if isinstance(value, list):
@@ -56,25 +61,48 @@ def _round(key, value):
     return value
 
 
-def reading_json(reading, fields=None):
-    """The Reading as a JSON-ready dict (rounded); fields not in `fields` (None = all) are null."""
+def reading_json(reading, fields=None, protocol=None):
+    """The Reading as a JSON-ready dict (rounded to the protocol's resolution); fields not in
+    `fields` (None = all) are null."""
     d = reading.to_dict()
+    places = _PROTOCOL_PLACES.get(protocol)
     out = {}
     for key in d:
-        out[key] = _round(key, d[key]) if fields is None or key in fields else None
+        out[key] = _round(key, d[key], places) if fields is None or key in fields else None
     return out
 
 
 _JBD_BASIC_FIELDS = tuple(k for k in Reading().to_dict() if k != "cells")
 
 
+class _Unset:
+    """Marks a Reading field before decoding: one still holding it was not in the frame."""
+
+
+_UNSET = _Unset()
+
+
+def blank_reading():
+    r = Reading()
+    for key in r.to_dict():
+        setattr(r, key, _UNSET)
+    return r
+
+
 def _frame_json(protocol, frame, reading):
-    """A JBD cell frame prints `cells` alone; a JBD basic frame has no cells (null)."""
+    """A JBD cell frame prints `cells` alone; other fields a frame does not carry are null."""
     if protocol == "jbd":
         if frame[1] == 0x04:
             return {"cells": _round("cells", reading.cells)}
         return reading_json(reading, _JBD_BASIC_FIELDS)
-    return reading_json(reading)
+    carried = []
+    for key in ("voltage", "current", "soc", "remaining_ah", "nominal_ah", "cycles", "cells",
+                "temperatures", "charge_fet", "discharge_fet", "faults"):
+        if getattr(reading, key) is _UNSET:
+            setattr(reading, key, [] if key in ("cells", "temperatures", "faults") else None)
+        else:
+            carried.append(key)
+    return reading_json(reading, carried, protocol)
 
 
 class FrameDecoder:
@@ -90,7 +118,7 @@ class FrameDecoder:
         self._error = None
 
     def _sink(self, frame):
-        reading = Reading()
+        reading = blank_reading() if self.protocol != "jbd" else Reading()
         try:
             if self.driver.decode(frame, reading):
                 self._out.append(_frame_json(self.protocol, frame, reading))
@@ -117,12 +145,15 @@ class FrameDecoder:
             return "%d frame(s) with a bad checksum" % a.bad_checksum
         if a.oversize:
             return "%d frame(s) longer than the protocol allows" % a.oversize
-        if a.pending():
-            return "truncated frame: %d byte(s) of an incomplete frame at the end" % a.pending()
+        if a.pending() and a.expected():
+            return "truncated frame: %d of %d byte(s) at the end" % (a.pending(), a.expected())
         if not a.frames:
-            if a.dropped_bytes:
-                return "no %s frame found (%d byte(s) of other data)" % (self.protocol, a.dropped_bytes)
+            other = a.dropped_bytes + a.pending()
+            if other:
+                return "no %s frame found (%d byte(s) of other data)" % (self.protocol, other)
             return "no %s frame found" % self.protocol
+        if a.pending():
+            return "%d byte(s) after the last frame that start no frame" % a.pending()
         return None
 
 

@@ -2,14 +2,16 @@
 """Read a real BMS from a laptop over Bluetooth LE, through the firmware's own drivers.
 
     bms_probe.py --scan [--timeout S] [--all]
-    bms_probe.py --mac AA:BB:CC:DD:EE:FF [--protocol auto|jbd|jk02_24s|jk02_32s|daly]
+    bms_probe.py --mac AA:BB:CC:DD:EE:FF
+                 [--protocol auto|jbd|jk02_24s|jk02_32s|daly|seplos|ant|redodo|renogy]
                  [--count N] [--interval S] [--timeout S]
 
 --scan prints one JSON line per advertising BMS: {"mac", "name", "rssi", "protocol"}
 (--all: every device, protocol null when unknown). --mac connects, writes the driver's
 start requests, then polls (JK streams on its own) and prints N readings as JSON lines with
-the Reading fields (a JBD reading merges its basic-info and cell frames), plus one
-{"info": {...}} line per frame without measurements (JK device info). Exits 2 on bad
+the Reading fields (one reading merges the frames of a poll: JBD basic info + cells; Seplos
+system, alarm and per-pack blocks; Renogy's three register blocks), plus one {"info": {...}}
+line per frame without measurements (JK device info). Exits 2 on bad
 arguments or when the BMS cannot be found/read, with a one-line reason on stderr.
 
 Needs `bleak` (pip install bleak): an optional laptop-only dependency, imported on use.
@@ -77,7 +79,9 @@ def _props(char):
 def pick_characteristics(services, driver):
     """(notify, write) characteristics for the driver, as the firmware's link picks them: in
     the first of the driver's services the device has, by their properties (JK modules may
-    expose two FFE1 characteristics; some JBD packs serve FFF1/FFF2 instead of FF01/FF02)."""
+    expose two FFE1 characteristics; some JBD packs serve FFF1/FFF2 instead of FF01/FF02).
+    A driver with `notify_service_uuid` (Renogy: write FFD1 in FFD0, notify FFF1 in FFF0)
+    takes the notify characteristic from that service."""
     by_uuid = {}
     for service in services:
         by_uuid.setdefault(protocols.uuid16(service.uuid), service)
@@ -89,9 +93,15 @@ def pick_characteristics(services, driver):
     if service is None:
         raise ProbeError("the device has no %s service (%s)" % (
             driver.name, ", ".join("0x%04X" % u for u in driver.service_uuids)))
+    notify_service = service
+    split = getattr(driver, "notify_service_uuid", None)
+    if split is not None:
+        notify_service = by_uuid.get(split)
+        if notify_service is None:
+            raise ProbeError("the device has no %s notify service (0x%04X)" % (driver.name, split))
     chars = list(getattr(service, "characteristics", ()))
     notify = write = None
-    for char in chars:
+    for char in getattr(notify_service, "characteristics", ()):
         if "notify" in _props(char):
             notify = char
             break
@@ -101,6 +111,8 @@ def pick_characteristics(services, driver):
         if not props & {"write", "write-without-response"}:
             continue
         score = (2 if char is not notify else 0) + (1 if "write-without-response" in props else 0)
+        if protocols.uuid16(char.uuid) == getattr(driver, "write_uuid", None):
+            score += 4  # the family's own write characteristic (Redodo: FFE2, not FFE3)
         if score > best:
             best, write = score, char
     if notify is None or write is None:
@@ -139,7 +151,7 @@ class Session:
         return out
 
     def snapshot(self):
-        return reading_json(self.reading)
+        return reading_json(self.reading, None, self.driver.name)
 
 
 async def _wait_measured(session, queue, target, timeout, out):
@@ -176,7 +188,10 @@ async def probe(client, protocol, count=1, interval=2.0, timeout=10.0, out=None)
     await client.start_notify(notify, lambda _sender, data: queue.put_nowait(bytes(data)))
     response = "write" in _props(write)
     for req in driver.start_requests():
+        target = session.measured + 1
         await client.write_gatt_char(write, req, response=response)
+        if not driver.streams:  # answered by a measurement (Seplos: the system block)
+            await _wait_measured(session, queue, target, timeout, out)
     for n in range(count):
         if n and interval:
             await asyncio.sleep(interval)

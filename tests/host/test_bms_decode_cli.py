@@ -9,15 +9,20 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "bms_decode.py")
 FRAMES = os.path.join(ROOT, "..", "shared", "bms-frames", "frames.json")
+NEW_FRAMES = os.path.join(ROOT, "..", "shared", "bms-frames", "newfamilies.json")
 sys.path.insert(0, os.path.join(ROOT, "sim"))
 import bms_frames as bf  # noqa: E402
+import bms_frames_more as bm  # noqa: E402
 
 
 def shared():
-    if not os.path.exists(FRAMES):
-        pytest.fail("shared BMS frames missing: %s" % FRAMES)
-    with open(FRAMES) as f:
-        return json.load(f)["frames"]
+    frames = []
+    for path in (FRAMES, NEW_FRAMES):
+        if not os.path.exists(path):
+            pytest.fail("shared BMS frames missing: %s" % path)
+        with open(path) as f:
+            frames += json.load(f)["frames"]
+    return frames
 
 
 def run(*args):
@@ -101,6 +106,12 @@ def _assert_fails(r, word):
     ("jbd", bf.jbd_basic()),
     ("jk02_32s", bf.jk02_cell_info()),
     ("daly", bf.daly_status()),
+    ("seplos", bm.seplos_eia()),
+    ("seplos", bm.seplos_pib()),
+    ("ant", bm.ant_status()),
+    ("redodo", bm.redodo_status()),
+    ("renogy", bm.renogy_cells()),
+    ("renogy", bm.renogy_values()),
 ])
 def test_corrupt_and_truncated_exit_2(protocol, frame):
     bad = bytearray(frame)
@@ -127,3 +138,37 @@ def test_bms_error_status_exit_2():
 def test_help():
     r = run("--help")
     assert r.returncode == 0 and "PROTOCOL" in r.stdout
+
+
+def test_new_families_print_null_for_what_a_block_does_not_carry():
+    r = run("seplos", *[x.hex() for x in bf.fragments(bm.seplos_eia(voltage=52.1, current=-3.5), 20)])
+    obj = lines(r.stdout)[0]
+    assert obj["voltage"] == 52.1 and obj["current"] == -3.5
+    assert obj["cells"] is None and obj["faults"] is None and obj["charge_fet"] is None
+    r = run("seplos", bm.seplos_eic(charge_fet=False, events=(0x02, 0, 0, 0, 0, 0)).hex())
+    obj = lines(r.stdout)[0]
+    assert obj["charge_fet"] is False and obj["faults"] == ["cell_overvoltage"] and obj["voltage"] is None
+    r = run("renogy", bm.renogy_values(current=-0.86, remaining_ah=50.0, nominal_ah=100.0).hex())
+    obj = lines(r.stdout)[0]
+    assert obj["current"] == -0.86 and obj["soc"] == 50 and obj["cells"] is None
+    r = run("redodo", bm.redodo_status().hex())
+    obj = lines(r.stdout)[0]
+    assert obj["charge_fet"] is None and obj["faults"] == []  # no FET state in this family
+
+
+def test_a_whole_seplos_poll_in_one_go():
+    frames = [bm.seplos_eia(), bm.seplos_eic(), bm.seplos_pib(1, cells=[3.3] * 16)]
+    r = run("seplos", *[x.hex() for x in bf.fragments(b"".join(frames), 20)])
+    assert r.returncode == 0, r.stderr
+    objs = lines(r.stdout)
+    assert len(objs) == 3 and len(objs[2]["cells"]) == 16
+
+
+def test_error_replies_exit_2():
+    _assert_fails(run("seplos", "0084029301"), "illegal data address")
+    e = bytearray(b"\x30\x83\x02\x00\x00")
+    c = bf.crc16_modbus(e, 3)
+    e[3], e[4] = c & 0xFF, c >> 8
+    _assert_fails(run("renogy", bytes(e).hex()), "error")
+    _assert_fails(run("redodo", bm.redodo_frame(0x13, bytes(96), status=2).hex()), "status")
+    _assert_fails(run("ant", bm.ant_frame(0x11, bytes(30)).hex()), "too short")

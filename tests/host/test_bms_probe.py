@@ -55,6 +55,23 @@ class FakeClient:
             self.services = [Service(bms_probe.uuid128(0xFFF0), [
                 Char(bms_probe.uuid128(0xFFF1), ["notify"]),
                 Char(bms_probe.uuid128(0xFFF2), ["write-without-response"])])]
+        elif protocol == "seplos":
+            self.services = [Service(bms_probe.uuid128(0xFFF0), [
+                Char(bms_probe.uuid128(0xFFF1), ["read", "notify"]),
+                Char(bms_probe.uuid128(0xFFF2), ["read", "write-without-response", "write"])])]
+        elif protocol == "ant":  # one FFE1 for both; syssi's log also shows a writable FFE2
+            self.services = [Service(bms_probe.uuid128(0xFFE0), [
+                Char(bms_probe.uuid128(0xFFE1), ["notify", "write-without-response", "write"]),
+                Char(bms_probe.uuid128(0xFFE2), ["write-without-response", "write"])])]
+        elif protocol == "redodo":  # FFE3 is the module's AT-command channel
+            self.services = [Service(bms_probe.uuid128(0xFFE0), [
+                Char(bms_probe.uuid128(0xFFE1), ["notify"]),
+                Char(bms_probe.uuid128(0xFFE2), ["write"]),
+                Char(bms_probe.uuid128(0xFFE3), ["write-without-response"])])]
+        elif protocol == "renogy":  # write in FFD0, notify in FFF0
+            self.services = [Service(bms_probe.uuid128(0xFFD0), [
+                Char(bms_probe.uuid128(0xFFD1), ["write-without-response"])]),
+                Service(bms_probe.uuid128(0xFFF0), [Char(bms_probe.uuid128(0xFFF1), ["notify"])])]
         else:  # the newer JK module: two FFE1 characteristics, told apart by properties
             self.services = [Service(bms_probe.uuid128(0xFFE0), [
                 Char(bms_probe.uuid128(0xFFE1), ["write", "write-without-response"]),
@@ -78,6 +95,8 @@ class FakeClient:
 
     async def write_gatt_char(self, char, data, response=False):
         assert "write" in char.properties or "write-without-response" in char.properties
+        if self.protocol in ("ant", "redodo", "renogy"):  # the family's own write characteristic
+            assert char.uuid == bms_probe.uuid128(protocols.get(self.protocol).write_uuid)
         self.writes.append(bytes(data))
         if self.silent:
             return
@@ -114,6 +133,9 @@ def test_probe_prints_readings(protocol):
     readings = [x for x in lines if "info" not in x]
     assert len(readings) == 2
     r = readings[-1]
+    if protocol in ("seplos", "ant", "redodo", "renogy"):
+        _check_new_family(protocol, r, client)
+        return
     assert r["cells"] == [3.32, 3.321, 3.319, 3.32]
     assert r["current"] == -2.5
     assert r["voltage"] == (13.3 if protocol == "daly" else 13.28)  # Daly: 0.1 V steps
@@ -127,6 +149,23 @@ def test_probe_prints_readings(protocol):
         assert any("info" in x and x["info"]["type"] == "device_info" for x in lines)
     else:
         assert len(client.writes) == 2 * len(protocols.get(protocol).poll_requests())
+
+
+def _check_new_family(protocol, r, client):
+    # Each family's own resolution: Renogy cells and voltage in 0.1 V, ANT/Redodo temperatures and SOC
+    # in whole units, Seplos four sensors per pack, Redodo one sensor and no FET state.
+    cells = [3.3] * 4 if protocol == "renogy" else [3.32, 3.321, 3.319, 3.32]
+    assert r["cells"] == cells and r["current"] == -2.5
+    assert r["voltage"] == (13.3 if protocol == "renogy" else 13.28)
+    assert r["soc"] == 64 and r["faults"] == []
+    temps = {"seplos": [21.0, 22.0, 22.0, 22.0], "ant": [21, 22], "redodo": [21], "renogy": [21.0, 22.0]}
+    assert r["temperatures"] == temps[protocol]
+    assert r["cycles"] == (None if protocol == "ant" else 12)
+    assert r["charge_fet"] is (None if protocol == "redodo" else True)
+    driver = protocols.get(protocol)
+    polls = 2 * len(driver.poll_requests())
+    assert client.writes == list(driver.start_requests()) + list(driver.poll_requests()) * 2
+    assert len(client.writes) == polls + len(driver.start_requests())
 
 
 def test_probe_times_out_on_silence():

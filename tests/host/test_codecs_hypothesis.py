@@ -11,6 +11,7 @@ for sub in ("modules", "sim"):
         sys.path.insert(0, os.path.join(ROOT, sub))
 
 import bms_frames as bf  # noqa: E402
+import bms_frames_more as bm  # noqa: E402
 from smartbms.bms import protocols  # noqa: E402
 from smartbms.bms.reading import BMSError, Reading  # noqa: E402
 
@@ -40,6 +41,15 @@ def valid_frames(name):
     if name.startswith("jk02"):
         layout = 32 if name.endswith("32s") else 24
         return [bf.jk02_cell_info(layout=layout), bf.jk02_device_info()]
+    if name == "seplos":
+        return [bm.seplos_eia(), bm.seplos_eib(), bm.seplos_eic(), bm.seplos_pia(2), bm.seplos_pib(3),
+                bm.seplos_error(0, 4, 2)]
+    if name == "ant":
+        return [bm.ant_status(), bm.ant_status(cells=[3.3] * 32, temperatures=(1,) * 8), bm.ant_device_info()]
+    if name == "redodo":
+        return [bm.redodo_status(), bm.redodo_frame(0x16, b"\x01\x02")]
+    if name == "renogy":
+        return [bm.renogy_cells(), bm.renogy_values(), bm.renogy_alarms(), bm.renogy_response([0x4142] * 8)]
     return [bf.daly_status(), bf.daly_status(count=80)]
 
 
@@ -199,3 +209,75 @@ def test_daly_roundtrip(cells_mv, raw_current, temps_raw):
     assert [round(c * 1000) for c in r.cells] == cells_mv
     assert round(r.current * 10) == raw_current - 30000
     assert r.temperatures == [t - 40 for t in temps_raw]
+
+
+@SETTINGS
+@given(st.sampled_from(("seplos", "renogy")), st.integers(0, 0x20), st.sampled_from((0x01, 0x03, 0x04)),
+       st.lists(st.integers(0, 0xFFFF), max_size=40))
+def test_modbus_signed_random_registers(name, addr, fn, regs):
+    data = b"".join(r.to_bytes(2, "big") for r in regs)
+    decode_only_bmserror(name, bm.seplos_frame(addr, fn, data))
+
+
+@SETTINGS
+@given(st.integers(0, 255), st.binary(max_size=190))
+def test_ant_signed_random_payload(func, data):
+    decode_only_bmserror("ant", bm.ant_frame(func, data))
+
+
+@SETTINGS
+@given(st.integers(0, 127), st.binary(max_size=190), st.integers(0, 1))
+def test_redodo_signed_random_payload(cmd, data, status):
+    decode_only_bmserror("redodo", bm.redodo_frame(cmd, data, status))
+
+
+@SETTINGS
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=16), st.integers(-2 ** 31, 2 ** 31 - 1),
+       st.integers(0, 100), st.integers(0, 65535), st.integers(0, 65535), st.integers(-128, 127))
+def test_redodo_roundtrip(cells_mv, current_ma, soc, rem, full, temp):
+    frame = bm.redodo_status(cells=[c / 1000 for c in cells_mv], current=current_ma / 1000, soc=soc,
+                             remaining_ah=rem / 100, nominal_ah=full / 100, temperatures=(temp,))
+    r = Reading()
+    assert DRIVERS["redodo"].decode(frame, r)
+    assert [round(c * 1000) for c in r.cells] == cells_mv and round(r.current * 1000) == current_ma
+    assert r.soc == soc and round(r.remaining_ah * 100) == rem and round(r.nominal_ah * 100) == full
+    assert r.temperatures == [temp]
+
+
+@SETTINGS
+@given(st.lists(st.integers(1, 65535), min_size=0, max_size=32), st.lists(st.integers(-40, 120), max_size=8),
+       st.integers(-32768, 32767), st.integers(0, 4294967295), st.integers(0, 4294967295))
+def test_ant_roundtrip(cells_mv, temps, raw_current, nominal_uah, remaining_uah):
+    frame = bm.ant_status(cells=[c / 1000 for c in cells_mv], temperatures=temps, current=-raw_current / 10,
+                          nominal_ah=nominal_uah / 1e6, remaining_ah=remaining_uah / 1e6)
+    r = Reading()
+    assert DRIVERS["ant"].decode(frame, r)
+    assert [round(c * 1000) for c in r.cells] == cells_mv and r.temperatures == temps
+    assert round(r.current * 10) == -raw_current
+    assert round(r.nominal_ah * 1e6) == nominal_uah and round(r.remaining_ah * 1e6) == remaining_uah
+
+
+@SETTINGS
+@given(st.integers(-2 ** 31, 2 ** 31 - 1), st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
+       st.integers(1, 16), st.lists(st.integers(1, 65535), min_size=1, max_size=16))
+def test_seplos_roundtrip(raw_current, remaining, voltage, packs, cells_mv):
+    r = Reading()
+    assert DRIVERS["seplos"].decode(bm.seplos_eia(current=raw_current / 10, remaining_ah=remaining / 100,
+                                                  voltage=voltage / 100, packs=packs), r)
+    assert round(r.current * 10) == raw_current and round(r.remaining_ah * 100) == remaining
+    assert round(r.voltage * 100) == voltage
+    assert DRIVERS["seplos"].decode(bm.seplos_pib(1, cells=[c / 1000 for c in cells_mv]), r)
+    assert [round(c * 1000) for c in r.cells] == cells_mv
+
+
+@SETTINGS
+@given(st.integers(-32768, 32767), st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
+       st.lists(st.integers(-400, 1200), max_size=16))
+def test_renogy_roundtrip(raw_current, rem_mah, full_mah, temps):
+    r = Reading()
+    assert DRIVERS["renogy"].decode(bm.renogy_values(current=raw_current / 100, remaining_ah=rem_mah / 1000,
+                                                     nominal_ah=full_mah / 1000), r)
+    assert round(r.current * 100) == raw_current and round(r.remaining_ah * 1000) == rem_mah
+    assert r.soc is None if not full_mah else 0 <= r.soc <= 100
+    assert DRIVERS["renogy"].decode(bm.renogy_cells(temperatures=[t / 10 for t in temps]), r)
+    assert [round(t * 10) for t in r.temperatures] == temps

@@ -70,6 +70,10 @@ class Assembler:
         """Bytes of the partial frame held."""
         return self._n
 
+    def expected(self):
+        """The length of the partial frame held once its header was read, else 0."""
+        return self._need
+
     def _drop_partial(self):
         self.dropped_bytes += self._n
         self._n = 0
