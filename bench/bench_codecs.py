@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPY_CODE = r"""
 import gc, time
 import bms_frames as bf
+import bms_frames_more as bm
 from smartbms.bms import protocols
 from smartbms.bms.reading import Reading
 
@@ -23,6 +24,14 @@ CASES = (
     ("jk02_32s cell info (16)", "jk02_32s", bf.jk02_cell_info(cells=[3.3] * 16, layout=32), 20),
     ("jk02_24s cell info (16)", "jk02_24s", bf.jk02_cell_info(cells=[3.3] * 16, layout=24), 20),
     ("daly status (16 cells)", "daly", bf.daly_status(cells=[3.3] * 16, temperatures=(20, 21)), 20),
+    ("seplos EIA (system)", "seplos", bm.seplos_eia(), 20),
+    ("seplos EIC (alarms)", "seplos", bm.seplos_eic(), 20),
+    ("seplos PIB (16 cells)", "seplos", bm.seplos_pib(1, cells=[3.3] * 16), 20),
+    ("ant status (16 cells)", "ant", bm.ant_status(cells=[3.3] * 16), 20),
+    ("redodo status (4 cells)", "redodo", bm.redodo_status(), 20),
+    ("renogy cells (4)", "renogy", bm.renogy_cells(), 20),
+    ("renogy values", "renogy", bm.renogy_values(), 20),
+    ("renogy alarms", "renogy", bm.renogy_alarms(), 20),
 )
 
 def bench(name, proto, frame, mtu):
@@ -71,8 +80,9 @@ for c in CASES:
     bench(*c)
 gc.collect()
 a = protocols.get("jk02_32s").new_assembler()
-print("assembler buffers: jbd %d B, jk02 %d B, daly %d B (preallocated once per link)" % (
-    protocols.get("jbd").new_assembler().SIZE, a.SIZE, protocols.get("daly").new_assembler().SIZE))
+print("assembler buffers (preallocated once per link): " + ", ".join(
+    "%s %d B" % (p, protocols.get(p).new_assembler().SIZE)
+    for p in ("jbd", "jk02_32s", "daly", "seplos", "ant", "redodo", "renogy")))
 """
 
 
