@@ -92,7 +92,8 @@ BAD = {
 
 # key -> partial updates that must be accepted (boundaries, with companions for the rules)
 GOOD = {
-    "bms_protocol": [{"bms_protocol": p} for p in ("auto", "jbd", "jk02_24s", "jk02_32s", "daly")],
+    "bms_protocol": [{"bms_protocol": p} for p in ("auto", "jbd", "jk02_24s", "jk02_32s", "daly", "seplos",
+                                                   "ant", "redodo", "renogy")],
     "bms_mac": [{"bms_mac": ""}, {"bms_mac": "A4:C1:38:0B:1E:FF"}],
     "bms_name": [{"bms_name": ""}, {"bms_name": "x" * 32}, {"bms_name": "xiaoxiang BMS \u00e9"}],
     "bms_mode": [{"bms_mode": "persistent"}, {"bms_mode": "release"}],
@@ -358,7 +359,8 @@ def test_schema_public_lists_ranges_choices_and_rules():
     assert sch["version"] == S.VERSION
     assert f["poll_interval_s"]["min"] == 2 and f["poll_interval_s"]["max"] == 300
     assert f["poll_interval_s"]["type"] == "int" and f["cell_max_v"]["type"] == "float"
-    assert f["bms_protocol"]["choices"] == ["auto", "jbd", "jk02_24s", "jk02_32s", "daly"]
+    assert f["bms_protocol"]["choices"] == ["auto", "jbd", "jk02_24s", "jk02_32s", "daly", "seplos", "ant",
+                                            "redodo", "renogy"]
     assert f["relay_pin"]["choices"] == [pins.RELAY_GPIO]
     assert f["relay_active_low"]["choices"] == [pins.RELAY_ACTIVE_LOW]
     assert -1 in f["led_pin"]["choices"] and 34 not in f["led_pin"]["choices"]
