@@ -22,7 +22,7 @@ STAMP := $(VENV)/.pins-installed
 # hardware shims come first (as on the chip, code costs no heap); then the host-only
 # helpers that tests import (sim/, tests/unit adds itself).
 MPYPATH := .frozen:$(CURDIR)/sim:$(CURDIR)/build/testlib
-FROZEN_SRC := manifest.py sim/unix_variant/manifest.py versions.mk scripts/host_micropython.sh \
+FROZEN_SRC := manifest.py $(wildcard sim/unix_variant/*) versions.mk scripts/host_micropython.sh \
 	sim/sim_main.py sim/sim_boot.py $(shell find modules sim/shims -name '*.py' 2>/dev/null)
 MPY_TESTS ?= tests/unit
 
@@ -83,7 +83,7 @@ compile: $(STAMP) vendor
 	@$(PY) scripts/compile_modules.py --mpy-cross $(MPY_CROSS) --out build/mpy modules build/vendor/microdot build/gen
 
 test-mpy: $(STAMP) vendor $(MICROPYTHON)
-	MICROPYPATH=$(MPYPATH) $(MICROPYTHON) -X heapsize=8m tests/mpy_runner.py $(MPY_TESTS)
+	MICROPYPATH=$(MPYPATH) $(PY) tests/run_unix_tests.py $(MICROPYTHON) $(MPY_TESTS)
 
 check-board: $(STAMP) vendor
 	@$(PY) scripts/check_board.py boards/SMARTBMS

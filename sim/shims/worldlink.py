@@ -8,7 +8,8 @@
 #
 # Events arrive as the chip delivers IRQs: a watcher thread waits for the event connection
 # and schedules pump() with micropython.schedule, so handlers run on the main thread between
-# bytecodes or while asyncio waits, as NimBLE's sync events do on the ESP32. Frames are
+# bytecodes or while asyncio waits, as NimBLE's sync events do on the ESP32 (and, as there,
+# the event wakes a main thread that sleeps in poll(): _hostwake). Frames are
 # read into one preallocated buffer and handed to handlers as memoryviews into it.
 import os
 import socket
@@ -70,6 +71,12 @@ class _Link:
         self._emv = memoryview(self._ebuf)
         self._en = 0
         if _thread is not None:
+            try:
+                import _hostwake  # the host interpreter's C helper (sim/unix_variant/hostwake.c)
+
+                _hostwake.register()
+            except ImportError:  # another interpreter: IRQs wait for the next poll timeout
+                pass
             self.evt.setblocking(False)
             self._busy = _thread.allocate_lock()
             self._pump_ref = self.pump  # bound once: a bound method allocates each time
@@ -108,10 +115,19 @@ class _Link:
         """A JSON control command (tests): returns the answer; WorldError on refusal."""
         import json
 
-        st, data = self.call(0x20, json.dumps(cmd).encode())
-        if st != ST_OK:
-            raise WorldError(bytes(data).decode() or "status %d" % st)
-        return json.loads(bytes(data).decode())
+        body = json.dumps(cmd).encode()  # test-only: may be larger than the command buffer
+        self.cmd.write(struct.pack("<HB", len(body) + 1, 0x20) + body)
+        self._read_exactly(2)
+        reply = bytearray(self._in[0] | self._in[1] << 8)
+        got = 0
+        while got < len(reply):
+            k = self.cmd.readinto(memoryview(reply)[got:])
+            if not k:
+                raise SystemExit("worldlink: the world went away")
+            got += k
+        if reply[0] != ST_OK:
+            raise WorldError(bytes(reply[1:]).decode() or "status %d" % reply[0])
+        return json.loads(bytes(reply[1:]).decode())
 
     # ---- events ----
     def _watch(self):

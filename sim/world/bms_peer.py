@@ -61,6 +61,12 @@ class BMSPeer(Peer):
         self.notify_uuid = notify_uuid
         self._values = values
         self.stream_ms = stream_ms
+        # how it answers: None (its protocol), or scripted for tests:
+        #   "error": a JBD error frame (status 0x80); "corrupt": a JBD frame with one bit
+        #   flipped; "half": the first 6 bytes of a frame, then nothing;
+        #   [{"at": i, "byte": b, "fragments": [hex, ...]}, ...]: the first rule whose request
+        #   byte i is b (at None: any request) replays its notifications as captured
+        self.answer = None
         self.requests = 0
         self.frames_sent = 0
         self.streamed = 0
@@ -80,10 +86,31 @@ class BMSPeer(Peer):
 
     def _answer(self, _char, data):
         self.requests += 1
+        if self.answer is not None:
+            self._scripted(data)
+            return
         self.send_frames(bms_frames.respond(self.protocol, data, self.values()))
         if self.protocol.startswith("jk02") and len(data) > 4 and data[4] == 0x96:
             if self._stream is None or self._stream.done():
                 self._stream = asyncio.ensure_future(self._stream_cells())
+
+    def _scripted(self, data):
+        a = self.answer
+        reg = data[2] if len(data) > 2 else 0
+        if a == "error":
+            self.send_frames([bms_frames.jbd_frame(reg, b"", status=0x80)])
+        elif a == "corrupt":
+            f = bytearray(bms_frames.jbd_frame(reg, bytes(8)))
+            f[5] ^= 0x01
+            self.send_frames([bytes(f)])
+        elif a == "half":
+            self.send_frames([bms_frames.jbd_frame(reg, bytes(8))[:6]])
+        else:
+            for rule in a:
+                at = rule.get("at")
+                if at is None or (at < len(data) and data[at] == rule["byte"]):
+                    self.send_frames([bytes.fromhex(h) for h in rule["fragments"]])
+                    return
 
     async def _stream_cells(self):
         # The JK module streams cell info until the central goes away.

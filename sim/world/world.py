@@ -18,7 +18,7 @@ BUTTON_PIN = 0
 _BATTERY_KEYS = ("temperature_c", "charger_a", "load_a", "fault", "balance_a")
 _PEER_KNOBS = ("silent", "in_range", "connect_delay_ms", "response_delay_ms", "fragment_gap_ms",
                "mtu_exchange_fails", "cccd_status", "cccd_no_response", "discovery_stalls",
-               "drop_after_fragments", "advertise_when_connected", "rssi", "stream_ms", "name")
+               "drop_after_fragments", "advertise_when_connected", "rssi", "stream_ms", "name", "answer")
 
 
 class ControlError(Exception):
@@ -143,6 +143,7 @@ class World:
         out = {"t": self.t, "speed": self.speed, "charger_on": self.charger_on(),
                "relay_switches": self.relay_switches, "pins": {str(k): v for k, v in self.pins.items()},
                "device": self.device is not None, "radio": dict(self.radio.counts),
+               "connect_pending": self.radio._pending is not None, "ble_active": self.radio.active,
                "peers": [self._peer_info(p) for p in self.radio.peers.values()]}
         if self.battery is not None:
             b = self.battery

@@ -10,6 +10,16 @@
 # Radio waits (connect, discovery, responses) are real milliseconds: the radio does not
 # speed up with the simulator's clock. Poll intervals and backoff are device time
 # (smartbms.clock).
+#
+# Facts of the real stack (MicroPython v1.28.0's NimBLE binding, aioble at the commit it
+# pins) that shape this code:
+# - aioble's Device.connect() passes no scan_duration_ms unless asked, and the binding's
+#   default ends the controller's attempt after 2 s; the link passes its own timeout.
+# - A connect the controller gives up on arrives as PERIPHERAL_DISCONNECT with handle
+#   0xFFFF, which aioble ignores: the link watches for it and ends its wait at once.
+# - Discovery results come in bursts and aioble hands them out from the end of its queue,
+#   so characteristics are ordered by handle here before one is chosen.
+# - subscribe() writes the CCCD with a response and may raise GattError.
 import time
 
 from smartbms import clock
@@ -53,6 +63,8 @@ except ImportError:  # pragma: no cover
         return _ticks_ms() & ((1 << n) - 1)
 
 
+_IRQ_PERIPHERAL_DISCONNECT = const(8)
+_CONN_NONE = const(0xFFFF)
 _FLAG_WRITE_NO_RESPONSE = const(0x0004)
 _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
@@ -66,6 +78,10 @@ _SCAN_MS = const(5000)
 _CAPTURE_SLOTS = const(48)  # a 300-byte JK frame is 15 notifications at the default MTU
 
 MODES = ("persistent", "release")
+
+
+def _handle(ch):
+    return ch._value_handle
 
 
 class LinkError(Exception):
@@ -86,6 +102,31 @@ def backoff_ms(failures, rand8=None):
 
 
 _sleep_real_ms = clock.sleep_real_ms
+
+# The link whose connect is pending, for the IRQ hook below (one connect at a time: the
+# controller allows no more).
+_connecting = None
+_hooked = False
+
+
+def _connect_irq(event, data):
+    # aioble ignores a failed connect: wake the pending connect's wait. Its flag is what the
+    # event loop polls, so this ends the wait now (a task.cancel() from an IRQ would only be
+    # seen when the loop's poll times out, on the chip as here); aioble then finds no
+    # connection handle and raises, which _open turns into the error.
+    link = _connecting
+    if event == _IRQ_PERIPHERAL_DISCONNECT and data[0] == _CONN_NONE and link is not None:
+        link._connect_failed = True
+        c = link._device._connection if link._device is not None else None
+        if c is not None and c._event is not None:
+            c._event.set()
+
+
+def _hook_irq(aioble):
+    global _hooked
+    if not _hooked:
+        aioble.core.register_irq_handler(_connect_irq, None)
+        _hooked = True
 
 
 class _Capture:
@@ -198,6 +239,7 @@ class BMSLink:
         self._write_response = False
         self._answers = 0
         self._frame_error = None
+        self._connect_failed = False
         self._failures = 0  # consecutive failed cycles: drives the backoff
         self._timeouts_in_row = 0
         self._lost = False  # a link failed: the next connection is a reconnect
@@ -377,6 +419,8 @@ class BMSLink:
             msg = str(e) or type(e).__name__
             if type(e).__name__ == "DeviceDisconnectedError":
                 msg = "disconnected"
+            elif type(e).__name__ == "GattError":  # aioble keeps the ATT status aside
+                msg = "ATT status 0x%02x" % (getattr(e, "_status", 0) or 0)
         st["last_error"] = "%s: %s" % (type(e).__name__, msg) if msg != type(e).__name__ else msg
         self._failures += 1
         st["failures"] = self._failures
@@ -401,8 +445,21 @@ class BMSLink:
                 dev = aioble.Device(aioble.ADDR_PUBLIC, self.mac)
             self._device = dev
         dev = self._device
+        global _connecting
+        _hook_irq(aioble)
+        t = self.connect_timeout_ms
+        self._connect_failed = False
+        _connecting = self
         try:
-            conn = await dev.connect(timeout_ms=self.connect_timeout_ms)
+            try:
+                # the controller's attempt lasts as long as the link waits (not 2 s)
+                conn = await dev.connect(timeout_ms=t, scan_duration_ms=t)
+            except AssertionError:
+                if not self._connect_failed:
+                    raise
+                raise LinkError("connect failed: the BMS did not answer")
+            finally:
+                _connecting = None
         except Exception:
             # aioble leaves the controller's attempt running and keeps the dead connection
             # on the Device: cancel the one, forget the other (rescan next time).
@@ -439,6 +496,7 @@ class BMSLink:
             chars = []
             async for ch in service.characteristics():
                 chars.append(ch)
+        chars.sort(key=_handle)  # the peer's order, whatever order discovery delivered
         self._pick(chars)
         self._nchar._notify_queue = self._capture
         self._capture.listening = False
