@@ -1,4 +1,4 @@
-# scripts/device.py (make deploy/undeploy/run/console): the mpremote commands it builds, what
+# scripts/device.py (make deploy/undeploy/run/console) and scripts/deploy_plan.py: the mpremote commands it builds, what
 # it refuses and why, and the whole round trip against a MicroPython without hardware: the
 # unix port (build/host/micropython, the firmware frozen in) on a pseudo-terminal. Its REPL
 # speaks mpremote's raw-REPL protocol; only a soft reset (Ctrl-D) would end the process, and
@@ -14,6 +14,7 @@ import tty
 
 import pytest
 
+import deploy_plan
 import device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -183,9 +184,9 @@ def test_the_architecture_comes_from_the_device():
 
 
 def test_load_order_puts_what_a_module_imports_first():
-    graph = device.import_graph()
+    graph = deploy_plan.import_graph()
     assert "smartbms.auth" in graph["smartbms.web"]  # web imports auth at import time
-    items = device.plan(["smartbms/web.py", "smartbms/settings.py", "smartbms/auth.py", "smartbms/clock.py"])
+    items = deploy_plan.plan(["smartbms/web.py", "smartbms/settings.py", "smartbms/auth.py", "smartbms/clock.py"])
     names = [n for n, _ in items]
     assert sorted(names) == ["smartbms.auth", "smartbms.clock", "smartbms.settings", "smartbms.web"]
     assert names.index("smartbms.auth") < names.index("smartbms.web")
@@ -201,13 +202,13 @@ def test_load_order_puts_what_a_module_imports_first():
 
 
 def test_changed_modules_come_from_git():
-    present, gone = device.changed_modules("HEAD")
+    present, gone = deploy_plan.changed_modules("HEAD")
     for rel in present:
         assert rel.endswith(".py") and os.path.isfile(os.path.join(ROOT, "modules", rel))
     for rel in gone:
         assert not os.path.exists(os.path.join(ROOT, "modules", rel))
-    with pytest.raises(device.Refused) as e:
-        device.changed_modules("no-such-ref-anywhere")
+    with pytest.raises(deploy_plan.Refused) as e:
+        deploy_plan.changed_modules("no-such-ref-anywhere")
     assert e.value.code == 2
 
 
