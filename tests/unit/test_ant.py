@@ -2,7 +2,7 @@ import bms_frames as bf
 import bms_frames_more as bm
 from bms_testdata import check_assembly, check_shared, close, feed_all, unhex
 from smartbms.bms import ant, protocols
-from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.reading import BMSError, Reading, untrusted
 from testutil import raises
 
 
@@ -74,6 +74,7 @@ def test_mosfet_status_codes():
 def test_protection_mask_bits_are_named_by_position():
     r = decode_new(bm.ant_status(protection=(1 << 1) | (1 << 63), warning=0xFFFF))
     assert r.faults == ["ant_protection_bit_1", "ant_protection_bit_63"]
+    assert untrusted("ant_protection_bit_1")  # an alarm nobody can name does not let it charge
 
 
 def test_device_info_frame_is_longer_than_its_len_byte():

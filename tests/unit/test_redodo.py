@@ -2,7 +2,7 @@ import bms_frames as bf
 import bms_frames_more as bm
 from bms_testdata import check_assembly, check_shared, close, feed_all, unhex
 from smartbms.bms import protocols, redodo
-from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.reading import BMSError, Reading, untrusted
 from testutil import raises
 
 
@@ -52,6 +52,8 @@ def test_sixteen_cells_and_empty_slots_skipped():
 def test_protection_and_failure_bits():
     r = decode_new(bm.redodo_status(protection=(1 << 2) | (1 << 31), failure=1 << 9))
     assert r.faults == ["redodo_protection_bit_2", "redodo_failure_bit_9", "redodo_protection_bit_31"]
+    for name in r.faults:
+        assert untrusted(name), name
 
 
 def test_status_byte_and_other_commands():

@@ -2,7 +2,7 @@ import bms_frames as bf
 import bms_frames_more as bm
 from bms_testdata import check_assembly, check_shared, close, feed_all, unhex
 from smartbms.bms import protocols, renogy
-from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.reading import BMSError, Reading, untrusted
 from testutil import raises
 
 
@@ -54,6 +54,7 @@ def test_alarm_block_fets_and_names():
     renogy.decode(bm.renogy_alarms(alarms=(0x0004, 0, 0, 0, 0x8001, 0x0002)), r)
     assert r.faults == ["renogy_alarm_5100_2", "renogy_alarm_5104_0", "renogy_alarm_5104_15",
                         "renogy_alarm_5105_1"]
+    assert untrusted("renogy_alarm_5104_0")
 
 
 def test_other_blocks_and_errors():

@@ -2,7 +2,7 @@ import bms_frames as bf
 import bms_frames_more as bm
 from bms_testdata import check_assembly, check_shared, close, feed_all, unhex
 from smartbms.bms import protocols, seplos
-from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.reading import BMSError, Reading, untrusted
 from testutil import raises
 
 
@@ -135,6 +135,9 @@ def test_eic_events_name_their_faults():
     r = Reading()
     seplos.decode(bm.seplos_eic(events=(0x02, 0x02, 0, 0, 0, 0)), r)
     assert r.charge_blocked()
+    # hard faults: the pack cannot measure or switch (or its aerosol went off): not trusted
+    for name in ("temp_sensor_error", "mosfet_stuck", "cell_sense_error", "seplos_aerosol_alarm"):
+        assert untrusted(name), name
     seplos.decode(bm.seplos_eic(charge_fet=False, discharge_fet=True), r)
     assert r.charge_fet is False and r.discharge_fet is True and r.faults == []
 

@@ -43,8 +43,10 @@ UNTRUSTED_FAULTS = (
     "wire_resistance",  # JK: a balance lead is loose, cell voltages are wrong
     "cell_sense_error", "voltage_sense_error", "temp_sensor_error", "mos_sensor_error",  # Daly
     "eeprom_error", "comm_error", "internal_comm_error", "mosfet_stuck", "charge_lockout",
+    "seplos_aerosol_alarm",  # Seplos: its fire-suppression aerosol alarm went off
 )
-UNKNOWN_PREFIXES = ("jbd_protection_bit_", "daly_alarm_")
+UNKNOWN_PREFIXES = ("jbd_protection_bit_", "daly_alarm_", "ant_protection_bit_", "redodo_protection_bit_",
+                    "redodo_failure_bit_", "renogy_alarm_")
 
 
 def untrusted(name):
