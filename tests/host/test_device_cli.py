@@ -259,7 +259,9 @@ def test_deploy_run_undeploy_on_the_unix_port(capfd, unix_device, tmp_path):
     # a second deploy replaces the folder as a whole
     code = device.main(["deploy", "--port", unix_device.port, "--root", root, "--no-reset", "--mpremote", MPREMOTE,
                         "--modules", mods[1]])
-    assert code == 0, capfd.readouterr().err
+    out = capfd.readouterr()
+    assert code == 0, out.err
+    assert "replacing what the device had deployed: %s" % ", ".join(listed) in out.out
     assert sorted(p.name for p in folder.iterdir()) == ["modules.txt", "smartbms__charge__relay.mpy"]
 
     code = device.main(["undeploy", "--port", unix_device.port, "--root", root, "--no-reset", "--mpremote", MPREMOTE])
