@@ -194,6 +194,16 @@ def test_characteristics_are_picked_by_their_properties():
         bms_probe.pick_characteristics([s], bms_probe.protocols.get("jbd"))
 
 
+def test_renogy_notify_comes_from_its_own_service():
+    write = Service(bms_probe.uuid128(0xFFD0), [Char(bms_probe.uuid128(0xFFD1), ["write-without-response"])])
+    notify = Service(bms_probe.uuid128(0xFFF0), [Char(bms_probe.uuid128(0xFFF1), ["notify"]),
+                                                  Char(bms_probe.uuid128(0xFFF2), ["write"])])
+    n, w = bms_probe.pick_characteristics([notify, write], protocols.get("renogy"))
+    assert n.uuid == bms_probe.uuid128(0xFFF1) and w.uuid == bms_probe.uuid128(0xFFD1)
+    with pytest.raises(bms_probe.ProbeError, match="no renogy notify service"):
+        bms_probe.pick_characteristics([write], protocols.get("renogy"))
+
+
 def test_describe_advertisement():
     line = bms_probe.describe_advertisement("C8:47:8C:00:00:01", "JK-B2A8S20P",
                                             [bms_probe.uuid128(0xFFE0)], {0x0B65: b"\x01"}, -70)
@@ -201,6 +211,9 @@ def test_describe_advertisement():
     assert bms_probe.describe_advertisement("x", "SP04S034", [])["protocol"] == "jbd"
     assert bms_probe.describe_advertisement("x", None, [bms_probe.uuid128(0xFFF0)])["protocol"] == "daly"
     assert bms_probe.describe_advertisement("x", "Phone", [], {76: b""})["protocol"] is None
+    assert bms_probe.describe_advertisement("x", "SP05B2312190075", [bms_probe.uuid128(0xFFF0)])["protocol"] == "seplos"
+    assert bms_probe.describe_advertisement("x", "L-12100BNNA70-A09683", [bms_probe.uuid128(0xFFE0)],
+                                            {0x585A: b"\xc8"})["protocol"] == "redodo"
 
 
 def test_parse_args():
