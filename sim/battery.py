@@ -15,6 +15,12 @@
 #   temperature outside 0..55 degC, cell under-voltage; a protection opens the matching MOSFET;
 # - `fault` forces one of the design's fault names (and opens the charge MOSFET, as a BMS
 #   does); "charge_fet_off" only opens the charge MOSFET.
+# - `charger_cv_cell_v`: the charger's own constant-voltage limit per cell (it tapers to 0
+#   there); `bms_charge_limit_a`: above it the BMS trips charge_overcurrent and opens its
+#   charge MOSFET for 60 s; `relay_welded`: the charger runs whatever the relay says;
+#   `fet_cmd_off`: the charge MOSFET commanded off over the BMS protocol.
+# - what the BMS reports can be wrong (BMSLie): a SOC offset, a stuck SOC, a SOC that never
+#   reaches 100, no temperatures, no cells, a pack voltage off the cell sum, a family alarm.
 
 # (true SOC %, open-circuit cell volts)
 _OCV = ((0.0, 2.50), (2.0, 2.90), (5.0, 3.10), (10.0, 3.20), (20.0, 3.25), (30.0, 3.27),
@@ -30,6 +36,8 @@ _UVP_V = 2.60
 _CHG_TEMP_MIN = 0.0
 _CHG_TEMP_MAX = 55.0
 _R_CELL_100AH = 0.002  # ohm per cell at 100 Ah; scales inversely with capacity
+
+_OC_TRIP_S = 60.0
 
 FAULTS = ("cell_overvoltage", "pack_overvoltage", "charge_overtemp", "charge_undertemp",
           "charge_overcurrent", "short_circuit", "charge_fet_off")
@@ -90,9 +98,23 @@ class SimReading:
                 "discharge_fet": self.discharge_fet, "faults": list(self.faults)}
 
 
+class BMSLie:
+    """How the BMS's report differs from the truth (all off by default)."""
+
+    def __init__(self):
+        self.soc_offset = 0.0
+        self.soc_stuck = None  # the SOC it keeps reporting, or None
+        self.soc_max = 100.0
+        self.temps_missing = False
+        self.cells_missing = False
+        self.voltage_offset_v = 0.0
+        self.alarm = None
+
+
 class Battery:
     def __init__(self, capacity_ah=100.0, cells=4, soc=50.0, charger_a=20.0, load_a=2.0,
-                 temperature_c=20.0, imbalance_pct=1.0, balance_a=1.0, load_schedule=None):
+                 temperature_c=20.0, imbalance_pct=1.0, balance_a=1.0, load_schedule=None,
+                 charger_cv_cell_v=None, bms_charge_limit_a=None):
         if not capacity_ah > 0:
             raise ValueError("capacity_ah must be > 0")
         if not 1 <= cells <= 32:
@@ -113,6 +135,12 @@ class Battery:
         if load_schedule is not None:
             self.set_load_schedule(load_schedule)
         self.fault = None
+        self.charger_cv_cell_v = charger_cv_cell_v
+        self.bms_charge_limit_a = bms_charge_limit_a
+        self.relay_welded = False
+        self.fet_cmd_off = False
+        self.lie = BMSLie()
+        self._oc_until = -1.0
         self.t = 0.0  # seconds simulated
         self.current = 0.0  # battery current, + = charging
         self.charge_fet = True
@@ -129,6 +157,8 @@ class Battery:
             v = base + off
             self.cell_soc[i] = 0.0 if v < 0.0 else (100.5 if v > 100.5 else v)
         self._reading = SimReading(cells, 2)
+        self._cells_list = self._reading.cells
+        self._temps_list = self._reading.temperatures
 
     def set_load_schedule(self, schedule):
         """A daily load pattern: [[hour_of_day, amps], ...] with ascending hours in 0..24;
@@ -182,19 +212,28 @@ class Battery:
                 top = s
         mean /= n
         load = self.load_a if self.discharge_fet else 0.0
-        if relay and self.charger_a > 0.0 and self.charge_fet:
+        if (relay or self.relay_welded) and self.charger_a > 0.0 and self.charge_fet:
             if mean < _TAPER_FROM:
                 taper = self.charger_a
             elif mean < _TAPER_TO:
                 taper = self.charger_a * (_TAPER_TO - mean) / (_TAPER_TO - _TAPER_FROM)
             else:
                 taper = 0.0
+            cv = self.charger_cv_cell_v
+            if cv is not None:
+                # constant voltage: the pack's mean cell may not pass cv under charge
+                lim = (cv - ocv(mean)) / self._r
+                if lim < taper:
+                    taper = lim if lim > 0.0 else 0.0
             # the charger feeds the load first, up to its rating; the battery gets the rest
             spare = self.charger_a - load
             cur = taper if taper < spare else spare
         else:
             cur = -load
         self.current = cur
+        lim = self.bms_charge_limit_a
+        if lim is not None and cur > lim:
+            self._oc_until = self.t + dt + _OC_TRIP_S  # the BMS trips and opens its charge MOSFET
         pct = cur * dt / 36.0 / self.capacity_ah  # % of one cell's capacity
         if cur < 0.0:
             self.discharged_ah -= cur * dt / 3600.0
@@ -239,27 +278,37 @@ class Battery:
         elif vmin >= _UVP_V + 0.3:
             self._uvp = False
         t = self.temperature_c
-        self.charge_fet = not (self._ovp or self.fault is not None or t < _CHG_TEMP_MIN or t > _CHG_TEMP_MAX)
+        self.charge_fet = not (self._ovp or self.fault is not None or t < _CHG_TEMP_MIN or t > _CHG_TEMP_MAX
+                               or self.fet_cmd_off or self.t < self._oc_until)
         self.discharge_fet = not (self._uvp or self.fault == "short_circuit")
 
     def reading(self, received=None):
         """The BMS's answer now: a SimReading updated in place (the same object every call)."""
         self._protect()
         r = self._reading
+        lie = self.lie
         cur = self.current
         total = 0.0
+        cells = self._cells_list
         for i in range(self.n):
             v = self.cell_voltage(i)
-            r.cells[i] = v
+            cells[i] = v
             total += v
-        r.voltage = total
+        r.cells = [] if lie.cells_missing else cells
+        r.temperatures = [] if lie.temps_missing else self._temps_list
+        r.voltage = total + lie.voltage_offset_v
         r.current = cur
-        r.soc = self.soc()
+        soc = self.soc() + lie.soc_offset
+        if lie.soc_stuck is not None:
+            soc = lie.soc_stuck
+        soc = lie.soc_max if soc > lie.soc_max else soc
+        r.soc = 0.0 if soc < 0.0 else (100.0 if soc > 100.0 else soc)
         r.nominal_ah = self.capacity_ah
         r.remaining_ah = self.capacity_ah * r.soc / 100.0
         r.cycles = int(self.discharged_ah / self.capacity_ah)
-        for i in range(len(r.temperatures)):
-            r.temperatures[i] = self.temperature_c
+        temps = self._temps_list
+        for i in range(len(temps)):
+            temps[i] = self.temperature_c
         r.charge_fet = self.charge_fet
         r.discharge_fet = self.discharge_fet
         f = r.faults
@@ -275,6 +324,10 @@ class Battery:
             f.append("charge_overtemp")
         if self.fault is not None and self.fault != "charge_fet_off" and self.fault not in f:
             f.append(self.fault)
+        if self.t < self._oc_until and "charge_overcurrent" not in f:
+            f.append("charge_overcurrent")
+        if lie.alarm is not None:
+            f.append(lie.alarm)
         r.received = received
         return r
 

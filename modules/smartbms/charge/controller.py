@@ -59,7 +59,8 @@ _HV_REARM_PTS = const(5)
 _OV_CONFIRM = const(3)  # readings in a row that confirm an over-voltage
 _RELAX_V = 0.10  # top balance: resume when the high cell is this far below cell_max_v
 _LOW_V_S = const(300)  # the lowest cell below recharge_cell_v this long starts a charge
-_PROGRESS_PTS = const(2)  # a timed-out charge that gained this much SOC was only slow
+_PROGRESS_PTS = const(2)
+_NEAR_FULL_SOC = const(95)  # a timed-out charge that gained this much SOC was only slow
 
 # block causes (0 = none)
 _B_STARTUP = const(1)
@@ -151,6 +152,7 @@ class Controller:
         self._high_text = ""
         self._topbal_s = -1  # seconds since the first high-cell stop of this charge
         self._low_v_s = 0
+        self._v_start = False  # this charge started on a low cell while the SOC said otherwise
         self._restored = None
         self._saved_wall = None
         self._credit_full = False
@@ -419,11 +421,19 @@ class Controller:
                     over = True
                     break
         top = max_of(cells) if cells else None
-        below_top = top is None or top < s["full_cell_v"]
+        # near full a charger in its constant-voltage phase may give next to nothing: the
+        # dead-charger check looks only below that
+        below_top = (top is None or top < s["full_cell_v"]) and reading.soc < _NEAR_FULL_SOC
         phase = self._phase
         charging = phase == CHARGING or phase == BALANCING
         dead = sup.check(reading, s, self.alarms, now, dt, new, self.relay, settled,
                          self.relay and (ov_on or charging), below_top, cap)
+        if sup.revived:  # the tries of a dead charger were no charge: the session starts now
+            sup.revived = False
+            if charging:
+                self._rest_session()
+                self._start_soc = int(reading.soc)
+                self._fit_s = 0
         if self.alarms.active(A.RELAY_STUCK) and not self.bms_charge_off:
             self.bms_charge_off = True
             self.dirty = True
@@ -567,6 +577,11 @@ class Controller:
                 self._hv_soc = r.soc
             self._end_charge(now, wall, self._high_text, r)
 
+    def _soc_bad(self):
+        """The SOC cannot end this charge: it is stuck, or it disagreed with the cells when
+        the charge started. The voltage anchor (or the timeout) ends it instead."""
+        return self._v_start or self.alarms.mask & (1 << A.SOC_STUCK) != 0
+
     def _check_low_v(self, cells, s, dt):
         if cells and min_of(cells) < s["recharge_cell_v"]:
             self._low_v_s += dt
@@ -615,12 +630,14 @@ class Controller:
         self._slow = False
         self._topbal_s = -1
         self._high = False
+        self._v_start = False
         self._set_phase(CHARGING, why, self._charge_next(), now)
 
     def _end_charge(self, now, wall, why, r):
         # Any end of a full run counts as the full charge, an over-voltage stop too: the pack
         # is then as full as it safely gets, and a due full charge must not start again at once.
-        if self._full_run:
+        # (an over-voltage far below min_soc is a fault of the BMS, not a full pack)
+        if self._full_run and (r is None or not r.soc < self._s["min_soc"]):
             self.full_charges += 1
             self._full_at = wall
             self._full_s = 0
@@ -652,12 +669,13 @@ class Controller:
                     r.voltage, cur, tail), r)
                 return False
             if on_settled and not self._fit_s and below_top and cur > 0:
+                # the first settled charging reading: what is left, at this current
                 amps = s["charger_a"] or cur
-                self._fit_s = fit_timeout_s(cap, self._target(), self._start_soc if self._start_soc is not None else soc,
-                                            amps, s["eoc_max_min"], self._cap_s(s))
+                self._fit_s = self._session_s + fit_timeout_s(cap, self._target(), soc, amps,
+                                                              s["eoc_max_min"], self._cap_s(s))
                 self.dirty = True
             target = self._target()
-            if soc >= target:
+            if soc >= target and not self._soc_bad():
                 why = "SOC %s %% >= %d %%" % (fmt(soc), target)
                 if target >= 100 and s["eoc_max_min"] > 0:
                     self._balance_s = 0
@@ -682,6 +700,7 @@ class Controller:
             elif self._low_v():
                 self._start_charge(now, "lowest cell below %.2f V (SOC says %s %%)" % (
                     s["recharge_cell_v"], fmt(soc)), r)
+                self._v_start = True
             elif soc < 100 and self._full_due():
                 self._start_charge(now, "full charge due (every %s days)" % fmt(s["full_every_days"]), r)
             return False
@@ -703,8 +722,10 @@ class Controller:
         self.timeouts += 1
         soc = r.soc if r is not None else None
         s0 = self._start_soc
-        self._slow = (soc is not None and s0 is not None and soc > self._s["min_soc"]
-                      and soc - s0 >= _PROGRESS_PTS)
+        # a slow charge re-arms after its rest without waiting for min_soc; with a SOC that
+        # cannot tell (stuck, or it disagreed with the cells) the charge counts as slow too
+        self._slow = self._soc_bad() or (soc is not None and s0 is not None and soc > self._s["min_soc"]
+                                         and soc - s0 >= _PROGRESS_PTS)
         hours = self._session_s / 3600
         self._hold_s = 0
         self._saved_hold_s = 0

@@ -4,7 +4,7 @@
 #    1 h to 16 h (at most 4 tries in any day while it stays dead); charge current clears it.
 #  - relay_stuck: charge current while the relay is off (welded contacts). Latched: the
 #    controller asks the BMS to open its charge MOSFET until the owner clears the alarm.
-#  - overcurrent: charge current above the limit in consecutive readings, or 3 BMS
+#  - overcurrent: charge current above the limit in two charging readings in a row, or 3 BMS
 #    over-current trips within an hour. Latched until cleared.
 #  - soc_stuck (a warning): the SOC does not move while current flows.
 # Integer seconds and cached thresholds: nothing here allocates while nothing changes.
@@ -43,7 +43,9 @@ class Supervisor:
     def __init__(self):
         self.dead_n = 0  # failed tries in a row
         self.dead_left = 0  # seconds until the next try
+        self.revived = False  # a dead charger gives current again (the controller resets)
         self._no_rise_s = 0
+        self._seen_alive = False  # the current rose since the relay last went on
         self._base = None  # the current of the last settled reading with the relay off
         self._alive_at = 0.0
         self._stuck_s = 0
@@ -73,6 +75,7 @@ class Supervisor:
     def switched_on(self, cap_ah):
         """The relay went on: the current must now rise above what it was with it off."""
         self._no_rise_s = 0
+        self._seen_alive = False
         thr = self._alive_thr(cap_ah)
         base = self._base
         self._alive_at = thr if base is None or base + thr > thr else base + thr
@@ -100,18 +103,22 @@ class Supervisor:
             if settled and new:
                 self._base = cur
         self._check_stuck(s, al, now, dt, cur, relay, settled)
-        self._check_overcurrent(r, s, al, now, new, cur, cap_ah)
+        self._check_overcurrent(r, s, al, now, new, cur, cap_ah, relay)
         self._check_soc(r, al, now, dt, cur, cap_ah)
         if not (relay and charging and settled and below_top) or r.charge_fet is False:
             self._no_rise_s = 0
             return False
         if not cur < self._alive_at:
             self._no_rise_s = 0
+            self._seen_alive = True
             if self.dead_n or al.active(A.CHARGER_DEAD):
                 self.dead_n = 0
                 self.dead_left = 0
                 al.clear(A.CHARGER_DEAD)
+                self.revived = True
             return False
+        if self._seen_alive:
+            return False  # it charged since switching on: a taper (constant voltage), not a dead charger
         self._no_rise_s += dt
         if self._no_rise_s < DEAD_S:
             return False
@@ -148,7 +155,7 @@ class Supervisor:
             al.raise_(A.RELAY_STUCK, "relay stuck: %.1f A charging with the relay off for %d min" % (
                 cur, self._stuck_s // 60), now)
 
-    def _check_overcurrent(self, r, s, al, now, new, cur, cap_ah):
+    def _check_overcurrent(self, r, s, al, now, new, cur, cap_ah, relay):
         if not new or al.active(A.OVERCURRENT):
             return
         lim_set = s["max_charge_a"]
@@ -162,7 +169,9 @@ class Supervisor:
             if self._oc_n >= OC_READINGS:
                 al.raise_(A.OVERCURRENT, "charge current %.1f A > %s A" % (cur, fmt(lim)), now)
                 return
-        else:
+        elif relay:
+            # only a reading with the charger running clears the count: a high cell may stop
+            # each try before a second reading, with the relay off in between
             self._oc_n = 0
         tripped = "charge_overcurrent" in r.faults
         if tripped and not self._oc_prev:
