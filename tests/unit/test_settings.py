@@ -88,6 +88,17 @@ BAD = {
     "wifi_password": ["short", "x" * 7, "x" * 64, "caf\u00e9caf\u00e9", "tab\tpassword", 12345678, None],
     "hostname": ["", "x" * 33, "Smartbms", "smart_bms", "smart.bms", "-smartbms", "smartbms-", "sm bms",
                  5, None],
+    "capacity_ah": [-0.1, 2000.1, "100", True, None, float("nan")],
+    "charger_a": [-1, 1000.5, "20", True, None],
+    "full_cell_v": [3.34, 3.61, "3.4", True, None],
+    "recharge_cell_v": [2.79, 3.31, "3.2", True, None],
+    "top_balance_min": [-1, 241, 60.0, "60", True],
+    "temp_sensors_required": [1, 0, "true", None],
+    "max_charge_a": [-0.5, 1000.1, "50", True],
+    "relay_stuck_a": [-0.1, 50.1, "1", True],
+    "window_start_min": [-1, 1440, 60.0, "60", True],
+    "window_end_min": [-1, 1440, 0.0, "0", False],
+    "tz_offset_min": [-721, 841, 60.0, "60", True],
 }
 
 # key -> partial updates that must be accepted (boundaries, with companions for the rules)
@@ -117,6 +128,17 @@ GOOD = {
     "wifi_ssid": [{"wifi_ssid": ""}, {"wifi_ssid": "x" * 32}, {"wifi_ssid": "Caf\u00e9 \u00e9"}],
     "wifi_password": [{"wifi_password": ""}, {"wifi_password": "x" * 8}, {"wifi_password": "~" * 63}],
     "hostname": [{"hostname": "a"}, {"hostname": "x" * 32}, {"hostname": "bms-2"}, {"hostname": "0"}],
+    "capacity_ah": [{"capacity_ah": 0}, {"capacity_ah": 2000}, {"capacity_ah": 100.5}],
+    "charger_a": [{"charger_a": 0}, {"charger_a": 1000}],
+    "full_cell_v": [{"full_cell_v": 3.35}, {"full_cell_v": 3.6}],
+    "recharge_cell_v": [{"recharge_cell_v": 2.8}, {"recharge_cell_v": 3.3}],
+    "top_balance_min": [{"top_balance_min": 0}, {"top_balance_min": 240}],
+    "temp_sensors_required": [{"temp_sensors_required": False}, {"temp_sensors_required": True}],
+    "max_charge_a": [{"max_charge_a": 0}, {"max_charge_a": 1000}],
+    "relay_stuck_a": [{"relay_stuck_a": 0}, {"relay_stuck_a": 50}],
+    "window_start_min": [{"window_start_min": 0}, {"window_start_min": 1439}],
+    "window_end_min": [{"window_end_min": 0}, {"window_end_min": 1439}],
+    "tz_offset_min": [{"tz_offset_min": -720}, {"tz_offset_min": 840}],
 }
 
 
@@ -127,7 +149,7 @@ def test_every_key_has_validation_cases():
             continue
         assert k in BAD and k in GOOD, k
     assert sorted(BAD) == sorted(GOOD)
-    assert len(keys) == 25
+    assert len(keys) == 36
 
 
 def test_defaults_match_the_spec():
