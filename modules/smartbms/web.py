@@ -826,5 +826,8 @@ async def start(app, host, port):
             await app.handle_request(reader, writer)
         except Exception as e:  # noqa: BLE001 - one bad connection must not end the server
             sys.print_exception(e) if hasattr(sys, "print_exception") else None
+            # every normal path closed it already; this one must too (wait_closed, not close:
+            # MicroPython's close() leaves the socket open)
+            await WebApp._close(writer if hasattr(writer, "aclose") else _Writer(writer))
 
     return await asyncio.start_server(on_client, host, port, backlog=app.max_active + app.max_waiting)

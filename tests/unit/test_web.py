@@ -727,3 +727,21 @@ def test_a_hostname_change_says_when_mdns_needs_a_reboot():
         assert "reboot_needed" not in r.json()
 
     serve(t, ctx)
+
+
+def test_a_connection_whose_handler_fails_is_closed_all_the_same():
+    def tweak(app):
+        async def broken(reader, writer):
+            raise RuntimeError("handler bug")
+        app._handle = broken
+
+    async def t(port, ctx, app):
+        t0 = clock.ticks_real_ms()
+        try:
+            out = await raw(port, b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        except OSError:  # closed with the request unread: a reset, which is closed too
+            out = b""
+        # EOF (or a reset) at once, not the 3 s read timeout of a socket left open
+        assert out == b"" and clock.real_ms_since(t0) < 2000
+
+    serve(t, tweak=tweak)
