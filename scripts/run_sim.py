@@ -43,7 +43,35 @@ def _env(name, default):
 
 
 WORLD = "smartbms sim world: "
-DEFAULT_HEAP = "96k"  # the board's GC heap (boards/SMARTBMS/mpconfigboard.h)
+# The host's own objects in the device process (the stand-ins for the chip's C modules, the
+# world link, the boot code) get this much on top of the firmware's heap; sim_main fills
+# what they leave with a ballast, so the firmware has exactly SIM_HEAP (sim/sim_main.py).
+HOST_ALLOWANCE = 40 * 1024
+
+
+def board_heap():
+    """The board's GC heap in bytes, from boards/SMARTBMS/mpconfigboard.h."""
+    import re
+
+    with open(os.path.join(ROOT, "boards", "SMARTBMS", "mpconfigboard.h")) as f:
+        m = re.search(r"#define MICROPY_GC_INITIAL_HEAP_SIZE\s+\((\d+) \* 1024\)", f.read())
+    if not m:
+        sys.exit("run_sim: no MICROPY_GC_INITIAL_HEAP_SIZE in boards/SMARTBMS/mpconfigboard.h")
+    return int(m.group(1)) * 1024
+
+
+def heap_bytes(text):
+    """'96k', '1m' or bytes."""
+    t = text.strip().lower()
+    mult = 1024 if t.endswith("k") else 1024 * 1024 if t.endswith("m") else 1
+    return int(t.rstrip("km")) * mult
+
+
+def pristine_heap(micropython):
+    """The interpreter's own heap use at start (the chip has its own too)."""
+    r = subprocess.run([micropython, "-c", "import gc; gc.collect(); print(gc.mem_alloc())"],
+                       capture_output=True, text=True, env=dict(os.environ, MICROPYPATH=".frozen"))
+    return int(r.stdout.strip()) if r.returncode == 0 else 0
 
 
 def _check_vendor():
@@ -113,7 +141,7 @@ class Supervisor:
         self.bms = _env("SIM_BMS", "jbd")
         # SIM_NO_PASSWORD=1: a device fresh from the factory, whose owner has not set one yet
         self.password = None if os.environ.get("SIM_NO_PASSWORD") == "1" else _env("SIM_PASSWORD", "smartbms")
-        self.heap = _env("SIM_HEAP", DEFAULT_HEAP)
+        self.heap = heap_bytes(os.environ["SIM_HEAP"]) if os.environ.get("SIM_HEAP") else board_heap()
         self.micropython = _env("MICROPYTHON", os.path.join(ROOT, "build", "host", "micropython"))
         self.world = None
         self.child = None
@@ -123,13 +151,14 @@ class Supervisor:
     def child_env(self):
         env = dict(os.environ)
         env.update(SIM_SPEED=self.speed, SIM_PORT=str(self.port), SIM_DIR=self.sim_dir, SIM_BMS=self.bms,
-                   SIM_WORLD=self.world.address())
+                   SIM_WORLD=self.world.address(), SIM_FIRMWARE_HEAP=str(self.heap),
+                   SIM_HEAP_BYTES=str(self.heap + HOST_ALLOWANCE), SIM_PRISTINE=str(self.pristine))
         env["MICROPYPATH"] = ".frozen"  # the device runs only what its image holds
         env.pop("SIM_PASSWORD", None)  # the device only knows the provisioned hash
         return env
 
     def start_child(self):
-        cmd = [self.micropython, "-X", "heapsize=" + self.heap, "-m", "sim_main"]
+        cmd = [self.micropython, "-X", "heapsize=%d" % (self.heap + HOST_ALLOWANCE), "-m", "sim_main"]
         self.child = subprocess.Popen(cmd, env=self.child_env(), cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, bufsize=0)
         threading.Thread(target=self._pump, args=(self.child,), daemon=True).start()
@@ -190,8 +219,10 @@ class Supervisor:
         if not os.path.exists(self.micropython):
             sys.exit("run_sim: %s not found: run `make sim`" % self.micropython)
         bms_mac = self.start_world()
+        self.pristine = pristine_heap(self.micropython)
         first, password = prepare_dir(self.sim_dir, self.password, "simnet", self.bms, bms_mac)
-        print("smartbms sim: BMS %s, speed x%s, device heap %s, state in %s" % (self.bms, self.speed, self.heap, self.sim_dir))
+        print("smartbms sim: BMS %s, speed x%s, firmware heap %d KB, state in %s"
+              % (self.bms, self.speed, self.heap // 1024, self.sim_dir))
         print(WORLD + self.world.address(), flush=True)
         if password:
             print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s%s  (Ctrl-C stops)"

@@ -11,8 +11,13 @@
 #   SIM_BMS     the BMS's protocol, for the provisioning of a fresh SIM_DIR
 #   SIM_WORLD   host:port of the world
 #   SIM_STATUS_S  print a one-line summary of the device's view this often (device s, default 600)
-#   SIM_HEAP_REPORT_S  print "sim heap: t=<device s> alloc=<bytes> free=<bytes>" this often
-#               (device seconds, after a gc.collect()); used by bench/bench_heap.py
+#   SIM_HEAP_REPORT_S  print "sim heap: t=<device s> alloc=<bytes> free=<bytes> maxfree=<bytes>
+#               peak=<bytes> minmaxfree=<bytes> tickmax=<ms>" this often (device seconds):
+#               alloc/free/maxfree now after a gc.collect(); peak (live heap), minmaxfree (the
+#               largest free block) and tickmax (the longest real gap between two control
+#               steps, in ms) over every sample since the last line. The sampler collects
+#               and reads the heap every SIM_HEAP_SAMPLE_MS real ms (250). Used by
+#               bench/bench_heap.py and tests/host/test_heap_budget.py.
 #
 # Order: the chip's strapping check (GPIO0 held low at reset: ROM download mode, the
 # firmware never runs) -> bootloader (sim_boot over flash.bin) -> mount the vfs partition ->
@@ -21,9 +26,10 @@ import gc
 import os
 import sys
 
-import asyncio
-
-from smartbms import clock, paths
+# firmware modules, imported once the host's own objects are in place (_fit_heap)
+asyncio = clock = paths = None
+_ballast = None
+_overhead = 0  # heap bytes that are not the firmware's: the host's own objects and the ballast
 
 VFS_MOUNT = "/_smartbms_vfs"
 
@@ -104,12 +110,102 @@ def provision():
 
 def heap_line():
     gc.collect()
-    return "sim heap: t=%d alloc=%d free=%d" % (clock.now(), gc.mem_alloc(), gc.mem_free())
+    return "sim heap: t=%d alloc=%d free=%d" % (clock.now(), gc.mem_alloc() - _overhead, gc.mem_free())
+
+
+def _fit_heap():
+    """Leave the firmware exactly the board's heap. The host's own objects (the stand-ins for
+    the chip's C modules, the world link, this boot code, the x86 copy of the frozen native
+    code) are made first; a ballast then takes what the process has beyond the board's heap.
+    SIM_FIRMWARE_HEAP (the board's heap), SIM_HEAP_BYTES (this process's) and SIM_PRISTINE
+    (the interpreter's own objects at start, which the chip has too) come from run_sim."""
+    global _ballast, _overhead
+    import _host
+    import bluetooth  # noqa: F401
+    import esp32  # noqa: F401
+    import machine  # noqa: F401
+    import network  # noqa: F401
+    import sim_boot  # noqa: F401
+
+    try:
+        import smartbms.ota._xor_native  # noqa: F401 (x86 native code is copied into the heap)
+    except ImportError:
+        pass
+    board = int(env("SIM_FIRMWARE_HEAP", "0"))
+    if not board:
+        return
+    pristine = int(env("SIM_PRISTINE", "0"))
+    gc.collect()
+    total, used, free, _ = _host.heap()
+    share = total * board // int(env("SIM_HEAP_BYTES", "1")) - pristine
+    extra = free - share
+    if extra < 0:
+        raise SystemExit("sim: the host's own objects take %d bytes more than the allowance" % -extra)
+    if extra > 64:
+        _ballast = bytearray(extra - 32)  # the object's own block and rounding
+    gc.collect()
+    _overhead = _host.heap()[1] - pristine
+
+
+class HeapWatch:
+    """Samples the live heap and its largest free block (after a collection) and how late the
+    control loop steps, in real time; host-only, a few hundred bytes of heap."""
+
+    def __init__(self, app):
+        import time
+
+        self._ticks = time.ticks_ms
+        self._diff = time.ticks_diff
+        self.peak = 0
+        self.min_max_free = 1 << 30
+        self.tick_max = 0
+        self._last_step = None
+        self._step = app.control_step
+        app.control_step = self.control_step  # the loop looks the method up on the instance
+
+    def control_step(self):
+        now = self._ticks()
+        if self._last_step is not None:
+            gap = self._diff(now, self._last_step)
+            if gap > self.tick_max:
+                self.tick_max = gap
+        self._last_step = now
+        return self._step()
+
+    def sample(self):
+        import _host
+
+        gc.collect()
+        total, used, free, max_free = _host.heap()
+        used -= _overhead
+        if used > self.peak:
+            self.peak = used
+        if max_free < self.min_max_free:
+            self.min_max_free = max_free
+        return used, free, max_free
+
+    def line(self):
+        used, free, max_free = self.sample()
+        out = "sim heap: t=%d alloc=%d free=%d maxfree=%d peak=%d minmaxfree=%d tickmax=%d" % (
+            clock.now(), used, free, max_free, self.peak, self.min_max_free, self.tick_max)
+        self.peak = used
+        self.min_max_free = max_free
+        self.tick_max = 0
+        return out
+
+    async def run(self, every_ms):
+        while True:
+            await asyncio.sleep_ms(every_ms)
+            self.sample()
 
 
 async def report(app):
     """What the device sees, now and then: its controller and the BMS's last reading."""
     report_s = int(env("SIM_HEAP_REPORT_S", "0"))
+    watch = None
+    if report_s:
+        watch = HeapWatch(app)
+        asyncio.create_task(watch.run(int(env("SIM_HEAP_SAMPLE_MS", "250"))))
     next_report = clock.now() + report_s
     status_s = int(env("SIM_STATUS_S", "600"))
     next_status = clock.now() + 30
@@ -123,9 +219,9 @@ async def report(app):
             soc = "SOC %.1f %%" % r.soc if r is not None and r.soc is not None else "no reading"
             print("sim: t=%dh%02dm %s, relay %s, state %s: %s" % (
                 now // 3600, now // 60 % 60, soc, "on" if c.relay else "off", c.state, c.reason))
-        if report_s and now >= next_report:
+        if watch is not None and now >= next_report:
             next_report += report_s
-            print(heap_line())
+            print(watch.line())
 
 
 def rom_download_mode():
@@ -150,13 +246,21 @@ async def run():
 
 
 def main():
+    global asyncio, clock, paths
     import worldlink
 
     link = worldlink.get()
     if link is not None and link.inputs.get(0) == 0:
         rom_download_mode()
+    _fit_heap()
+    import asyncio
+    from smartbms import clock, paths
+
     clock.set_speed(SPEED)
     paths.ROOT = mount_storage()
+    from smartbms import overrides
+
+    overrides.install(paths.ROOT)  # as main.py does on the chip: <littlefs>/override/ (make deploy)
     log("state in %s, clock x%d, web port %d" % (paths.ROOT, SPEED, PORT))
     provision()
     try:

@@ -11,6 +11,16 @@
 // (board_init.c refuses to build without them).
 #define SMARTBMS_RELAY_OFF_LEVEL (SMARTBMS_RELAY_ACTIVE_LOW ? 1 : 0)
 
+// The Python heap budget. The ESP32 port starts the GC heap at 56 KB and adds areas on
+// demand (MICROPY_GC_SPLIT_HEAP_AUTO: 56 -> 112 KB, then the largest free ESP-IDF block) out
+// of the same internal RAM that WiFi, NimBLE and lwIP allocate from; past about 112 KB
+// NimBLE's next connect can fail to allocate and panic outside Python (see README, "Memory").
+// smartbms takes its whole budget at boot, in one area, so it never needs to grow: 96 KB,
+// the heap the simulator gives the firmware and the heap-budget test holds it to under the
+// worst-case workload (tests/host/test_heap_budget.py). Should it ever grow all the same,
+// the app logs it and restarts with the relay off (smartbms/app.py, heap guard).
+#define MICROPY_GC_INITIAL_HEAP_SIZE (96 * 1024)
+
 // Runs before the MicroPython task starts: the earliest point to make the relay safe.
 void smartbms_board_startup(void);
 #define MICROPY_BOARD_STARTUP smartbms_board_startup

@@ -28,7 +28,7 @@ from smartbms.bms.link import BMSLink
 from smartbms.charge.controller import Controller
 from smartbms.charge.relay import Relay
 from smartbms.eventlog import EventLog, wall_time
-from smartbms.history import History
+from smartbms.history import DEVICE_INTERVAL_S, DEVICE_SLOTS, History
 from smartbms.ota.health import BootGuard
 from smartbms.settings import Settings
 
@@ -91,7 +91,7 @@ class App:
         self._settings_ok = self.settings.load() != "defaults" or not _exists(self.settings.path)
         self.relay = self._make_relay()
         self.relay_set(False, "boot")  # before anything else can fail: the charger stays off
-        self.history = History()
+        self.history = History(DEVICE_SLOTS, DEVICE_INTERVAL_S)
         self.guard = BootGuard()
         try:
             self.safe_mode = self.guard.begin()

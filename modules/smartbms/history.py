@@ -1,7 +1,9 @@
-# The last 24 h of SOC, voltage and current in RAM, one averaged sample a minute.
+# The last 24 h of SOC, voltage and current in RAM, one averaged sample per interval.
 #
-# Three fixed arrays of 16-bit integers (0.1 %, 0.01 V, 0.1 A) indexed by absolute minute
-# modulo the length: 1440 samples cost ~8.6 KB and adding a reading never allocates.
+# Three fixed arrays of 16-bit integers (0.1 %, 0.01 V, 0.1 A) indexed by absolute interval
+# ("minute" below) modulo the length; adding a reading never allocates. The device keeps
+# DEVICE_SLOTS samples of DEVICE_INTERVAL_S (24 h at 3 min: 2.9 KB of its 96 KB heap; a
+# minute's resolution would cost 8.6 KB for a chart no wider than a phone).
 # Minutes without data are stored as a "missing" marker and come out as JSON null, so the
 # time axis stays implicit (sample i is i minutes after the first). The JSON answer is
 # produced in chunks by a generator: 1440 boxed floats would not fit the ESP32 heap.
@@ -15,6 +17,8 @@ except ImportError:  # CPython
 
 SLOTS = const(1440)
 INTERVAL_S = const(60)
+DEVICE_SLOTS = const(480)
+DEVICE_INTERVAL_S = const(180)
 _MISSING_U = const(0xFFFF)
 _MISSING_S = const(-32768)
 _CHUNK = const(48)  # samples per yielded JSON piece
@@ -37,10 +41,11 @@ def _fixed2(v):
 
 
 class History:
-    def __init__(self, slots=SLOTS):
+    def __init__(self, slots=SLOTS, interval_s=INTERVAL_S):
         if slots < 2:
             raise ValueError("history needs at least 2 slots")
         self.slots = slots
+        self.interval_s = interval_s
         self._soc = array("H", bytes(2 * slots))  # 0.1 %
         self._volt = array("H", bytes(2 * slots))  # 0.01 V
         self._amp = array("h", bytes(2 * slots))  # 0.1 A
@@ -54,7 +59,7 @@ class History:
         self._sum_a = 0
 
     def clear(self):
-        self.__init__(self.slots)
+        self.__init__(self.slots, self.interval_s)
 
     def add(self, now, soc, voltage, current):
         """Fold one reading (device seconds, %, V, A) into the sample of its minute.
@@ -62,7 +67,7 @@ class History:
         for x in (soc, voltage, current):
             if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
                 return False
-        minute = int(now) // INTERVAL_S
+        minute = int(now) // self.interval_s
         if self._minute is None:
             self._first = self._minute = minute
         elif minute < self._minute:
@@ -142,7 +147,7 @@ class History:
             return out
         for m in range(r[0], r[1] + 1):
             s, v, a = self._value(0, m), self._value(1, m), self._value(2, m)
-            out.append((m * INTERVAL_S, None if s is None else s / 10,
+            out.append((m * self.interval_s, None if s is None else s / 10,
                         None if v is None else v / 100, None if a is None else a / 10))
         return out
 
@@ -152,10 +157,11 @@ class History:
          "soc": [...], "voltage": [...], "current": [...]} with null for minutes without data."""
         r = self._range()
         if r is None:
-            yield '{"interval_s": %d, "start_s": null, "count": 0, "soc": [], "voltage": [], "current": []}' % INTERVAL_S
+            yield '{"interval_s": %d, "start_s": null, "count": 0, "soc": [], "voltage": [], "current": []}' % self.interval_s
             return
         first, last = r
-        yield '{"interval_s": %d, "start_s": %d, "count": %d' % (INTERVAL_S, first * INTERVAL_S, last - first + 1)
+        iv = self.interval_s
+        yield '{"interval_s": %d, "start_s": %d, "count": %d' % (iv, first * iv, last - first + 1)
         for col, name, fmt in ((0, "soc", _fixed1), (1, "voltage", _fixed2), (2, "current", _fixed1)):
             parts = []
             m = first

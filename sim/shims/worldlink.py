@@ -9,7 +9,7 @@
 # Events arrive as the chip delivers IRQs: a watcher thread waits for the event connection
 # and schedules pump() with micropython.schedule, so handlers run on the main thread between
 # bytecodes or while asyncio waits, as NimBLE's sync events do on the ESP32 (and, as there,
-# the event wakes a main thread that sleeps in poll(): _hostwake). Frames are
+# the event wakes a main thread that sleeps in poll(): _host). Frames are
 # read into one preallocated buffer and handed to handlers as memoryviews into it.
 import os
 import socket
@@ -53,12 +53,22 @@ def _connect(addr):
     return s
 
 
+def _buffer(n):
+    # outside the Python heap where the host interpreter can (the chip's radio and network
+    # buffers are ESP-IDF's), else an ordinary bytearray
+    try:
+        import _host
+
+        return _host.static_buffer(n)
+    except ImportError:
+        return memoryview(bytearray(n))
+
+
 class _Link:
     def __init__(self, addr):
         self.cmd = _connect(addr)
-        self._out = bytearray(600)
-        self._in = bytearray(600)
-        self._in_mv = memoryview(self._in)
+        self._out = _buffer(560)
+        self._in = self._in_mv = _buffer(560)
         self.handlers = {}  # kind -> fn(memoryview of the event data)
         self.inputs = {}  # pin -> level the world drives (the button)
         st, data = self.call(0, b"\x01")
@@ -67,14 +77,13 @@ class _Link:
             self.inputs[data[i]] = data[i + 1]
         self.evt = _connect(addr)
         self.evt.write(b"\x02\x00\x00\x02")
-        self._ebuf = bytearray(2048)
-        self._emv = memoryview(self._ebuf)
+        self._ebuf = self._emv = _buffer(2048)
         self._en = 0
         if _thread is not None:
             try:
-                import _hostwake  # the host interpreter's C helper (sim/unix_variant/hostwake.c)
+                import _host  # the host interpreter's C helpers (sim/unix_variant/host.c)
 
-                _hostwake.register()
+                _host.wake_register()
             except ImportError:  # another interpreter: IRQs wait for the next poll timeout
                 pass
             self.evt.setblocking(False)
@@ -94,7 +103,7 @@ class _Link:
         out[3:3 + len(args)] = args
         if data is not None:
             out[3 + len(args):2 + n] = data
-        self.cmd.write(memoryview(out)[:2 + n])
+        self.cmd.write(out[:2 + n])
         self._read_exactly(2)
         m = self._in[0] | self._in[1] << 8
         if not 1 <= m <= len(self._in):

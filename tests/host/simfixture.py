@@ -29,6 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY = "smartbms sim ready: "
+WORLD = "smartbms sim world: "
 
 
 def free_port():
@@ -51,6 +52,8 @@ class Sim:
         self._lines = []
         self._ready = 0
         self._cond = threading.Condition()
+        self.world_port = None
+        self._world = None
 
     # ---- process ----
     def start(self):
@@ -68,6 +71,8 @@ class Sim:
                 self._lines.append(line)
                 if line.startswith(READY):
                     self._ready += 1
+                elif line.startswith(WORLD):
+                    self.world_port = int(line.rsplit(":", 1)[1])
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -140,6 +145,9 @@ class Sim:
     def restart(self, timeout=30):
         """Stop (cleanly) and start again on the same SIM_DIR and port; waits for readiness."""
         self.stop()
+        if self._world is not None:
+            self._world.close()
+            self._world = None
         self.start()
         return self.wait_ready(timeout)
 
@@ -151,6 +159,16 @@ class Sim:
             self.stop()
         finally:
             self.kill()
+
+    # ---- the simulated world (battery, BMS on the air, button, WiFi; sim/world/world.py) ----
+    def world(self, op, **kw):
+        """One control command to the world, e.g. sim.world("battery", temperature_c=-5)."""
+        if self._world is None:
+            sys.path.insert(0, os.path.join(ROOT, "sim"))
+            from world.host import WorldClient
+
+            self._world = WorldClient(self.world_port)
+        return self._world.call(op, **kw)
 
     # ---- HTTP ----
     def request(self, method, path, json=None, body=None, headers=None, auth=True, timeout=10):

@@ -86,3 +86,17 @@ def test_values_are_clamped_to_their_storage_range():
 
 def test_too_small_ring_is_rejected():
     raises(ValueError, History, 1)
+
+
+def test_device_history_covers_24_hours_in_3_kb():
+    from smartbms.history import DEVICE_INTERVAL_S, DEVICE_SLOTS
+
+    assert DEVICE_SLOTS * DEVICE_INTERVAL_S == 24 * 3600
+    h = History(DEVICE_SLOTS, DEVICE_INTERVAL_S)
+    assert 3 * 2 * DEVICE_SLOTS <= 3 * 1024
+    for i in range(3):  # readings of one interval are averaged into one sample
+        h.add(1000 * DEVICE_INTERVAL_S + i * 50, 50 + i, 13.2, 1.0)
+    h.add(1001 * DEVICE_INTERVAL_S, 60, 13.3, 2.0)
+    d = _doc(h)
+    assert d["interval_s"] == DEVICE_INTERVAL_S and d["start_s"] == 1000 * DEVICE_INTERVAL_S
+    assert d["count"] == 2 and approx(d["soc"][0], 51.0) and approx(d["soc"][1], 60.0)

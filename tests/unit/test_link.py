@@ -147,6 +147,7 @@ def test_jk_with_two_ffe1_characteristics_picks_by_handle_order_whatever_order_d
 
 
 def test_back_to_back_fragments_naive_notified_loses_them_link_does_not():
+    worldctl.link()
     import aioble
     import bluetooth
 
@@ -351,6 +352,7 @@ def test_slow_connect_completes_within_the_connect_timeout():
 def test_a_failed_connect_ends_the_wait_early():
     # A controller that gives up (the peer went out of range) ends the link's wait at once,
     # not at connect_timeout_ms.
+    worldctl.link()
     import aioble
 
     async def go():
@@ -696,6 +698,7 @@ def test_restored_is_logged_once_data_flows_not_per_reconnect():
 
 
 def test_radio_up_brings_the_ble_stack_up_without_a_bms():
+    worldctl.link()
     import aioble
 
     worldctl.reset()
@@ -742,6 +745,7 @@ def test_jbd_on_the_fff0_service_variant():
 def test_notifications_arrive_as_memoryviews_valid_only_during_the_irq():
     # As on the chip: the IRQ's data is a memoryview into the stack's buffer; a handler that
     # keeps it sees it change. aioble copies (bytes(...)) before it queues, so must anyone else.
+    worldctl.link()
     import aioble
 
     async def go():
