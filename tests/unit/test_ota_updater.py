@@ -557,3 +557,63 @@ def test_pull_overall_deadline_against_a_slow_body():
     assert clock.real_ms_since(t0) < 3000
     assert _boot_label() == "ota_0" and _slot_block0("ota_1") == b"\xff" * 64
     assert seen["closed"] == 1
+
+
+def _open_fds():
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_pull_that_cannot_connect_in_time_leaves_no_socket_open():
+    # a server whose accept queue is full: the connection never completes. MicroPython's
+    # open_connection() under wait_for() was cancelled with its socket open and unreachable
+    import os
+    import socket
+
+    if not hasattr(os, "listdir") or not _proc_fd():
+        from testutil import skip
+        skip("counting open sockets needs /proc/self/fd (Linux)")
+    otaflash.fresh("pull_connect")
+    client, ctx = _client()
+    srv = socket.socket()
+    port = None
+    for _ in range(20):
+        port = 20000 + int.from_bytes(os.urandom(2), "little") % 40000
+        try:
+            srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+            break
+        except OSError:
+            continue
+    srv.listen(0)
+    fill = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        except OSError:
+            pass
+        fill.append(c)
+    old = pull.HEAD_DEADLINE_MS
+    pull.HEAD_DEADLINE_MS = 400
+    try:
+        before = _open_fds()
+        t0 = clock.ticks_real_ms()
+        r = run_async(client.post("/api/ota/url", body={"url": "http://127.0.0.1:%d/fw.bin" % port, "sha256": "0" * 64}))
+        assert r.status_code == 504 and "cannot connect" in r.json["error"], r.text
+        assert clock.real_ms_since(t0) < 3000
+        assert _open_fds() == before  # the half-open connection was closed, not left behind
+    finally:
+        pull.HEAD_DEADLINE_MS = old
+        for c in fill:
+            c.close()
+        srv.close()
+    assert not ota.busy()
+
+
+def _proc_fd():
+    try:
+        _open_fds()
+        return True
+    except OSError:
+        return False
