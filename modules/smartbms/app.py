@@ -153,21 +153,18 @@ class App:
         one request over loopback (its guard marks the server alive when it answers)."""
         if not self._web_started or self.web_alive():
             return
+        from smartbms import netio  # a connect that times out leaves no socket open
+
         writer = None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.port), PROBE_TIMEOUT_MS / 1000)
+            reader, writer = await netio.connect("127.0.0.1", self.port, PROBE_TIMEOUT_MS)
             writer.write(b"GET /api/auth HTTP/1.0\r\nHost: localhost\r\n\r\n")
             await writer.drain()
             await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT_MS / 1000)
         except Exception:  # noqa: BLE001 - a server that does not answer is the answer
             pass
         if writer is not None:
-            try:
-                writer.close()
-                await writer.wait_closed()
-            except Exception:  # noqa: BLE001
-                pass
+            await netio.close(writer)
 
     def health(self):
         t = self._last_tick

@@ -158,6 +158,7 @@ def install(app, ctx):
             body = json_object(request, ("url", "sha256"))
         except ApiError as e:
             return _err(e.status, e.message, e.field)
+        from smartbms import netio
         from smartbms.ota import pull
 
         url = body.get("url")
@@ -191,7 +192,7 @@ def install(app, ctx):
             except pull.PullError as e:  # the overall deadline passed mid-body
                 return _err(504 if e.timeout else 502, "cannot fetch the image: %s; nothing was activated" % e, "url")
             finally:
-                await pull.close(writer)
+                await netio.close(writer)
         finally:
             ota.release()
 

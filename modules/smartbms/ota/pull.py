@@ -2,10 +2,11 @@
 # response head, and a body stream for smartbms.ota.http.receive() that enforces both a
 # stall timeout and an overall deadline. A hostile or broken server can hold the single OTA
 # lock for at most DEADLINE_MS and cannot make the device allocate more than MAX_HEAD bytes
-# for the head. The caller closes the connection (close()) on every path.
+# for the head. The caller closes the connection (close(), from smartbms.netio) on every path.
 import asyncio
 
 from smartbms import clock
+from smartbms.netio import close, connect
 
 try:
     from micropython import const
@@ -203,16 +204,7 @@ async def open_image(url, stall_ms):
     whole = _Deadline(DEADLINE_MS)
     deadline = _Deadline(min(HEAD_DEADLINE_MS, DEADLINE_MS))
     try:
-        if _MICROPYTHON:
-            reader = writer = _stream(host, port, ssl)
-            try:
-                await asyncio.wait_for(_connected(writer), deadline.limit_ms / 1000)
-            except BaseException:
-                await close(writer)  # the socket is ours: never left open on a timeout
-                raise
-        else:
-            conn = asyncio.open_connection(host, port, ssl=ssl) if ssl else asyncio.open_connection(host, port)
-            reader, writer = await asyncio.wait_for(conn, deadline.limit_ms / 1000)
+        reader, writer = await connect(host, port, deadline.limit_ms, ssl)
     except asyncio.TimeoutError:
         raise deadline.error("cannot connect to %s:%d" % (host, port))
     except OSError as e:
@@ -238,50 +230,3 @@ async def open_image(url, stall_ms):
     finally:
         if not ok:
             await close(writer)
-
-
-_MICROPYTHON = __import__("sys").implementation.name == "micropython"
-
-
-def _stream(host, port, ssl):
-    """MicroPython: a non-blocking socket, connecting, in an asyncio Stream: what
-    asyncio.open_connection() does, minus its wait for the connection (_connected()). A
-    wait_for() around open_connection() cancels it with the socket open and out of reach;
-    here the caller holds the stream before it waits, so close() can always reach it."""
-    import socket
-    from errno import EINPROGRESS
-
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]  # blocking, as in asyncio
-    s = socket.socket(ai[0], ai[1], ai[2])
-    try:
-        s.setblocking(False)
-        try:
-            s.connect(ai[-1])
-        except OSError as e:
-            if e.errno != EINPROGRESS:
-                raise
-        if ssl:
-            s = ssl.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
-            s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    return asyncio.StreamWriter(s, {})
-
-
-def _connected(stream):
-    # MicroPython: a generator is a coroutine. The same wait open_connection() does (asyncio
-    # v1.28.0's own I/O queue: the socket turns writable once connected, or failed)
-    from asyncio import core
-
-    yield core._io_queue.queue_write(stream.s)
-
-
-async def close(writer):
-    """Close a stream for real: on MicroPython close() does nothing, wait_closed() closes the
-    socket (an lwIP socket left open stays taken: the ESP32 build has 16)."""
-    try:
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 2)
-    except Exception:  # noqa: BLE001 - already gone, or a TLS goodbye that never came
-        pass
