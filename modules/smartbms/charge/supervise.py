@@ -15,7 +15,7 @@ except ImportError:  # CPython
         return x
 
 from smartbms.charge import alarms as A
-from smartbms.charge.text import fmt
+from smartbms.charge.texts import fmt
 
 DEAD_S = const(600)  # relay-on time without a rise of the current
 DEAD_BACKOFF_S = const(3600)  # first retry; doubles per failed try

@@ -36,3 +36,59 @@ def downtime_s(saved_wall, wall):
     if 0 <= d <= MAX_DOWNTIME_S:
         return d
     return None
+
+
+class Limits:
+    """Limits derived from the settings and the pack, cached per input value: update() then
+    allocates no floats for them."""
+
+    RELAX_V = 0.10  # top balance: resume when the high cell is this far below cell_max_v
+
+    def __init__(self):
+        self._h = None
+        self._cap_s = 0
+        self._c = None
+        self._ah = None
+        self._tail = 0.0
+        self._fv = None
+        self._fn = 0
+        self._full_v = 0.0
+        self._rv = None
+        self._relax_v = 0.0
+
+    def cap_s(self, s):
+        """charge_timeout_h in seconds: the longest session whatever the fit says."""
+        h = s["charge_timeout_h"]
+        if h != self._h:
+            self._h = h
+            self._cap_s = int(h * 3600)
+        return self._cap_s
+
+    def timeout_s(self, s, fit_s):
+        cap = self.cap_s(s)
+        return fit_s if 0 < fit_s < cap else cap
+
+    def tail_a(self, s, cap_ah):
+        """The tail current that ends a charge (0 when the capacity is unknown)."""
+        c = s["tail_current_c"]
+        if c != self._c or cap_ah != self._ah:
+            self._c = c
+            self._ah = cap_ah
+            self._tail = c * (cap_ah or 0)
+        return self._tail
+
+    def full_v(self, s, n):
+        """The pack voltage of "full" (full_cell_v for each of the n cells)."""
+        v = s["full_cell_v"]
+        if v != self._fv or n != self._fn:
+            self._fv = v
+            self._fn = n
+            self._full_v = v * n
+        return self._full_v
+
+    def relax_v(self, s):
+        v = s["cell_max_v"]
+        if v != self._rv:
+            self._rv = v
+            self._relax_v = v - self.RELAX_V
+        return self._relax_v
