@@ -103,7 +103,8 @@ class _Reader:
     def __init__(self, stream, idle_ms):
         self._s = stream
         self._idle_s = idle_ms / 1000
-        self._buf = b""  # read but not yet handed out
+        self._buf = b""  # read from the socket; b"" once all handed out
+        self._pos = 0  # handed out up to here (no copy of the rest per line)
         self.head = 0
         self.timed = False
         self.body = 0  # bytes of a streamed body read so far
@@ -120,24 +121,26 @@ class _Reader:
         return await asyncio.wait_for(coro, self._idle_s)
 
     def _take(self, n):
-        b = self._buf
-        if n < 0 or n >= len(b):
-            self._buf = b""
-            return b
-        self._buf = b[n:]
-        return b[:n]
+        b, p = self._buf, self._pos
+        end = len(b) if n < 0 or p + n >= len(b) else p + n
+        if end == len(b):
+            self._buf, self._pos = b"", 0
+        else:
+            self._pos = end
+        return b[p:end]
 
     async def readline(self):
-        i = self._buf.find(b"\n")
+        i = self._buf.find(b"\n", self._pos)
         while i < 0:
-            if not self.timed and self.head + len(self._buf) > MAX_HEAD_BYTES:
+            if not self.timed and self.head + len(self._buf) - self._pos > MAX_HEAD_BYTES:
                 raise _HeadTooLarge("request head too large")
             chunk = await self._t(self._s.read(_CHUNK))
             if not chunk:
                 break
-            self._buf += chunk
+            self._buf = (self._buf[self._pos:] if self._pos else self._buf) + chunk
+            self._pos = 0
             i = self._buf.find(b"\n")
-        line = self._take(i + 1 if i >= 0 else -1)
+        line = self._take(i + 1 - self._pos if i >= 0 else -1)
         if self.timed:
             self._got(len(line))
         else:
@@ -150,7 +153,7 @@ class _Reader:
     def _check_length(self, line):
         # microdot takes int() of it, which also accepts "+15", "1_5" and " 15": a proxy in
         # front may read those differently (request smuggling); one plain decimal, once
-        if line[:15].lower() != b"content-length:":
+        if line[:1] not in b"Cc" or line[:15].lower() != b"content-length:":
             return
         v = line[15:].strip()
         if self._length_seen or not v or len(v) > 10 or not v.isdigit():
