@@ -426,7 +426,14 @@ def charger_doc(ctx):
         "since_s": max(0, now - c.since) if c.since is not None else None,
         "next": c.next,
         "override": override_doc(c, now),
+        "allow": c.allow_info(now) if hasattr(c, "allow_info") else None,
     }
+
+
+def alarms_doc(ctx):
+    """The controller's active alarms: [{name, message, latched, stops_charging, since_s}]."""
+    c = ctx.controller
+    return c.alarms_info(clock.now()) if hasattr(c, "alarms_info") else []
 
 
 def _safe(fn):
@@ -463,6 +470,7 @@ def status_doc(ctx):
     return {
         "bms": bms_doc(ctx),
         "charger": charger_doc(ctx),
+        "alarms": alarms_doc(ctx),
         "device": {
             "version": VERSION,
             "uptime_s": ctx.uptime_s(),
@@ -760,6 +768,25 @@ def create_app(ctx, assets=None):
     def timeout_reset(req):
         _only(_body_object(req, True), ())
         ctx.reset_timeout()
+        return {"ok": True, "charger": charger_doc(ctx)}
+
+    @api("/api/alarms/clear", ("POST",))
+    def alarms_clear(req):
+        _only(_body_object(req, True), ())
+        cleared = ctx.clear_alarms()
+        return {"ok": True, "cleared": cleared, "alarms": alarms_doc(ctx), "charger": charger_doc(ctx)}
+
+    @api("/api/charge/allow", ("POST",))
+    def charge_allow(req):
+        doc = _body_object(req)
+        _only(doc, ("allow", "minutes"))
+        allow = doc.get("allow")
+        if not isinstance(allow, bool):
+            raise ApiError(422, "must be true or false", "allow")
+        minutes = doc.get("minutes")
+        if minutes is not None and (not _number(minutes) or not 1 <= minutes <= 1440):
+            raise ApiError(422, "must be 1 to 1440", "minutes")
+        ctx.set_allow(allow, minutes)
         return {"ok": True, "charger": charger_doc(ctx)}
 
     @api("/api/reboot", ("POST",))
