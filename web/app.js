@@ -9,6 +9,12 @@
     cell_max_v: "Stop at cell voltage", charge_timeout_h: "Charge timeout", timeout_rest_min: "Rest after a timeout",
     temp_min_c: "Min charge temperature", temp_max_c: "Max charge temperature", temp_hyst_c: "Temperature hysteresis",
     stale_s: "Data stale after", full_every_days: "Full charge every (0: never)", min_switch_s: "Min time between switches",
+    capacity_ah: "Pack capacity (0: from the BMS)", charger_a: "Charger current (0: measured)",
+    full_cell_v: "Full at average cell voltage", recharge_cell_v: "Recharge below cell voltage",
+    top_balance_min: "Top balance time", temp_sensors_required: "Pack has temperature sensors",
+    max_charge_a: "Max charge current (0: 1 C)", relay_stuck_a: "Stuck-relay current (0: off)",
+    window_start_min: "Charge window start (min of day)", window_end_min: "Charge window end (= start: always)",
+    tz_offset_min: "Local time offset from UTC",
     relay_pin: "Relay GPIO", relay_active_low: "Relay active low", led_pin: "Status LED GPIO (-1: none)",
     wifi_ssid: "WiFi network", wifi_password: "WiFi password", hostname: "Hostname"};
   var GROUP_TITLES = {bms: "BMS", charge: "Charging", hardware: "Hardware", network: "Network"};
@@ -96,6 +102,10 @@
     txt("cnext", describe(c.next));
     var o = c.override;
     txt("covr", o && o.mode && o.mode !== "auto" ? o.mode + (typeof o.remaining_min === "number" ? " for " + Math.ceil(o.remaining_min) + " min more" : "") : "auto");
+    var al = s.alarms || [];
+    txt("calarms", al.length ? al.map(function (a) { return a.message + (a.latched ? " (clear it once fixed)" : ""); }).join("; ") : "none");
+    $("calarms").style.color = al.length ? "var(--bad)" : "";
+    $("aclear").classList.toggle("hide", !al.length);
     renderCells(b.cells || []);
     txt("temps", (b.temperatures || []).length ? b.temperatures.map(function (t) { return num(t, 1) + " °C"; }).join(", ") : "–");
     txt("fets", b.charge_fet === undefined ? "–" : "charge " + (b.charge_fet ? "on" : "off") + ", discharge " + (b.discharge_fet ? "on" : "off"));
@@ -118,6 +128,7 @@
     if (d.setup_mode) ban.push("Setup mode");
     if (d.overrides && d.overrides.modules && d.overrides.modules.length) ban.push("Running " + d.overrides.modules.length + " module(s) from the filesystem, not the image (see Firmware)");
     if (f.length) ban.push("BMS fault: " + f.map(words).join(", "));
+    if (al.length) ban.push("Alarm: " + al.map(function (a) { return words(a.name); }).join(", "));
     $("banner").textContent = ban.join(" · ");
     $("banner").classList.toggle("hide", !ban.length);
     renderFirmware(d.ota || {});
@@ -240,6 +251,10 @@
     relay({mode: $("omode").value, minutes: m});
   });
   $("oauto").addEventListener("click", function () { relay({mode: "auto"}); });
+  $("aclear").addEventListener("click", function () {
+    txt("oerr", "");
+    api("POST", "/api/alarms/clear", {}).then(pollStatus, function (e) { txt("oerr", e.message); });
+  });
   $("treset").addEventListener("click", function () {
     txt("oerr", "");
     api("POST", "/api/timeout/reset", {}).then(pollStatus, function (e) { txt("oerr", e.message); });
