@@ -384,7 +384,8 @@ def test_schema_public_lists_ranges_choices_and_rules():
     assert f["bms_protocol"]["choices"] == ["auto", "jbd", "jk02_24s", "jk02_32s", "daly", "seplos", "ant",
                                             "redodo", "renogy"]
     assert f["relay_pin"]["choices"] == [pins.RELAY_GPIO]
-    assert f["relay_active_low"]["choices"] == [pins.RELAY_ACTIVE_LOW]
+    assert f["relay_active_low"]["default"] is pins.RELAY_ACTIVE_LOW and "choices" not in f["relay_active_low"]
+    assert f["relay_pin"]["fixed"] is True and f["relay_active_low"]["fixed"] is True
     assert -1 in f["led_pin"]["choices"] and 34 not in f["led_pin"]["choices"]
     assert 0 not in f["led_pin"]["choices"] and 12 not in f["led_pin"]["choices"]
     assert f["hostname"]["max_len"] == 32 and "pattern" in f["bms_mac"]
