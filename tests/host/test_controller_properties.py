@@ -5,6 +5,7 @@ import json
 
 from ctrlutil import R, settings
 from hypothesis import given, settings as hsettings, strategies as st
+from smartbms.charge.alarms import LATCHED
 from smartbms.charge.controller import CHARGE_FAULTS, STATES, Controller
 
 NAN = float("nan")
@@ -105,3 +106,39 @@ def test_safety_and_anti_chatter_hold_for_any_sequence(cfg, actions, wall_known)
             assert ov_on_s <= s["charge_timeout_h"] * 3600 + 4000, ov_on_s
         else:
             ov_on_s = 0
+
+
+# Issue 12: whatever the readings (currents that say a stuck relay, a dead charger or too much
+# current, glitches, drops), the relay is never on with a latched alarm or during a dead
+# charger's back-off, and it switches on at most 17 times in any 6 hours (35 switches).
+reading12 = st.fixed_dictionaries({
+    "soc": st.sampled_from([20, 50, 79, 81, 95, 100]),
+    "current": st.sampled_from([-5.0, -1.0, 0.0, 0.9, 3.0, 20.0, 150.0, None]),
+    "cell": st.sampled_from([3.30, 3.30, 3.19, 3.45, 3.61]),
+    "faults": st.sampled_from([[], [], [], ["charge_overcurrent"], ["current_sensor_error"], ["cell_overvoltage"]]),
+    "fresh": st.sampled_from([True, True, True, False]),
+})
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.sampled_from([0, 60]), st.lists(st.tuples(reading12, st.sampled_from([5, 30, 61, 300, 900, 3600])),
+                                          min_size=1, max_size=120))
+def test_alarms_hold_the_relay_off_and_the_wear_budget_holds(min_switch_s, steps):
+    s = settings(min_switch_s=min_switch_s)
+    c = Controller(s)
+    now = 0
+    ons = []
+    relay = False
+    for a, dt in steps:
+        now += dt
+        r = R(soc=a["soc"], current=a["current"], cell=a["cell"], faults=a["faults"],
+              received=now if a["fresh"] else now - 100)
+        on = c.update(r, now)
+        if on:
+            assert not c.alarms.mask & LATCHED, c.reason  # relay_stuck, overcurrent
+            assert not c._sup.dead_waiting() or c.state == "override"
+        if on and not relay:
+            ons.append(now)
+        relay = on
+    for t0 in ons:
+        assert len([t for t in ons if t0 <= t < t0 + 6 * 3600]) <= 17, ons
