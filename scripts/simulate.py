@@ -267,7 +267,7 @@ def run(scenario, out=None):
     emit = out or (lambda line: None)
     bat = Battery(**bkw)
     ctrl = Controller(settings)
-    ctrl.fet_control = True  # the simulated BMS takes charge MOSFET commands (as JBD and JK do)
+    ctrl.set_fet_control(True)  # the simulated BMS takes charge MOSFET commands (as JBD and JK do)
     partial = dict(scenario.get("settings", {}))
     stored = None  # what the app would have written to flash
     totals = {"full_charges": 0, "timeouts": 0, "faults": 0}
@@ -342,7 +342,7 @@ def run(scenario, out=None):
                 for k in totals:
                     totals[k] += getattr(ctrl, k)
                 ctrl = Controller(settings, stored)
-                ctrl.fet_control = True
+                ctrl.set_fet_control(True)
                 boot_t = t
                 reading = None
                 next_poll = t + poll  # the BMS link needs a moment after boot

@@ -30,6 +30,7 @@ def test_ctrlutil_defaults_are_the_settings_defaults():
 
 def test_charge_current_with_the_relay_off_is_a_stuck_relay():
     c = make()
+    c.set_fet_control(True)  # the app: this BMS link can switch the charge MOSFET
     c.update(R(soc=95, current=20), 0)
     c.update(R(soc=100, current=20), 100)
     c.update(R(soc=100, current=3), 200)
@@ -40,7 +41,7 @@ def test_charge_current_with_the_relay_off_is_a_stuck_relay():
     assert c.state == "fault" and c.reason.startswith("relay stuck: 1.0 A charging with the relay off")
     assert c.bms_charge_off is True
     assert c.next == "BMS charge MOSFET switched off as a second cut-off until the alarm is cleared"
-    c.fet_control = False
+    c.set_fet_control(False)
     c.clear_alarms(1000)
     assert c.bms_charge_off is False and names(c) == []
     # still flowing: raised again, and a BMS that cannot switch says what to do

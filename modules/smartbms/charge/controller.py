@@ -144,6 +144,13 @@ class Controller:
             cycle.start_charge(self, now, "timeout reset by hand", self._reading)
         return self.update(self._reading, now, self._wall)
 
+    def set_fet_control(self, able):
+        """The app tells whether the BMS's charge MOSFET can be switched over the link (True),
+        cannot (False) or is not known yet (None); the texts of a stuck relay say so."""
+        if able != self.fet_control:
+            self.fet_control = able
+            self._block = -1
+
     def alarms_info(self, now):
         return self.alarms.info(now)
 

@@ -76,11 +76,13 @@ def block_texts(c, block, now):
         i = c.alarms.latched()
         nxt = "charging stays off until the alarm is cleared (fix the cause first)"
         if i == A.RELAY_STUCK:
-            if c.fet_control is False:
+            if c.fet_control:
+                nxt = "BMS charge MOSFET switched off as a second cut-off until the alarm is cleared"
+            elif c.fet_control is False:
                 nxt = "this BMS cannot switch its charge MOSFET: disconnect the charger by hand, " \
                     "then clear the alarm"
             else:
-                nxt = "BMS charge MOSFET switched off as a second cut-off until the alarm is cleared"
+                nxt = "asking the BMS to switch its charge MOSFET off; clear the alarm once the relay is fixed"
         return FAULT, c.alarms.messages[i], nxt
     if block == B_TEMP:
         tmin = s["temp_min_c"] if s["temp_min_c"] > ABS_MIN_TEMP_C else ABS_MIN_TEMP_C
