@@ -222,57 +222,6 @@ class App:
         driver = getattr(link, "driver", None)
         req = driver.charge_fet_request(not off) if driver is not None else None
         send = getattr(link, "set_charge_fet", None)
-        c.fet_control = req is not None and send is not None
-        if not c.fet_control:
-            if off:
-                self.events.add("fault", "relay stuck: this BMS link cannot switch the charge MOSFET off; "
-                                         "disconnect the charger by hand")
-            return
-        self.events.add("fault", "BMS charge MOSFET %s" % (
-            "switched off as a second cut-off (relay stuck)" if off else "switched back on (alarm cleared)"))
-        asyncio.create_task(self._send_fet(send, not off))
-
-    async def _send_fet(self, send, on):
-        try:
-            await send(on)
-        except Exception as e:  # noqa: BLE001 - the relay is off anyway: log it, no reset
-            self.events.add("error", "BMS charge MOSFET command failed: %s" % e)
-
-    def clear_alarms(self):
-        """The owner cleared the alarms (after fixing the cause): latched ones end and the BMS
-        charge MOSFET is switched back on; a cause still there raises its alarm again."""
-        names = [a["name"] for a in self.controller.alarms_info(clock.now())]
-        self.controller.clear_alarms(clock.now())
-        self.events.add("fault", "alarms cleared by the user: %s" % (", ".join(names) or "none"))
-        self.control_step()
-        return names
-
-    def set_allow(self, allow, minutes=None):
-        self.controller.set_allow(allow, minutes, clock.now())
-        self.events.add("charge", "charging %s%s" % ("allowed" if allow else "not allowed",
-                                                    " for %s min" % minutes if minutes else ""))
-        self.control_step()
-
-    def _log_alarms(self, c):
-        from smartbms.charge.alarms import NAMES
-
-        old, new = self._last_alarms, c.alarms.mask
-        self._last_alarms = new
-        for i in range(len(NAMES)):
-            bit = 1 << i
-            if (old ^ new) & bit:  # kind "fault": written to flash at once
-                self.events.add("fault", ("alarm %s: %s" % (NAMES[i], c.alarms.messages[i])) if new & bit
-                                else "alarm %s ended" % NAMES[i])
-
-    def _bms_charge_fet(self, c):
-        """The second cut-off of a stuck relay: the BMS's own charge MOSFET, where its protocol
-        has a command for it (JBD, JK) and the link can send it (BMSLink.set_charge_fet)."""
-        off = c.bms_charge_off
-        self._fet_off = off
-        link = self.link
-        driver = getattr(link, "driver", None)
-        req = driver.charge_fet_request(not off) if driver is not None else None
-        send = getattr(link, "set_charge_fet", None)
         c.set_fet_control(req is not None and send is not None)
         if not c.fet_control:
             if off:
