@@ -268,3 +268,13 @@ def test_bad_new_scenario_keys_exit_2(tmp_path, text, words):
     p = subprocess.run([sys.executable, SCRIPT, str(path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert words in p.stderr, p.stderr
+
+
+def test_a_soc_that_reads_low_after_a_full_charge_by_voltage_is_not_believed():
+    # the BMS's SOC drops 25 points below the truth: it asks for a charge the full pack does
+    # not need; the voltage anchor ends it at once and the low SOC does not restart it
+    rows, summary = sim({"duration_h": 48, "battery": {"soc": 95, "charger_a": 20, "load_a": 1},
+                         "events": [{"at_h": 1, "bms": {"soc_offset": -25}}]})
+    full = [r for r in rows if r["reason"].startswith("full by voltage")]
+    assert len(full) == 1 and full[0]["t_h"] < 1.2
+    assert summary["relay_switches"] <= 4 and summary["full_charges"] == 2

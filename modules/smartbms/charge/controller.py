@@ -98,6 +98,7 @@ class Controller:
         self._hv_soc = None  # SOC when a cell-voltage stop ended a charge below its target
         self._top = TopOfCharge()
         self._v_start = False  # this charge started on a low cell while the SOC said otherwise
+        self._soc_low_full = False  # full by voltage while the SOC said "recharge": not believed
         self._restored = None
         self._saved_wall = None
         self._credit_full = False
@@ -264,7 +265,7 @@ class Controller:
             if charging and tc.stop(top, cell_max, new, s):
                 if reading.soc < self._target():
                     self._hv_soc = reading.soc
-                cycle.end_charge(self, now, wall, tc.text, reading)
+                cycle.end_charge(self, now, wall, tc.text, reading, True)
             elif charging and tc.changed:
                 self._block = -1
             if self._man.mode == OV_ON:

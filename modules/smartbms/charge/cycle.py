@@ -60,14 +60,15 @@ def start_charge(c, now, why, r):
     c._slow = False
     c._top.reset()
     c._v_start = False
+    c._soc_low_full = False
     c._set_phase(CHARGING, why, texts.charge_next(c._s, c._full_run), now)
 
 
-def end_charge(c, now, wall, why, r):
+def end_charge(c, now, wall, why, r, over_voltage=False):
     # Any end of a full run counts as the full charge, an over-voltage stop too: the pack
     # is then as full as it safely gets, and a due full charge must not start again at once.
     # (an over-voltage far below min_soc is a fault of the BMS, not a full pack)
-    if c._full_run and (r is None or not r.soc < c._s["min_soc"]):
+    if c._full_run and not (over_voltage and r is not None and r.soc < c._s["min_soc"]):
         c.full_charges += 1
         c._full_at = wall
         c._full_s = 0
@@ -99,6 +100,9 @@ def advance(c, r, now, wall, s, settled, below_top, cap):
             # a voltage anchor: full whatever the SOC says (a BMS that stops at 99 %)
             end_charge(c, now, wall, "full by voltage: %.2f V, tail current %.1f A <= %.1f A" % (
                 r.voltage, cur, tail), r)
+            # a SOC that still says "recharge" after a full charge is not believed until the
+            # BMS corrects it (rises above the limit); the low-cell rule starts the next charge
+            c._soc_low_full = soc <= rest_limit(c)
             return False
         if on_settled and not c._fit_s and below_top and cur > 0:
             # the first settled charging reading: what is left, at this current
@@ -127,7 +131,9 @@ def advance(c, r, now, wall, s, settled, below_top, cap):
             return False
     elif phase == RESTING:
         lim = rest_limit(c)
-        if soc <= lim:
+        if c._soc_low_full and soc > lim:
+            c._soc_low_full = False
+        if soc <= lim and not c._soc_low_full:
             start_charge(c, now, "SOC %s %% <= %s %%" % (fmt(soc), fmt(lim)), r)
         elif c._top.low_v():
             start_charge(c, now, "lowest cell below %.2f V (SOC says %s %%)" % (
