@@ -3,8 +3,8 @@
 #
 # Defences that keep a small device alive on a LAN:
 # - the request head (line + headers, and a body up to BODY_LIMIT) must arrive within
-#   HEAD_TIMEOUT_MS; a head over MAX_HEAD_BYTES (one long line or many) is 431, read in
-#   small chunks so it never sits in RAM whole, and the rest of it is swallowed (up to
+#   HEAD_TIMEOUT_MS; a head over MAX_HEAD_BYTES (one long line or many) is 431, never read
+#   past that cap into RAM, and the rest of it is swallowed (up to
 #   DRAIN_MS) so the client reads the answer instead of a reset; a Content-Length that is
 #   not plain digits, or a second one, is 400; a streamed body (OTA) may pause at most
 #   IDLE_TIMEOUT_MS between reads; a client that does not take its answer within
@@ -67,8 +67,7 @@ SECURITY_HEADERS = (
                                 "form-action 'self'; base-uri 'none'"),
 )
 
-Request.max_readline = MAX_HEAD_BYTES  # _Reader enforces the real limit (431) first
-_CHUNK = const(512)  # bytes per socket read while the head arrives
+Request.max_readline = MAX_HEAD_BYTES + 1  # _Reader enforces the real limit (431) first
 
 
 class ApiError(Exception):
@@ -93,18 +92,31 @@ class _HeadTooLarge(ValueError):
     pass
 
 
+def _readline_upto(stream, limit):
+    # MicroPython: asyncio's own Stream.readline() loop (v1.28.0) with a bound, so a line
+    # never grows past `limit` bytes in RAM (a generator is a coroutine there)
+    from asyncio import core
+
+    line = b""
+    while True:
+        yield core._io_queue.queue_read(stream.s)
+        part = stream.s.readline(limit - len(line))
+        if part is None:
+            continue
+        line += part
+        if not part or line[-1] == 10 or len(line) >= limit:
+            return line
+
+
 class _Reader:
-    """The client stream as microdot reads it. The head is read in _CHUNK pieces into a
-    small buffer (MicroPython's Stream.readline() grows a line without bound) and capped at
-    MAX_HEAD_BYTES; its Content-Length must be plain digits, once. Once the head is in,
-    every further read (a streamed body) is bounded by IDLE_TIMEOUT_MS; bytes that came
-    with the head are served first."""
+    """The client stream as microdot reads it. The head is capped at MAX_HEAD_BYTES, however
+    it is split into lines (on MicroPython no line is read past the cap: Stream.readline()
+    would grow one without bound); its Content-Length must be plain digits, once. Once the
+    head is in, every further read (a streamed body) is bounded by IDLE_TIMEOUT_MS."""
 
     def __init__(self, stream, idle_ms):
         self._s = stream
         self._idle_s = idle_ms / 1000
-        self._buf = b""  # read from the socket; b"" once all handed out
-        self._pos = 0  # handed out up to here (no copy of the rest per line)
         self.head = 0
         self.timed = False
         self.body = 0  # bytes of a streamed body read so far
@@ -120,34 +132,19 @@ class _Reader:
             return await coro
         return await asyncio.wait_for(coro, self._idle_s)
 
-    def _take(self, n):
-        b, p = self._buf, self._pos
-        end = len(b) if n < 0 or p + n >= len(b) else p + n
-        if end == len(b):
-            self._buf, self._pos = b"", 0
-        else:
-            self._pos = end
-        return b[p:end]
-
     async def readline(self):
-        i = self._buf.find(b"\n", self._pos)
-        while i < 0:
-            if not self.timed and self.head + len(self._buf) - self._pos > MAX_HEAD_BYTES:
-                raise _HeadTooLarge("request head too large")
-            chunk = await self._t(self._s.read(_CHUNK))
-            if not chunk:
-                break
-            self._buf = (self._buf[self._pos:] if self._pos else self._buf) + chunk
-            self._pos = 0
-            i = self._buf.find(b"\n")
-        line = self._take(i + 1 - self._pos if i >= 0 else -1)
         if self.timed:
+            line = await self._t(self._s.readline())
             self._got(len(line))
-        else:
-            self.head += len(line)
-            if self.head > MAX_HEAD_BYTES:
-                raise _HeadTooLarge("request head too large")
-            self._check_length(line)
+            return line
+        if hasattr(self._s, "s") and sys.implementation.name == "micropython":
+            line = await _readline_upto(self._s, MAX_HEAD_BYTES - self.head + 1)
+        else:  # CPython (tests, host tools): its StreamReader bounds lines at 64 KB itself
+            line = await self._s.readline()
+        self.head += len(line)
+        if self.head > MAX_HEAD_BYTES:
+            raise _HeadTooLarge("request head too large")
+        self._check_length(line)
         return line
 
     def _check_length(self, line):
@@ -161,24 +158,18 @@ class _Reader:
         self._length_seen = True
 
     async def read(self, n=-1):
-        data = self._take(n) if self._buf else await self._t(self._s.read(n))
+        data = await self._t(self._s.read(n))
         self._got(len(data))
         return data
 
     async def readexactly(self, n):
         if n < 0:  # a negative Content-Length
             raise ValueError("bad length")
-        data = self._take(n)
-        if len(data) < n:
-            data += await self._t(self._s.readexactly(n - len(data)))
+        data = await self._t(self._s.readexactly(n))
         self._got(len(data))
         return data
 
     async def readinto(self, buf):
-        if self._buf:
-            data = self._take(len(buf))
-            buf[:len(data)] = data
-            return self._got(len(data))
         if hasattr(self._s, "readinto"):
             return self._got(await self._t(self._s.readinto(buf)))
         data = await self._t(self._s.read(len(buf)))
