@@ -112,6 +112,7 @@ class App:
         self._last_state = None
         self._last_alarms = 0  # the controller's alarm bits already logged
         self._fet_off = False  # the BMS charge MOSFET is commanded off (relay_stuck)
+        self._fet_sent = 0  # device time of the last MOSFET command
         self._last_hist = None
         self._last_flush = clock.now()
         self._web_started = False
@@ -218,6 +219,7 @@ class App:
         has a command for it (JBD, JK) and the link can send it (BMSLink.set_charge_fet)."""
         off = c.bms_charge_off
         self._fet_off = off
+        self._fet_sent = clock.now()
         link = self.link
         driver = getattr(link, "driver", None)
         req = driver.charge_fet_request(not off) if driver is not None else None
@@ -323,7 +325,10 @@ class App:
                 self.events.add("charge", "%s: %s" % (c.state, c.reason))
             if c.alarms.mask != self._last_alarms:
                 self._log_alarms(c)
-            if c.bms_charge_off != self._fet_off:
+            if c.bms_charge_off != self._fet_off or (
+                    # the BMS switched its MOSFET back on by itself (its own restart): again
+                    c.bms_charge_off and c.fet_control and reading is not None and reading.charge_fet
+                    and now - self._fet_sent >= 60):
                 self._bms_charge_fet(c)
         self._save_controller()
         if reading is not None:
