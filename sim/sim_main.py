@@ -191,6 +191,10 @@ class HeapWatch:
         self.peak = used
         self.min_max_free = max_free
         self.tick_max = 0
+        if env("SIM_HEAP_MAP", "0") == "1":  # the block map, to see what fragments the heap
+            import micropython
+
+            micropython.mem_info(1)
         return out
 
     async def run(self, every_ms):

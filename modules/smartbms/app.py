@@ -128,6 +128,18 @@ class App:
         note = overrides.summary()
         if note:
             self.events.add("boot", note)
+        # The web app (microdot and every route) and the BMS driver live as long as the
+        # device: made now, each after a collection, they settle at the bottom of the heap
+        # instead of between the garbage of the first requests and polls, which would leave
+        # the heap in small pieces (the budget needs a free block of 16 KB at all times).
+        gc.collect()
+        from smartbms import web
+
+        self._web_app = web.create_app(self)
+        gc.collect()
+        if self.link is not None:
+            self.link.preload()
+        gc.collect()
 
     # ---- parts ----
     def _make_relay(self):
@@ -366,10 +378,10 @@ class App:
             await clock.sleep_ms(TICK_MS)
 
     async def web_task(self):
-        from smartbms import web  # imported here: microdot is the biggest import, and safe mode needs it too
+        from smartbms import web
 
         self._web_started = True
-        await web.serve(self, host=self.host, port=self.port)
+        await web.serve(self, host=self.host, port=self.port, app=self._web_app)
 
     # ---- task supervision ----
     async def _guarded(self, name, coro, forever=True):

@@ -397,6 +397,15 @@ class BMSLink:
                 await self._drop()
         return ok
 
+    def preload(self):
+        """Import what the first connection needs (aioble's central and client, the
+        configured driver), so that it comes to rest early in the heap (App does this at boot)."""
+        try:
+            import aioble  # noqa: F401
+            from aioble import client  # noqa: F401
+        except ImportError:  # CPython (host tools): no radio
+            pass
+
     def radio_up(self):
         """Whether the BLE stack is up, bringing it up if needed. The OTA health check asks
         this: a new image must be able to use the radio, whether or not the BMS is in range."""

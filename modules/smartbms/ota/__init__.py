@@ -7,10 +7,10 @@ from smartbms.ota import otadata
 from smartbms.ota.image import parse_desc, IMAGE_MAGIC, DESC_OFFSET
 
 _busy = False
-# The upload's 4 KB block buffer (smartbms.ota.updater) exists only while an upload runs:
-# idle, those 4 KB belong to the rest of the firmware. The heap budget keeps a free block of
-# at least 16 KB at all times (tests/host/test_heap_budget.py), so it can always be made.
-BLOCK = 4096
+# The upload's 4 KB block buffer (smartbms.ota.updater), made here because this package is
+# imported at boot, while the heap is still in one piece: the updater itself loads only with
+# the web server, when a contiguous 4 KB may no longer be found in a 96 KB heap.
+BLOCK_BUFFER = bytearray(4096)
 
 
 def busy():

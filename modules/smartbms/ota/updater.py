@@ -2,15 +2,17 @@
 # validated (smartbms.ota.image) before it is written, the slot is read back and re-hashed
 # after the last block, and only then does set_boot() make it the boot slot. Any failure
 # leaves otadata (the boot choice) and the running slot untouched. Never holds the image
-# in RAM: one 4 KB buffer, made for this upload and gone with it (one upload at a time),
-# plus the validator's small state. The image's first
+# in RAM: one 4 KB buffer, allocated once at boot by the ota package (before the heap
+# fragments; shared: one upload at a time) plus the validator's small state. The image's first
 # word is programmed last: until the whole image is in the slot it has no header magic, so
 # a power cut mid-upload never leaves a slot that looks like it holds a version.
 import hashlib
 
 from smartbms.ota.image import ImageChecker, ImageError
 
-from smartbms.ota import BLOCK
+from smartbms.ota import BLOCK_BUFFER as _buffer  # allocated at boot (see there)
+
+BLOCK = len(_buffer)
 HEAD = 4  # bytes of block 0 held back until the end
 
 
@@ -33,8 +35,8 @@ class Updater:
         if length is not None:
             self.checker.check_length(length)
         self.length = length
-        self._block = bytearray(BLOCK)
-        self._mv = memoryview(self._block)
+        self._block = _buffer
+        self._mv = memoryview(_buffer)
         self._fill = 0
         self._block_no = 0
         self._wrote = False
