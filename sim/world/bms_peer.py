@@ -6,6 +6,11 @@ or a fixed dict (tests).
   JK02 (jk02_24s/jk02_32s): service FFE0, FFE1 (write + notify), manufacturer data
        0x0B65; after the 0x96 request it streams a 300-byte cell-info frame every stream_ms.
   Daly: service FFF0, notify FFF1, write FFF2, name DL-<MAC>; 129-byte answers.
+  Seplos v3: service FFF0, notify FFF1, write FFF2, name SP05B...; Modbus answers.
+  ANT: service FFE0, FFE1 (notify + write) and FFE2 (write), manufacturer id 0x2313.
+  Redodo/LiTime: service FFE0, notify FFE1, write FFE2, an AT channel FFE3, id 0x585A.
+  Renogy: write FFD1 in service FFD0, notify FFF1 in service FFF0, name BT-TH-...
+(layouts as logged by aiobmsble and the ESPHome components; ../shared/notes/bms-new-families.md)
 """
 import asyncio
 
@@ -15,7 +20,8 @@ from world.radio import FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPON
 _R, _W, _WNR, _N = FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE, FLAG_NOTIFY
 
 MACS = {"jbd": "A4:C1:37:10:20:30", "jk02_24s": "C8:47:8C:E1:02:03", "jk02_32s": "C8:47:8C:E1:02:04",
-        "daly": "17:71:06:02:03:14"}
+        "daly": "17:71:06:02:03:14", "seplos": "60:6E:41:10:20:31", "ant": "AA:BB:CC:10:20:32",
+        "redodo": "C8:47:80:10:20:33", "renogy": "80:6F:B0:10:20:34"}
 PROTOCOLS = tuple(sorted(MACS))
 _JK_CELL_REQUEST = b"\xaa\x55\x90\xeb\x96" + bytes(15)
 
@@ -45,6 +51,17 @@ def _layout(protocol, mac, variant):
             chars = [(0xFFE1, _W | _WNR), (0xFFE1, _R | _N)]
         mfr = (0x0B65, bytes.fromhex(mac.replace(":", "")))
         return 0xFFE1, "JK-B2A8S20P", [(0xFFE0, chars)], mfr, 247
+    if protocol == "seplos":
+        return 0xFFF1, "SP05B2312190075", [(0xFFF0, [(0xFFF1, _R | _N), (0xFFF2, _W | _WNR)])], None, 23
+    if protocol == "ant":
+        chars = [(0xFFE1, _N | _W | _WNR), (0xFFE2, _W | _WNR)]
+        return 0xFFE1, "ANT-BLE16ZMUB", [(0xFFE0, chars)], (0x2313, bytes(6)), 185
+    if protocol == "redodo":
+        chars = [(0xFFE1, _N), (0xFFE2, _W | _WNR), (0xFFE3, _W | _WNR)]
+        return 0xFFE1, "R-12100BNNA70-A02402", [(0xFFE0, chars)], (0x585A, bytes(6)), 185
+    if protocol == "renogy":
+        services = [(0xFFD0, [(0xFFD1, _W | _WNR)]), (0xFFF0, [(0xFFF1, _R | _N)])]
+        return 0xFFF1, "BT-TH-6F102034", services, None, 23
     raise ValueError("unknown BMS protocol %r (known: %s)" % (protocol, ", ".join(PROTOCOLS)))
 
 

@@ -20,7 +20,8 @@ VALUES = {"voltage": 13.3, "current": -2.5, "soc": 77, "remaining_ah": 77.0, "no
           "charge_fet": True, "discharge_fet": True}
 
 MAC = {"jbd": "A4:C1:37:00:00:01", "jk02_32s": "C8:47:8C:00:00:02", "jk02_24s": "C8:47:8C:00:00:03",
-       "daly": "17:71:06:00:00:04"}
+       "daly": "17:71:06:00:00:04", "seplos": "60:6E:41:00:00:05", "ant": "AA:BB:CC:00:00:06",
+       "redodo": "C8:47:80:00:00:07", "renogy": "80:6F:B0:00:00:08"}
 HEADPHONES = ("01:02:03:04:05:06", "Headphones", [[0x180F, [[0x2A19, _R]]]])
 
 
@@ -57,17 +58,24 @@ def _link(protocol, **kw):
     return BMSLink(protocols.get(protocol), **kw)
 
 
-def _check_reading(r, values):
-    assert approx(r.voltage, values["voltage"], 0.011)
-    assert approx(r.current, values["current"], 0.011)
-    assert r.soc == values["soc"]
-    assert approx(r.remaining_ah, values["remaining_ah"], 0.011)
-    assert r.cycles == values["cycles"]
-    assert len(r.cells) == len(values["cells"])
+# what a family does not report (None in its Reading)
+LACKS = {"ant": ("cycles",), "redodo": ("charge_fet", "discharge_fet")}
+CELL_STEP = {"renogy": 0.1}  # cell voltage resolution where coarser than 1 mV
+
+
+def _check_reading(r, values, family=None):
+    lacks = LACKS.get(family, ())
+    assert approx(r.voltage, values["voltage"], 0.011), (family, r.voltage)
+    assert approx(r.current, values["current"], 0.011), (family, r.current)
+    assert r.soc == values["soc"], (family, r.soc)
+    assert approx(r.remaining_ah, values["remaining_ah"], 0.011), (family, r.remaining_ah)
+    assert r.cycles == (None if "cycles" in lacks else values["cycles"]), (family, r.cycles)
+    assert len(r.cells) == len(values["cells"]), (family, r.cells)
     for a, b in zip(r.cells, values["cells"]):
-        assert approx(a, b, 0.0011)
-    assert r.charge_fet is True and r.discharge_fet is True
-    assert r.faults == []
+        assert approx(a, b, CELL_STEP.get(family, 0.001) / 2 + 0.0001), (family, r.cells)
+    for k in ("charge_fet", "discharge_fet"):
+        assert getattr(r, k) is (None if k in lacks else True), (family, k, getattr(r, k))
+    assert r.faults == [], (family, r.faults)
 
 
 def _poll_family(protocol, mtu_max, **kw):
@@ -78,7 +86,7 @@ def _poll_family(protocol, mtu_max, **kw):
         assert link.latest is None and link.age_s() is None
         for _ in range(3):
             assert await link.poll_once(), link.stats
-        _check_reading(link.latest, VALUES)
+        _check_reading(link.latest, VALUES, protocol)
         assert link.latest.received == clock.now()
         assert link.age_s() == 0
         p = worldctl.peer(mac)
@@ -118,6 +126,15 @@ def test_jk02_32s_start_requests_then_streamed_cell_info():
 
 def test_jk02_24s_layout():
     _poll_family("jk02_24s", mtu_max=23, stream_ms=50)
+
+
+def test_new_families_poll_through_their_own_gatt_layouts():
+    # Seplos (multi-block Modbus), ANT (writes to FFE1, not the other writable FFE2),
+    # Redodo (FFE2, not its AT channel FFE3), Renogy (writes in FFD0, listens in FFF0)
+    want_write = {"seplos": "fff2", "ant": "ffe1", "redodo": "ffe2", "renogy": "ffd1"}
+    for family in ("seplos", "ant", "redodo", "renogy"):
+        p = _poll_family(family, mtu_max=23)
+        assert p["writes"] and all(w[0] == want_write[family] for w in p["writes"]), (family, p["writes"])
 
 
 def test_jk_with_two_ffe1_characteristics_picks_by_handle_order_whatever_order_discovery_gives():

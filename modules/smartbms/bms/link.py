@@ -18,12 +18,14 @@
 # - A connect the controller gives up on arrives as PERIPHERAL_DISCONNECT with handle
 #   0xFFFF, which aioble ignores: the link watches for it and ends its wait at once.
 # - Discovery results come in bursts and aioble hands them out from the end of its queue,
-#   so characteristics are ordered by handle here before one is chosen.
+#   so characteristics are ordered by handle before one is chosen (smartbms.bms.gatt).
 # - subscribe() writes the CCCD with a response and may raise GattError.
 import time
 
 from smartbms import clock
 from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.gatt import open_characteristics
+from smartbms.bms.ring import NotifyRing as _Capture  # noqa: F401 (tests use the name)
 from smartbms.bms.scan import find, normalize_mac, scan  # noqa: F401 (scan re-exported)
 
 try:
@@ -66,8 +68,6 @@ except ImportError:  # pragma: no cover
 _IRQ_PERIPHERAL_DISCONNECT = const(8)
 _CONN_NONE = const(0xFFFF)
 _FLAG_WRITE_NO_RESPONSE = const(0x0004)
-_FLAG_WRITE = const(0x0008)
-_FLAG_NOTIFY = const(0x0010)
 
 BACKOFF_MIN_MS = const(1000)
 BACKOFF_MAX_MS = const(60000)
@@ -75,13 +75,8 @@ MAX_TIMEOUTS = const(3)  # consecutive unanswered polls before the link is rebui
 _WAIT_TICK_MS = const(10)  # how often a response wait looks at the capture ring
 _SLEEP_SLICE_MS = const(500)  # device ms; lets close() end a sleeping run() soon
 _SCAN_MS = const(5000)
-_CAPTURE_SLOTS = const(48)  # a 300-byte JK frame is 15 notifications at the default MTU
 
 MODES = ("persistent", "release")
-
-
-def _handle(ch):
-    return ch._value_handle
 
 
 class LinkError(Exception):
@@ -127,48 +122,6 @@ def _hook_irq(aioble):
     if not _hooked:
         aioble.core.register_irq_handler(_connect_irq, None)
         _hooked = True
-
-
-class _Capture:
-    """Takes the place of aioble's one-slot notification deque: the notify IRQ appends
-    each fragment here, the poller pops them in order. Single producer (the IRQ), single
-    consumer (the poller): each side writes only its own index. While not listening,
-    fragments are dropped at once (a streaming JK between polls)."""
-
-    def __init__(self, slots=_CAPTURE_SLOTS):
-        self._slots = [None] * slots
-        self._n = slots
-        self._head = 0  # IRQ side; indexes run modulo 2*slots so full != empty
-        self._tail = 0
-        self.listening = False
-        self.overflow_bytes = 0
-
-    def __len__(self):
-        return (self._head - self._tail) % (2 * self._n)
-
-    def append(self, data):
-        if not self.listening:
-            return
-        if len(self) >= self._n:
-            self.overflow_bytes += len(data)
-            return
-        h = self._head
-        self._slots[h % self._n] = data
-        self._head = (h + 1) % (2 * self._n)
-
-    def popleft(self):
-        if not len(self):
-            raise IndexError("empty")
-        t = self._tail
-        i = t % self._n
-        data = self._slots[i]
-        self._slots[i] = None
-        self._tail = (t + 1) % (2 * self._n)
-        return data
-
-    def clear(self):
-        while len(self):
-            self.popleft()
 
 
 class BMSLink:
@@ -437,7 +390,6 @@ class BMSLink:
 
     async def _open(self):
         import aioble
-        import bluetooth
 
         if self._device is None or self.driver is None:
             dev, family = await find(self.mac, self.name, self.scan_ms)
@@ -493,20 +445,8 @@ class BMSLink:
             self._log("BMS connected: %s %s" % (self.driver.name, self.mac or self.name))
         self._announced = True
         t = self.request_timeout_ms
-        # aioble's discovery has no timeout of its own: bound it here.
-        with conn.timeout(t):
-            service = None
-            for u in self.driver.service_uuids:
-                service = await conn.service(bluetooth.UUID(u))
-                if service is not None:
-                    break
-            if service is None:
-                raise LinkError("BMS has no service %s" % ", ".join("%04X" % u for u in self.driver.service_uuids))
-            chars = []
-            async for ch in service.characteristics():
-                chars.append(ch)
-        chars.sort(key=_handle)  # the peer's order, whatever order discovery delivered
-        self._pick(chars)
+        self._nchar, self._wchar = await open_characteristics(conn, self.driver, t)
+        self._write_response = not (self._wchar.properties & _FLAG_WRITE_NO_RESPONSE)
         self._nchar._notify_queue = self._capture
         self._capture.listening = False
         with conn.timeout(t):
@@ -517,28 +457,6 @@ class BMSLink:
             except Exception:  # noqa: BLE001 - the default MTU works, only slower
                 pass
         await self._start()
-
-    def _pick(self, chars):
-        notify = write = None
-        for ch in chars:
-            if notify is None and ch.properties & _FLAG_NOTIFY:
-                notify = ch
-        # Prefer a write characteristic that is not the notify one (JBD FF02 over FF01),
-        # and write-without-response over write (the BMSes answer by notification).
-        best = -1
-        for ch in chars:
-            p = ch.properties
-            if not p & (_FLAG_WRITE | _FLAG_WRITE_NO_RESPONSE):
-                continue
-            score = (2 if ch is not notify else 0) + (1 if p & _FLAG_WRITE_NO_RESPONSE else 0)
-            if score > best:
-                best = score
-                write = ch
-        if notify is None or write is None:
-            raise LinkError("BMS service lacks a %s characteristic" % ("notify" if notify is None else "write"))
-        self._nchar = notify
-        self._wchar = write
-        self._write_response = not (write.properties & _FLAG_WRITE_NO_RESPONSE)
 
     async def _start(self):
         self._fresh = False
