@@ -84,6 +84,8 @@ class BMSPeer(Peer):
         #   [{"at": i, "byte": b, "fragments": [hex, ...]}, ...]: the first rule whose request
         #   byte i is b (at None: any request) replays its notifications as captured
         self.answer = None
+        self.charge_fet_off = False  # switched off by the central (the MOSFET command)
+        self.on_fet = None  # fn(off): the world opens the battery's charge path
         self.requests = 0
         self.frames_sent = 0
         self.streamed = 0
@@ -103,6 +105,7 @@ class BMSPeer(Peer):
 
     def _answer(self, _char, data):
         self.requests += 1
+        self._mosfet_command(data)
         if self.answer is not None:
             self._scripted(data)
             return
@@ -110,6 +113,19 @@ class BMSPeer(Peer):
         if self.protocol.startswith("jk02") and len(data) > 4 and data[4] == 0x96:
             if self._stream is None or self._stream.done():
                 self._stream = asyncio.ensure_future(self._stream_cells())
+
+    def _mosfet_command(self, data):
+        """JBD register 0xE1 (a disable mask, bit0 = charge) and JK command 0x1D (value 0 =
+        charge off) switch this BMS's charge MOSFET: the charger is cut off at the pack."""
+        off = None
+        if self.protocol == "jbd" and len(data) >= 7 and data[1] == 0x5A and data[2] == 0xE1:
+            off = bool(data[5] & 1)
+        elif self.protocol.startswith("jk02") and len(data) >= 7 and data[4] == 0x1D:
+            off = data[6] == 0
+        if off is not None:
+            self.charge_fet_off = off
+            if self.on_fet is not None:
+                self.on_fet(off)
 
     def _scripted(self, data):
         a = self.answer

@@ -98,9 +98,16 @@ class World:
                 raise ControlError("no battery in this world: give the peer values")
             values = self._battery_values
         peer = BMSPeer(protocol, values, mac=mac, variant=variant, mtu_max=mtu_max, stream_ms=stream_ms)
+        if self.battery is not None and values == self._battery_values:
+            peer.on_fet = self._bms_fet
         self.radio.add(peer)
         self.set_peer(peer.mac, **knobs)
         return peer
+
+    def _bms_fet(self, off):
+        """The BMS was told to open (or close again) its charge MOSFET."""
+        self.battery.fet_cmd_off = off
+        self.log("world: BMS charge MOSFET %s by command" % ("off" if off else "on"))
 
     def _battery_values(self):
         return battery_values(self.battery.reading())
@@ -156,7 +163,8 @@ class World:
                 "connects": p.connects, "disconnects": p.disconnects, "fragments_sent": p.fragments_sent,
                 "notifications_lost": p.notifications_lost, "writes": list(p.writes),
                 "subscribed": [c.value_handle for c in p.chars() if c.subscribed],
-                "requests": getattr(p, "requests", 0), "streamed": getattr(p, "streamed", 0)}
+                "requests": getattr(p, "requests", 0), "streamed": getattr(p, "streamed", 0),
+                "charge_fet_off": getattr(p, "charge_fet_off", None)}
 
     def _ctl_peer_info(self, mac):
         return self._peer_info(self.peer(mac))
@@ -170,6 +178,14 @@ class World:
         """A plain peripheral: services [[uuid, [[uuid, props], ...]], ...]."""
         mfr = (manufacturer[0], bytes.fromhex(manufacturer[1])) if manufacturer else None
         p = self.radio.add(Peer(mac, name, [(s, [tuple(c) for c in cs]) for s, cs in services], mfr, rssi))
+        self.set_peer(p.mac, **knobs)
+        return self._peer_info(p)
+
+    def _ctl_add_unknown_peer(self, mac=None, name=None, **knobs):
+        """A device no driver knows (sim/world/unknown_peer.py), for the capture mode."""
+        from world.unknown_peer import MAC, NAME, UnknownPeer
+
+        p = self.radio.add(UnknownPeer(mac or MAC, name or NAME))
         self.set_peer(p.mac, **knobs)
         return self._peer_info(p)
 

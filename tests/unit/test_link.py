@@ -789,3 +789,34 @@ def test_notifications_arrive_as_memoryviews_valid_only_during_the_irq():
         assert any(bytes(mv) != copy for mv, copy in kept), kept  # the buffer was reused
 
     _run(go())
+
+
+def test_charge_fet_command_reaches_the_bms_at_the_next_cycle():
+    # the second cut-off of a stuck relay (smartbms.app): JBD register 0xE1, JK command 0x1D
+    async def go():
+        for family in ("jbd", "jk02_32s"):
+            worldctl.reset()
+            mac = _bms(family, stream_ms=50)
+            link = _link(family)
+            assert await link.poll_once(), link.stats
+            task = asyncio.create_task(link.set_charge_fet(False))
+            await asyncio.sleep_ms(0)
+            assert await link.poll_once(), link.stats
+            await task  # answered: no error
+            assert worldctl.peer(mac)["charge_fet_off"] is True, family
+            task = asyncio.create_task(link.set_charge_fet(True))
+            await asyncio.sleep_ms(0)
+            assert await link.poll_once()
+            await task
+            assert worldctl.peer(mac)["charge_fet_off"] is False, family
+            await link.close()
+        worldctl.reset()
+        _bms("daly")
+        daly = _link("daly")
+        try:
+            await daly.set_charge_fet(False)
+            raise AssertionError("a Daly has no charge MOSFET command here")
+        except linkmod.LinkError as e:
+            assert "no charge MOSFET command" in str(e)
+
+    _run(go())

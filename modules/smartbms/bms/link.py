@@ -193,6 +193,8 @@ class BMSLink:
         self._answers = 0
         self._frame_error = None
         self._connect_failed = False
+        self._fet_request = None  # a charge-MOSFET command for the next cycle
+        self._fet_done = None  # its outcome: True acknowledged, False not
         self._failures = 0  # consecutive failed cycles: drives the backoff
         self._timeouts_in_row = 0
         self._lost = False  # a link failed: the next connection is a reconnect
@@ -310,6 +312,8 @@ class BMSLink:
                     self._lost = True
                     await self._drop()
                 await self._open()
+            if self._fet_request is not None:
+                await self._send_fet()
             ok = await self._poll()
             if ok:
                 self._timeouts_in_row = 0
@@ -349,6 +353,31 @@ class BMSLink:
             if self.mode == "release":
                 await self._drop()
         return ok
+
+    async def set_charge_fet(self, on):
+        """Switch the BMS's own charge MOSFET (the second cut-off of a stuck relay). The
+        command goes out at the start of the next poll cycle, on the link's connection (in
+        release mode too); LinkError when the family has no command or the BMS does not
+        answer it within a minute."""
+        req = self.driver.charge_fet_request(on) if self.driver is not None else None
+        if req is None:
+            raise LinkError("this BMS has no charge MOSFET command")
+        self._fet_request = req
+        self._fet_done = None
+        waited = 0
+        while self._fet_done is None and waited < 60000:
+            await _sleep_real_ms(200)
+            waited += 200
+        if not self._fet_done:
+            self._fet_request = None
+            raise LinkError("the BMS did not answer the charge MOSFET command")
+
+    async def _send_fet(self):
+        req = self._fet_request
+        self._fet_request = None
+        self._arm()
+        await self._wchar.write(req, self._write_response, self.request_timeout_ms)
+        self._fet_done = await self._collect(0)
 
     def preload(self):
         """Import what the first connection needs (aioble's central and client, the
