@@ -119,6 +119,8 @@ class App:
         self._web_seen = None
         self._tasks = []
         self._reboot_pending = None
+        self.link_paused = False  # a BLE capture has the radio (smartbms.bms.capture)
+        self._link_idle = True  # link.run() is not running
         self.failed = None
         self.events.add("boot", "smartbms started%s%s" % (
             " in SAFE MODE (repeated failed boots): relay off" if self.safe_mode else "",
@@ -271,6 +273,36 @@ class App:
             self.wifi.reconnect()
         return changed
 
+    async def _link_task(self):
+        # link.run() returns only after link.close(): a capture closed it; run it again
+        # once the capture gives the radio back
+        while True:
+            self._link_idle = False
+            try:
+                await self.link.run()
+            finally:
+                self._link_idle = True
+            await clock.sleep_real_ms(100)
+            while self.link_paused:
+                await clock.sleep_real_ms(100)
+
+    async def pause_link(self, timeout_ms=20000):
+        """Close the BMS link and wait until it let go of the radio (for a capture); charge
+        control sees no BMS data until resume_link()."""
+        self.link_paused = True
+        link = self.link
+        if link is None:
+            return
+        await link.close()
+        t0 = clock.ticks_real_ms()
+        while not self._link_idle:
+            if clock.real_ms_since(t0) > timeout_ms:
+                raise RuntimeError("the BMS link did not stop")
+            await clock.sleep_real_ms(50)
+
+    def resume_link(self):
+        self.link_paused = False
+
     async def scan_bms(self):
         if self.link is None:
             return []
@@ -325,7 +357,8 @@ class App:
         """One control decision: feed the controller, drive the relay, log and persist."""
         now = clock.now()
         link = self.link
-        reading = link.latest if link is not None else None
+        # no reading while a capture has the radio: the relay stays off (no_data)
+        reading = link.latest if link is not None and not self.link_paused else None
         c = self.controller
         if self.safe_mode:
             self.relay_set(False, "safe mode")
@@ -421,7 +454,7 @@ class App:
         if not self.safe_mode:
             spawn(mk(self._guarded("control", self.control_loop())))
             if self.link is not None:
-                spawn(mk(self._guarded("bms", self.link.run())))
+                spawn(mk(self._guarded("bms", self._link_task())))
         spawn(mk(self._guarded("watchdog", self.watchdog_loop())))
         spawn(mk(self._guarded("wifi", self.wifi.run())))
         spawn(mk(self._guarded("web", self.web_task())))

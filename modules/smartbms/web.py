@@ -737,6 +737,39 @@ def create_app(ctx, assets=None):
     async def bms_scan(req):
         return {"devices": await _scan("bms", ctx.scan_bms)}
 
+    # capture mode for unknown packs (smartbms.bms.capture, imported on first use)
+    @api("/api/bms/capture")
+    def capture_state(req):
+        from smartbms.bms import capture
+
+        return capture.status()
+
+    @api("/api/bms/capture", ("POST",))
+    def capture_start(req):
+        from smartbms.bms import capture
+
+        try:
+            return capture.start(ctx, _body_object(req))
+        except capture.CaptureRefused as e:
+            raise ApiError(409, str(e))
+
+    @api("/api/bms/capture", ("DELETE",))
+    def capture_stop(req):
+        from smartbms.bms import capture
+
+        return capture.stop_or_erase()
+
+    @api("/api/bms/capture/file")
+    def capture_file(req):
+        from smartbms.bms import capture
+
+        size = capture.file_size()
+        if size is None:
+            raise ApiError(404, "no capture file: start a capture first")
+        return Response(capture.FileReader(capture.paths.path(capture.FILE), size), 200, {
+            "Content-Type": "text/plain; charset=utf-8", "Content-Length": str(size),
+            "Content-Disposition": 'attachment; filename="smartbms-capture.txt"'})
+
     @api("/api/relay", ("POST",))
     def relay(req):
         doc = _body_object(req)
