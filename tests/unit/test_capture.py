@@ -13,6 +13,7 @@ from testutil import raises, run_async
 from smartbms import app as app_mod
 from smartbms import clock, paths
 from smartbms.bms import capture
+from smartbms.bms import capture_format as fmt
 from smartbms.bms.link import BMSLink
 
 UNKNOWN = "11:22:33:44:55:66"
@@ -44,45 +45,45 @@ def _records(text):
 # ---- pure parts ------------------------------------------------------------------
 
 def test_hex_requests_in_the_usual_spellings_and_refusals():
-    assert capture.parse_hex("dd a5 03 00 ff fd 77") == b"\xdd\xa5\x03\x00\xff\xfd\x77"
-    assert capture.parse_hex("01:03:FF") == b"\x01\x03\xff"
-    assert capture.parse_hex("0x0103") == b"\x01\x03"
+    assert fmt.parse_hex("dd a5 03 00 ff fd 77") == b"\xdd\xa5\x03\x00\xff\xfd\x77"
+    assert fmt.parse_hex("01:03:FF") == b"\x01\x03\xff"
+    assert fmt.parse_hex("0x0103") == b"\x01\x03"
     for bad in ("", "0", "zz", "01 0", 12, "00" * 65):
-        e = raises(capture.CaptureArgError, capture.parse_hex, bad)
+        e = raises(capture.CaptureArgError, fmt.parse_hex, bad)
         assert e.field == "request_hex"
 
 
 def test_arguments_are_checked_with_the_field_named():
-    a = capture.check_args({"mac": "11-22-33-44-55-66", "request_hex": "a5 01", "every_s": 2, "seconds": 30,
+    a = fmt.check_args({"mac": "11-22-33-44-55-66", "request_hex": "a5 01", "every_s": 2, "seconds": 30,
                             "write_uuid": "FFF2"})
     assert a == {"mac": UNKNOWN, "request": b"\xa5\x01", "every_s": 2, "seconds": 30, "write_uuid": "fff2"}
-    a = capture.check_args({"mac": UNKNOWN})
+    a = fmt.check_args({"mac": UNKNOWN})
     assert a["request"] is None and a["every_s"] == 5 and a["seconds"] == 60 and a["write_uuid"] is None
     for doc, field in (({}, "mac"), ({"mac": "nope"}, "mac"), ({"mac": UNKNOWN, "seconds": 601}, "seconds"),
                        ({"mac": UNKNOWN, "seconds": 4}, "seconds"), ({"mac": UNKNOWN, "every_s": 0}, "every_s"),
                        ({"mac": UNKNOWN, "every_s": True}, "every_s"), ({"mac": UNKNOWN, "write_uuid": "f2"}, "write_uuid"),
                        ({"mac": UNKNOWN, "write_uuid": 65522}, "write_uuid"), ({"mac": UNKNOWN, "x": 1}, "x")):
-        e = raises(capture.CaptureArgError, capture.check_args, doc)
+        e = raises(capture.CaptureArgError, fmt.check_args, doc)
         assert e.field == field, (doc, e.field)
 
 
 def test_uuids_properties_and_record_lines():
-    assert capture.uuid_text(0xFFF1) == "fff1"
-    assert capture.uuid_text("UUID(0xfff1)") == "fff1"
-    assert capture.uuid_text("UUID('0000fff1-0000-1000-8000-00805f9b34fb')") == "fff1"
+    assert fmt.uuid_text(0xFFF1) == "fff1"
+    assert fmt.uuid_text("UUID(0xfff1)") == "fff1"
+    assert fmt.uuid_text("UUID('0000fff1-0000-1000-8000-00805f9b34fb')") == "fff1"
     long = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
-    assert capture.uuid_text("UUID('%s')" % long) == long
-    assert capture.props_text(0x02 | 0x10) == "read,notify"
-    assert capture.props_text(0x04 | 0x08) == "write-no-response,write"
-    assert capture.props_text(0) == "none"
-    assert capture.record_line(1234, 3, "fff1", "notify", b"\xa5\x01") == "1234 0x0003 fff1 notify a501\n"
-    assert capture.record_line(5, 5, "fff2", "error", "write failed:\nx") == "5 0x0005 fff2 error write failed: x\n"
+    assert fmt.uuid_text("UUID('%s')" % long) == long
+    assert fmt.props_text(0x02 | 0x10) == "read,notify"
+    assert fmt.props_text(0x04 | 0x08) == "write-no-response,write"
+    assert fmt.props_text(0) == "none"
+    assert fmt.record_line(1234, 3, "fff1", "notify", b"\xa5\x01") == "1234 0x0003 fff1 notify a501\n"
+    assert fmt.record_line(5, 5, "fff2", "error", "write failed:\nx") == "5 0x0005 fff2 error write failed: x\n"
 
 
 def test_bounded_file_never_passes_its_cap_and_keeps_room_for_the_end():
     fresh_root()
     path = paths.path("cap_test.txt")
-    f = capture.BoundedFile(path, cap=1000)
+    f = fmt.BoundedFile(path, cap=1000)
     f.begin("# head\n")
     line = "x" * 49 + "\n"
     n = 0
@@ -100,7 +101,7 @@ def test_bounded_file_never_passes_its_cap_and_keeps_room_for_the_end():
 
 
 def test_ring_keeps_order_with_times_and_counts_what_it_drops():
-    r = capture.Ring(slots=4)
+    r = fmt.Ring(slots=4)
     r.t0 = 0
     for i in range(6):
         r.put(3 << 1, bytes([i]))
@@ -109,7 +110,7 @@ def test_ring_keeps_order_with_times_and_counts_what_it_drops():
     assert [d for _, _, d in got] == [b"\x00", b"\x01", b"\x02", b"\x03"]
     assert all(k == 6 for _, k, _ in got)
     raises(IndexError, r.pop)
-    sink = capture._Sink(r, 7)
+    sink = fmt._Sink(r, 7)
     assert len(sink) == 0  # aioble keeps nothing of its own
     sink.append(b"\xff")
     assert r.pop()[1:] == (7, b"\xff")
@@ -120,7 +121,7 @@ def test_file_reader_stops_at_the_size_the_download_started_with():
     path = paths.path("cap_read.txt")
     with open(path, "w") as f:
         f.write("a" * 2500)
-    rd = capture.FileReader(path, 2100)
+    rd = fmt.FileReader(path, 2100)
     chunks = []
     while True:
         c = rd.read(1024)
@@ -145,14 +146,14 @@ class _Ctx:
 
 
 def test_refused_while_charging_depends_on_the_link():
-    assert capture.refusal(_Ctx()) is None
-    assert capture.refusal(_Ctx(state="no_data")) is None
-    assert "relay is on" in capture.refusal(_Ctx(relay=True, state="charging"))
-    assert "charge is in progress" in capture.refusal(_Ctx(state="balancing"))
-    assert "MOSFET" in capture.refusal(_Ctx(fet_off=True, state="fault"))
+    assert fmt.refusal(_Ctx()) is None
+    assert fmt.refusal(_Ctx(state="no_data")) is None
+    assert "relay is on" in fmt.refusal(_Ctx(relay=True, state="charging"))
+    assert "charge is in progress" in fmt.refusal(_Ctx(state="balancing"))
+    assert "MOSFET" in fmt.refusal(_Ctx(fet_off=True, state="fault"))
     c = _Ctx(relay=True)
     c.safe_mode = True  # the relay is held off in safe mode, whatever the controller says
-    assert capture.refusal(c) is None
+    assert fmt.refusal(c) is None
 
 
 def test_the_app_refuses_a_capture_while_it_charges_and_starts_none():
