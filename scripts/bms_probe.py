@@ -5,6 +5,8 @@
     bms_probe.py --mac AA:BB:CC:DD:EE:FF
                  [--protocol auto|jbd|jk02_24s|jk02_32s|daly|seplos|ant|redodo|renogy]
                  [--count N] [--interval S] [--timeout S]
+    bms_probe.py --mac AA:BB:CC:DD:EE:FF --capture [--request HEX] [--every S] [--seconds S]
+                 [--write-uuid FFF2] [--out FILE] [--max-bytes N] [--timeout S]
 
 --scan prints one JSON line per advertising BMS: {"mac", "name", "rssi", "protocol"}
 (--all: every device, protocol null when unknown). --mac connects, writes the driver's
@@ -13,6 +15,14 @@ the Reading fields (one reading merges the frames of a poll: JBD basic info + ce
 system, alarm and per-pack blocks; Renogy's three register blocks), plus one {"info": {...}}
 line per frame without measurements (JK device info). Exits 2 on bad
 arguments or when the BMS cannot be found/read, with a one-line reason on stderr.
+
+--capture is the firmware's capture mode for packs no driver reads (README, *Capture mode*):
+any device, its services and characteristics listed, every notify/indicate characteristic
+subscribed, --request (hex) written every --every seconds (default 5) to the first writable
+characteristic (or --write-uuid), the raw notifications recorded for --seconds (default 60)
+into --out (default capture-<MAC>.txt, at most --max-bytes, 32768 by default), the device's
+file format; then one JSON summary line {"file", "bytes", "notifications", "requests",
+"subscribed", "end"}.
 
 Needs `bleak` (pip install bleak): an optional laptop-only dependency, imported on use.
 """
@@ -50,7 +60,18 @@ def parse_args(argv):
     p.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the BMS")
     p.add_argument("--all", action="store_true", help="--scan: list non-BMS devices too")
+    p.add_argument("--capture", action="store_true", help="record any device's raw notifications to a file")
+    p.add_argument("--request", help="--capture: hex request to write periodically, e.g. 'dd a5 03 00 ff fd 77'")
+    p.add_argument("--every", type=float, default=5.0, help="--capture: seconds between requests (default 5)")
+    p.add_argument("--seconds", type=float, default=60.0, help="--capture: how long to record (default 60)")
+    p.add_argument("--write-uuid", help="--capture: 16-bit uuid of the characteristic to write (default: first writable)")
+    p.add_argument("--out", help="--capture: file to write (default capture-<MAC>.txt)")
+    p.add_argument("--max-bytes", type=int, default=32768, help="--capture: file size cap (default 32768)")
     args = p.parse_args(argv)
+    if args.capture:
+        _capture_args(p, args)
+    elif args.request is not None or args.write_uuid is not None or args.out is not None:
+        p.error("--request, --write-uuid and --out go with --capture")
     if args.mac is not None and not _MAC.match(args.mac):
         p.error("--mac must look like AA:BB:CC:DD:EE:FF")
     if args.count < 1:
@@ -58,6 +79,28 @@ def parse_args(argv):
     if args.timeout <= 0 or args.interval < 0:
         p.error("--timeout must be > 0 and --interval >= 0")
     return args
+
+
+def _capture_args(p, args):
+    from smartbms.bms import capture_format
+
+    if args.mac is None:
+        p.error("--capture needs --mac")
+    try:
+        args.request = capture_format.parse_hex(args.request) if args.request else None
+    except ValueError as e:
+        p.error("--request %s" % e)
+    if args.write_uuid is not None:
+        w = args.write_uuid.lower().replace("0x", "")
+        if len(w) != 4 or any(c not in "0123456789abcdef" for c in w):
+            p.error("--write-uuid must be a 16-bit uuid in hex, e.g. fff2")
+        args.write_uuid = w
+    if not 0.05 <= args.every <= 3600 or not 0 < args.seconds <= 86400:
+        p.error("--every must be 0.05 to 3600 and --seconds 0 to 86400")
+    if not 1024 <= args.max_bytes <= 16 * 1024 * 1024:
+        p.error("--max-bytes must be 1024 to 16777216")
+    if args.out is None:
+        args.out = "capture-%s.txt" % args.mac.replace(":", "").replace("-", "").upper()
 
 
 def uuid128(u16):
@@ -251,12 +294,30 @@ async def run_probe(args, out):
         await probe(client, protocol, args.count, args.interval, args.timeout, out)
 
 
+async def run_capture(args, out):
+    import ble_capture
+
+    bleak = _bleak()
+    found = await bleak.BleakScanner.discover(timeout=args.timeout, return_adv=True)
+    for dev, adv in found.values():
+        if dev.address.lower() == args.mac.lower():
+            break
+    else:
+        raise ProbeError("%s not found (is it advertising, or connected to something else?)" % args.mac)
+    async with bleak.BleakClient(dev, timeout=args.timeout) as client:
+        summary = await ble_capture.capture(
+            client, args.out, args.mac.upper(), adv.local_name or dev.name, adv.rssi, adv.service_uuids,
+            adv.manufacturer_data, args.request, args.every, args.seconds, args.write_uuid, args.max_bytes)
+    out.write(json.dumps(summary) + "\n")
+
+
 def main(argv=None, out=None, err=None):
     out = out or sys.stdout
     err = err or sys.stderr
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        asyncio.run(run_scan(args, out) if args.scan else run_probe(args, out))
+        asyncio.run(run_scan(args, out) if args.scan else run_capture(args, out) if args.capture
+                    else run_probe(args, out))
     except (ProbeError, BMSError) as e:
         err.write("bms_probe: %s\n" % e)
         return 2
