@@ -41,7 +41,8 @@ except ImportError:  # CPython
 
 TICK_MS = const(1000)  # control loop period (device time)
 WDT_TIMEOUT_MS = const(30000)  # the hardware watchdog's timeout
-WDT_STALE_S = const(10)  # the control loop must have ticked within this many seconds
+WDT_STALE_S = const(10)
+GC_THRESHOLD = const(8192)  # the control loop must have ticked within this many seconds
 FLUSH_EVERY_S = const(60)
 REBOOT_DELAY_MS = const(1500)  # real time for the answer to leave before a requested reboot
 
@@ -142,6 +143,13 @@ class App:
         if self.link is not None:
             self.link.preload()
         gc.collect()
+        # Collect after every GC_THRESHOLD bytes allocated, not only when the heap is full:
+        # the allocator then starts again from the lowest free block each time, so what is
+        # made in steady state (readings, requests) stays at the bottom and the rest of the
+        # heap remains in large pieces, instead of being peppered with objects that live a
+        # while (which left no 1 KB block in 40 KB free).
+        if hasattr(gc, "threshold"):
+            gc.threshold(GC_THRESHOLD)
 
     # ---- parts ----
     def _make_relay(self):

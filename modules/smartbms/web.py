@@ -18,6 +18,7 @@
 # - every error is JSON {"error", "field"} with a 4xx code, and a rejected request changes
 #   nothing: bodies are validated completely before anything is applied.
 import json
+import gc
 import sys
 
 try:
@@ -267,6 +268,11 @@ class WebApp(Microdot):
             return
         except (ValueError, IndexError, UnicodeError):
             await self._answer(writer, error(400, "malformed request"), reader)
+            return
+        except MemoryError:  # the documented answer, not a reset: try again shortly
+            self.rejected += 1
+            gc.collect()
+            await self._answer(writer, error(503, "low on memory: retry shortly", headers={"Retry-After": "1"}), reader)
             return
         except Exception:  # noqa: BLE001 - timeout, reset, cancelled: just hang up
             self.dropped += 1
@@ -735,6 +741,13 @@ def create_app(ctx, assets=None):
 
     @api("/api/bms/scan")
     async def bms_scan(req):
+        cap = sys.modules.get("smartbms.bms.capture")
+        if cap is not None and cap.current() is not None and cap.current().running:
+            raise ApiError(409, "a capture is running: the radio is busy")
+        if req.args.get("all") == "1":  # every device, those of no known family too (for a capture)
+            from smartbms.bms.scan import scan
+
+            return {"devices": await _scan("bms", lambda: scan(5000, True))}
         return {"devices": await _scan("bms", ctx.scan_bms)}
 
     # capture mode for unknown packs (smartbms.bms.capture, imported on first use)
