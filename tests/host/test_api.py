@@ -271,7 +271,7 @@ def test_read_only_routes_answer(sim):
     st, _, s = sim.get("/api/settings/schema")
     assert st == 200 and "max_soc" in s["fields"]
     st, h, hist = sim.get("/api/history")
-    assert st == 200 and hist["interval_s"] == 60 and len(hist["soc"]) == hist["count"]
+    assert st == 200 and hist["interval_s"] == 180 and len(hist["soc"]) == hist["count"]
     st, _, ev = sim.get("/api/events?limit=5")
     assert st == 200 and len(ev["events"]) <= 5 and ev["last_seq"] >= 1
     st, _, ev2 = sim.get("/api/events?since=%d" % ev["last_seq"])

@@ -179,10 +179,30 @@ def test_reset_exit_code_and_rtc_memory_survive(tmp_path):
     assert r.stdout.strip() == "b'boot-state' True", r
 
 
-def test_boot_button_held_at_power_on_starts_setup_mode(tmp_path):
-    with start_sim(tmp_path, speed=60, extra_env={"SIM_BUTTON_AT_BOOT": "1"}) as sim:
+def test_boot_button_held_at_power_on_is_the_rom_download_mode(tmp_path):
+    # GPIO0 low at reset: the ESP32's ROM waits for a serial download and the firmware never
+    # runs. Released, the next power-on boots normally; setup mode is a 3 s press after start.
+    import subprocess
+
+    from simfixture import Sim, free_port
+
+    env = dict(os.environ, SIM_SPEED="60", SIM_DIR=str(tmp_path / "sim"), SIM_PORT=str(free_port()),
+               SIM_BUTTON_AT_BOOT="1", SIM_PASSWORD="smartbms", PYTHONUNBUFFERED="1")
+    sim = Sim(str(tmp_path / "sim"), int(env["SIM_PORT"]), "smartbms", env, once=False).start()
+    try:
+        sim.wait_output("waiting for download", timeout=30)
+        time.sleep(1.0)
+        assert sim.ready_count() == 0 and "firmware running" not in sim.output()
+        with pytest.raises(OSError):
+            sim.get("/api/status", timeout=2)
+    finally:
+        sim.kill()
+    with start_sim(tmp_path, speed=60) as sim:  # BOOT released: a normal start
         code, _, body = sim.get("/api/auth", auth=False)
-        assert code == 200 and body["setup_mode"] is True
+        assert code == 200 and body["setup_mode"] is False
+        sim.world("button", level=0)  # held 3 s (real time) after start: setup mode
+        _until(lambda: sim.get("/api/auth", auth=False)[2]["setup_mode"], timeout=15)
+        sim.world("button", level=None)
         wifi = _status(sim)["device"]["wifi"]
         assert wifi["ap_ssid"] and wifi["ap_ssid"].startswith("smartbms-")
         # charging runs the same whatever WiFi does
