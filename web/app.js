@@ -456,11 +456,12 @@
   }
   loaders.bms = function () {
     if (!schema.length) loadSettings().then(bmsCurrent); else bmsCurrent();
+    pollCapture();
   };
-  $("bscan").addEventListener("click", function () {
-    var b = $("bscan"), list = clear($("blist"));
+  function bmsScan(all) {
+    var b = $(all ? "bscanall" : "bscan"), list = clear($("blist"));
     b.disabled = true; txt("berr", ""); txt("bmsg", "Scanning…");
-    api("GET", "/api/bms/scan").then(function (r) {
+    api("GET", "/api/bms/scan" + (all ? "?all=1" : "")).then(function (r) {
       var devs = Array.isArray(r) ? r : (r.devices || r.results || []);
       txt("bmsg", devs.length + " found");
       devs.forEach(function (d) {
@@ -475,9 +476,50 @@
             txt("bmsg", "Using " + body.bms_mac);
           }, function (err) { txt("berr", err.message); });
         });
-        li.appendChild(use); list.appendChild(li);
+        var cap = el("button", {type: "button", "class": "sec"}, "Capture");
+        cap.addEventListener("click", function () { $("cmac").value = (d.mac || d.addr).toUpperCase(); $("creq").focus(); });
+        if (d.family || d.protocol) li.appendChild(use);
+        li.appendChild(cap); list.appendChild(li);
       });
     }, function (e) { txt("berr", e.message); txt("bmsg", ""); }).then(function () { b.disabled = false; });
+  }
+  $("bscan").addEventListener("click", function () { bmsScan(false); });
+  $("bscanall").addEventListener("click", function () { bmsScan(true); });
+
+  // capture mode for unknown packs: /api/bms/capture
+  var capTimer = null;
+  function captureText(c) {
+    if (!c || c.state === "idle") return c && c.file_bytes ? "A capture file from before is on the device (" + c.file_bytes + " bytes)." : "No capture yet.";
+    var t = {starting: "Starting: pausing the BMS link, finding " + c.mac + "…", running: "Recording " + c.mac + (c.name ? " (" + c.name + ")" : "") + ": " + c.elapsed_s + " of " + c.seconds + " s; the BMS link is paused and charging is off.",
+      done: "Done: " + (c.end || ""), failed: "Failed: " + (c.error || "")}[c.state] || c.state;
+    if (c.state !== "starting") t += " · " + c.notifications + " notifications, " + c.requests + " requests sent, " + c.subscribed + " characteristics listened to" + (c.lost ? ", " + c.lost + " lost" : "") + " · file " + (c.file_bytes || 0) + " of " + c.cap_bytes + " bytes" + (c.full ? " (full)" : "");
+    return t;
+  }
+  function pollCapture() {
+    return api("GET", "/api/bms/capture").then(function (c) {
+      var busy = c.state === "starting" || c.state === "running";
+      txt("cstate", captureText(c));
+      $("cfile").classList.toggle("hide", !c.file_bytes);
+      $("cstart").disabled = busy; $("cstop").disabled = !busy; $("cerase").disabled = busy || !c.file_bytes;
+      clearTimeout(capTimer);
+      if (busy && !$("bms").classList.contains("hide")) capTimer = setTimeout(pollCapture, 2000);
+    }, function (e) { txt("cerr", e.message); });
+  }
+  $("cform").addEventListener("submit", function (e) {
+    e.preventDefault();
+    txt("cerr", "");
+    var mac = $("cmac").value.trim();
+    if (!/^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$/.test(mac)) { txt("cerr", "MAC address: format AA:BB:CC:DD:EE:FF"); return; }
+    var body = {mac: mac, every_s: Number($("cevery").value) || 5, seconds: Number($("csecs").value) || 60};
+    if ($("creq").value.trim()) body.request_hex = $("creq").value.trim();
+    api("POST", "/api/bms/capture", body).then(pollCapture, function (err) {
+      txt("cerr", (err.field ? err.field.replace(/_/g, " ") + ": " : "") + err.message);
+    });
+  });
+  $("cstop").addEventListener("click", function () { api("DELETE", "/api/bms/capture").then(pollCapture, function (e) { txt("cerr", e.message); }); });
+  $("cerase").addEventListener("click", function () {
+    if (!confirm("Erase the capture file on the device?")) return;
+    api("DELETE", "/api/bms/capture").then(pollCapture, function (e) { txt("cerr", e.message); });
   });
 
   // --- firmware ----------------------------------------------------------

@@ -48,15 +48,15 @@ class Service:
 
 class FakeClient:
     """The part of bleak.BleakClient a capture uses; the layout and handles of the sim's
-    unknown peer, and its answers to a write on FFF2."""
+    unknown peer, and its answers to a write on FFB2."""
 
     def __init__(self, fail_write=False, fail_subscribe=None):
-        self.fff1 = Char(0xFFF1, 3, ["read", "notify"], 4)
-        self.fff2 = Char(0xFFF2, 6, ["write-without-response", "write"])
-        self.fff3 = Char(0xFFF3, 8, ["notify"], 9)
+        self.ffb1 = Char(0xFFB1, 3, ["read", "notify"], 4)
+        self.ffb2 = Char(0xFFB2, 6, ["write-without-response", "write"])
+        self.ffb3 = Char(0xFFB3, 8, ["notify"], 9)
         self.level = Char(0x2A19, 12, ["read", "notify"], 13)
         self.services = [Service(0x180F, 10, [self.level]),  # out of order: sorted by handle
-                         Service(0xFFF0, 1, [self.fff1, self.fff2, self.fff3])]
+                         Service(0xFFB0, 1, [self.ffb1, self.ffb2, self.ffb3])]
         self.mtu_size = 185
         self.is_connected = True
         self.callbacks = {}
@@ -78,7 +78,7 @@ class FakeClient:
         self.writes.append((char.handle, bytes(data), response))
         loop = asyncio.get_running_loop()
         for uuid, payload in unknown_peer.answer_frames(bytes(data)):
-            ch = {0xFFF1: self.fff1, 0xFFF3: self.fff3}[uuid]
+            ch = {0xFFB1: self.ffb1, 0xFFB3: self.ffb3}[uuid]
             if ch.handle in self.callbacks:
                 loop.call_later(0.01, self.callbacks[ch.handle], ch, bytearray(payload))
 
@@ -97,7 +97,7 @@ def _capture(tmp_path, client, **kw):
     kw.setdefault("request", b"\xa5\x01\x02")
     kw.setdefault("every_s", 0.25)
     kw.setdefault("seconds", 1.0)
-    summary = asyncio.run(ble_capture.capture(client, path, MAC, "Mystery BMS", -58, [u128(0xFFF0)],
+    summary = asyncio.run(ble_capture.capture(client, path, MAC, "Mystery BMS", -58, [u128(0xFFB0)],
                                               {0x1234: b"\xc0\xff\xee"}, **kw))
     with open(path) as f:
         return summary, f.read()
@@ -110,17 +110,17 @@ def test_capture_file_has_the_devices_format(tmp_path):
     assert head[0] == "# smartbms BLE capture" and head[1].startswith("# version: ")
     # the same header lines as the device writes for the sim's unknown peer (tests/unit/test_capture.py)
     for line in ("# mac: 11:22:33:44:55:66  name: Mystery BMS  rssi: -58",
-                 "# advertised: services fff0  manufacturer 0x1234 c0ffee",
-                 "# service fff0 handles 0x0001-0x0009",
-                 "#   char fff1 handle 0x0003 props read,notify",
-                 "#   char fff2 handle 0x0006 props write-no-response,write request-target",
-                 "#   char fff3 handle 0x0008 props notify",
+                 "# advertised: services ffb0  manufacturer 0x1234 c0ffee",
+                 "# service ffb0 handles 0x0001-0x0009",
+                 "#   char ffb1 handle 0x0003 props read,notify",
+                 "#   char ffb2 handle 0x0006 props write-no-response,write request-target",
+                 "#   char ffb3 handle 0x0008 props notify",
                  "#   char 2a19 handle 0x000c props read,notify",
-                 "# mtu: 185", "# subscribed 0x0003 fff1 (notify)", "# subscribed 0x0008 fff3 (notify)",
+                 "# mtu: 185", "# subscribed 0x0003 ffb1 (notify)", "# subscribed 0x0008 ffb3 (notify)",
                  "# subscribed 0x000c 2a19 (notify)",
-                 "# request: a50102 every 0.25 s to fff2 (handle 0x0006)", "# columns: ms handle uuid kind hex"):
+                 "# request: a50102 every 0.25 s to ffb2 (handle 0x0006)", "# columns: ms handle uuid kind hex"):
         assert line in head, line
-    assert head.index("# service fff0 handles 0x0001-0x0009") < head.index("# service 180f handles 0x000a-0x000d")
+    assert head.index("# service ffb0 handles 0x0001-0x0009") < head.index("# service 180f handles 0x000a-0x000d")
     assert head[-1].startswith("# end: 1.0 s passed; %d notifications, 0 lost, %d requests"
                                % (summary["notifications"], summary["requests"]))
     recs = _records(text)
@@ -130,7 +130,7 @@ def test_capture_file_has_the_devices_format(tmp_path):
     assert all(w == (6, b"\xa5\x01\x02", False) for w in client.writes)  # without response where it can
     assert len(notes) == summary["notifications"] >= 2 * (len(writes) - 1)
     frame = unknown_peer.answer_frames(b"\xa5\x01\x02")[0][1].hex()
-    assert all(r[4] == frame for r in notes if r[2] == "fff1" and r[1] == 3)
+    assert all(r[4] == frame for r in notes if r[2] == "ffb1" and r[1] == 3)
     assert [r[0] for r in recs] == sorted(r[0] for r in recs)
     assert recs[0][3] == "write" and recs[1][3] == "notify"
     assert summary == {"file": str(tmp_path / "cap.txt"), "bytes": len(text), "notifications": len(notes),
@@ -162,9 +162,9 @@ def test_no_request_and_a_named_write_characteristic(tmp_path):
 
 def test_parse_args_for_capture():
     a = bms_probe.parse_args(["--mac", MAC, "--capture", "--request", "dd a5 03 00 ff fd 77", "--every", "2",
-                              "--seconds", "30", "--write-uuid", "FFF2"])
+                              "--seconds", "30", "--write-uuid", "FFB2"])
     assert a.capture and a.request == bytes.fromhex("dda50300fffd77") and a.every == 2 and a.seconds == 30
-    assert a.write_uuid == "fff2" and a.out == "capture-112233445566.txt" and a.max_bytes == 32768
+    assert a.write_uuid == "ffb2" and a.out == "capture-112233445566.txt" and a.max_bytes == 32768
     a = bms_probe.parse_args(["--mac", MAC, "--capture", "--out", "x.txt"])
     assert a.request is None and a.out == "x.txt"
     for bad in (["--scan", "--capture"], ["--mac", MAC, "--capture", "--request", "zz"],
@@ -186,7 +186,7 @@ def _fake_bleak(monkeypatch, client, address=MAC):
     class Adv:
         local_name = "Mystery BMS"
         rssi = -58
-        service_uuids = [u128(0xFFF0)]
+        service_uuids = [u128(0xFFB0)]
         manufacturer_data = {0x1234: b"\xc0\xff\xee"}
 
     class Scanner:
@@ -219,7 +219,7 @@ def test_main_writes_the_file_and_prints_a_summary(tmp_path, monkeypatch):
     with open(path) as f:
         text = f.read()
     assert "# mac: 11:22:33:44:55:66  name: Mystery BMS  rssi: -58" in text
-    assert "# request: a5 every 0.2 s to fff2 (handle 0x0006)" in text
+    assert "# request: a5 every 0.2 s to ffb2 (handle 0x0006)" in text
 
 
 def test_main_device_not_found_exits_2(tmp_path, monkeypatch):

@@ -65,12 +65,12 @@ def test_capture_from_the_unknown_peer_downloads_as_a_readable_file(tmp_path):
         lines = text.splitlines()
         assert lines[0] == "# smartbms BLE capture"
         assert "# mac: 11:22:33:44:55:66  name: Mystery BMS  rssi: -58" in lines
-        assert "#   char fff2 handle 0x0006 props write-no-response,write request-target" in lines
-        assert "# request: a50102 every 1 s to fff2 (handle 0x0006)" in lines
+        assert "#   char ffb2 handle 0x0006 props write-no-response,write request-target" in lines
+        assert "# request: a50102 every 1 s to ffb2 (handle 0x0006)" in lines
         records = [line.split(" ") for line in lines if not line.startswith("#")]
         assert sum(1 for r in records if r[3] == "write") == doc["requests"]
         assert sum(1 for r in records if r[3] == "notify") == doc["notifications"]
-        assert all(r[3] != "notify" or r[2] in ("fff1", "fff3") for r in records)
+        assert all(r[3] != "notify" or r[2] in ("ffb1", "ffb3") for r in records)
         assert lines[-1].startswith("# end: 6 s passed; ")
         peer = sim.world("peer_info", mac=UNKNOWN)
         assert not peer["connected"] and [w[1] for w in peer["writes"]].count("a50102") == doc["requests"]

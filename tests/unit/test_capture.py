@@ -55,8 +55,8 @@ def test_hex_requests_in_the_usual_spellings_and_refusals():
 
 def test_arguments_are_checked_with_the_field_named():
     a = fmt.check_args({"mac": "11-22-33-44-55-66", "request_hex": "a5 01", "every_s": 2, "seconds": 30,
-                            "write_uuid": "FFF2"})
-    assert a == {"mac": UNKNOWN, "request": b"\xa5\x01", "every_s": 2, "seconds": 30, "write_uuid": "fff2"}
+                            "write_uuid": "FFB2"})
+    assert a == {"mac": UNKNOWN, "request": b"\xa5\x01", "every_s": 2, "seconds": 30, "write_uuid": "ffb2"}
     a = fmt.check_args({"mac": UNKNOWN})
     assert a["request"] is None and a["every_s"] == 5 and a["seconds"] == 60 and a["write_uuid"] is None
     for doc, field in (({}, "mac"), ({"mac": "nope"}, "mac"), ({"mac": UNKNOWN, "seconds": 601}, "seconds"),
@@ -68,16 +68,16 @@ def test_arguments_are_checked_with_the_field_named():
 
 
 def test_uuids_properties_and_record_lines():
-    assert fmt.uuid_text(0xFFF1) == "fff1"
-    assert fmt.uuid_text("UUID(0xfff1)") == "fff1"
-    assert fmt.uuid_text("UUID('0000fff1-0000-1000-8000-00805f9b34fb')") == "fff1"
+    assert fmt.uuid_text(0xFFB1) == "ffb1"
+    assert fmt.uuid_text("UUID(0xffb1)") == "ffb1"
+    assert fmt.uuid_text("UUID('0000ffb1-0000-1000-8000-00805f9b34fb')") == "ffb1"
     long = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
     assert fmt.uuid_text("UUID('%s')" % long) == long
     assert fmt.props_text(0x02 | 0x10) == "read,notify"
     assert fmt.props_text(0x04 | 0x08) == "write-no-response,write"
     assert fmt.props_text(0) == "none"
-    assert fmt.record_line(1234, 3, "fff1", "notify", b"\xa5\x01") == "1234 0x0003 fff1 notify a501\n"
-    assert fmt.record_line(5, 5, "fff2", "error", "write failed:\nx") == "5 0x0005 fff2 error write failed: x\n"
+    assert fmt.record_line(1234, 3, "ffb1", "notify", b"\xa5\x01") == "1234 0x0003 ffb1 notify a501\n"
+    assert fmt.record_line(5, 5, "ffb2", "error", "write failed:\nx") == "5 0x0005 ffb2 error write failed: x\n"
 
 
 def test_bounded_file_never_passes_its_cap_and_keeps_room_for_the_end():
@@ -195,20 +195,20 @@ def test_capture_lists_the_gatt_layout_subscribes_and_records_answers():
         assert c.state == "done", c.info()
         p = worldctl.peer(UNKNOWN)
         assert not p["connected"] and p["disconnects"] == 1  # the radio is given back
-        writes = [w for w in p["writes"] if w[0] == "fff2"]
+        writes = [w for w in p["writes"] if w[0] == "ffb2"]
         assert 3 <= len(writes) <= 5 and all(w[1] == "a50102" for w in writes), p["writes"]
         text = _read(path)
         head = [line for line in text.split("\n") if line.startswith("#")]
         assert head[0] == "# smartbms BLE capture"
         assert head[1].startswith("# version: ")
         assert "# mac: 11:22:33:44:55:66  name: Mystery BMS  rssi: -58" in head
-        assert "# advertised: services fff0 180f  manufacturer 0x1234 c0ffee" in head
-        assert "# service fff0 handles 0x0001-0x0009" in head
-        assert "#   char fff1 handle 0x0003 props read,notify" in head
-        assert "#   char fff2 handle 0x0006 props write-no-response,write request-target" in head
-        assert "#   char fff3 handle 0x0008 props notify" in head
+        assert "# advertised: services ffb0 180f  manufacturer 0x1234 c0ffee" in head
+        assert "# service ffb0 handles 0x0001-0x0009" in head
+        assert "#   char ffb1 handle 0x0003 props read,notify" in head
+        assert "#   char ffb2 handle 0x0006 props write-no-response,write request-target" in head
+        assert "#   char ffb3 handle 0x0008 props notify" in head
         assert "#   char 2a19 handle 0x000c props read,notify" in head
-        assert "# request: a50102 every 0.5 s to fff2 (handle 0x0006)" in head
+        assert "# request: a50102 every 0.5 s to ffb2 (handle 0x0006)" in head
         assert "# mtu: 185" in head
         assert sum(1 for h in head if h.startswith("# subscribed ")) == 3 and c.subscribed == 3
         assert head[-1].startswith("# end: 2 s passed; ")
@@ -216,11 +216,11 @@ def test_capture_lists_the_gatt_layout_subscribes_and_records_answers():
         kinds = [r[3] for r in recs]
         assert kinds.count("write") == len(writes)
         notes = [r for r in recs if r[3] == "notify"]
-        # each write is answered with a 30-byte frame on fff1 and two bytes on fff3
+        # each write is answered with a 30-byte frame on ffb1 and two bytes on ffb3
         assert len(notes) >= 2 * (len(writes) - 1) and c.ring.count == len(notes) and c.ring.lost == 0
-        f1 = [r for r in notes if r[2] == "fff1"]
+        f1 = [r for r in notes if r[2] == "ffb1"]
         assert f1 and all(r[1] == 3 and r[4].startswith("a51ca503") and len(r[4]) == 60 for r in f1)
-        assert all(r[1] == 8 and r[4] == "eea5" for r in notes if r[2] == "fff3")
+        assert all(r[1] == 8 and r[4] == "eea5" for r in notes if r[2] == "ffb3")
         ms = [r[0] for r in recs]
         assert ms == sorted(ms) and 0 <= ms[0] and ms[-1] <= 2500
         # the first answer follows the first write
@@ -247,6 +247,36 @@ def test_capture_file_is_bounded_and_says_why_it_ended():
         text = _read(path)
         assert text.endswith("\n") and text.split("\n")[-2].startswith("# end: file full (2048 bytes); ")
         assert not worldctl.peer(UNKNOWN)["connected"]
+
+    _run(go)
+
+
+def test_stop_ends_a_running_capture_with_its_file_complete():
+    async def go():
+        worldctl.reset()
+        fresh_root()
+        worldctl.call("add_unknown_peer", mac=UNKNOWN)
+        path = paths.path("c4.txt")
+        c = capture.Capture(object(), UNKNOWN, b"\x01", every_s=1, seconds=60, path=path)
+        task = asyncio.create_task(c.run())
+        t0 = clock.ticks_real_ms()
+        while c.state != "running" and clock.real_ms_since(t0) < 8000:
+            await asyncio.sleep_ms(50)
+        assert c.state == "running" and c.running
+        await asyncio.sleep_ms(500)
+        c.stop()
+        await task
+        assert c.state == "done" and c.end == "stopped by the user" and c.error is None
+        assert clock.real_ms_since(t0) < 5000
+        assert _read(path).split("\n")[-2].startswith("# end: stopped by the user; ")
+        assert not worldctl.peer(UNKNOWN)["connected"]
+        # stopped while it still looks for the device: no error either
+        c = capture.Capture(object(), "11:22:33:44:55:77", None, path=path, scan_ms=3000)
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(200)
+        c.stop()
+        await task
+        assert c.state == "done" and c.end == "stopped by the user"
 
     _run(go)
 

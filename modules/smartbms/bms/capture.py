@@ -106,7 +106,7 @@ class Capture:
 
     async def run(self):
         ctx = self.ctx
-        why = "done"
+        state = "done"
         paused = False
         try:
             pause = getattr(ctx, "pause_link", None)
@@ -114,16 +114,16 @@ class Capture:
                 paused = True
                 await pause()
             await self._capture()
-            why = ("stopped by the user" if self._stop else "file full (%d bytes)" % self.file.cap
-                   if self.file.full else self.end or "%s s passed" % self.seconds)
-            self.state = "done"
         except Exception as e:  # noqa: BLE001 - any failure ends the capture, never the device
-            self.error = why = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
-            self.state = "failed"
+            if not self._stop:
+                self.error = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+                state = "failed"
         finally:
             await self._disconnect()
             if paused:
                 ctx.resume_link()
+            why = self.error or ("stopped by the user" if self._stop else "file full (%d bytes)" % self.file.cap
+                                 if self.file.full else self.end or "%s s passed" % self.seconds)
             self.end = why
             try:
                 self.file.finish("# end: %s; %d notifications, %d lost, %d requests, %d ms\n" % (
@@ -131,6 +131,7 @@ class Capture:
             except OSError:
                 pass
             _event(ctx, "capture of %s ended: %s (%d notifications)" % (self.mac, why, self.ring.count))
+            self.state = state  # last: the link runs again and the file is complete
 
     async def _capture(self):
         import aioble

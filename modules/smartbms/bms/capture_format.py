@@ -7,16 +7,16 @@
 #   # smartbms BLE capture
 #   # version: <firmware version>
 #   # mac: AA:BB:CC:DD:EE:FF  name: <advertised name>  rssi: -58
-#   # advertised: services fff0 180f  manufacturer 0x1234 c0ffee
-#   # service fff0 handles 0x0001-0x0009
-#   #   char fff1 handle 0x0003 props read,notify
-#   #   char fff2 handle 0x0006 props write-no-response,write request-target
+#   # advertised: services ffb0 180f  manufacturer 0x1234 c0ffee
+#   # service ffb0 handles 0x0001-0x0009
+#   #   char ffb1 handle 0x0003 props read,notify
+#   #   char ffb2 handle 0x0006 props write-no-response,write request-target
 #   # mtu: 185
-#   # subscribed 0x0003 fff1 (notify)
-#   # request: a50102 every 5 s to fff2 (handle 0x0006)
+#   # subscribed 0x0003 ffb1 (notify)
+#   # request: a50102 every 5 s to ffb2 (handle 0x0006)
 #   # columns: ms handle uuid kind hex
-#   41 0x0006 fff2 write a50102
-#   57 0x0003 fff1 notify a51ca503000102...
+#   41 0x0006 ffb2 write a50102
+#   57 0x0003 ffb1 notify a51ca503000102...
 #   # end: 60 s passed; 24 notifications, 0 lost, 12 requests, 60012 ms
 # ms: real milliseconds since the subscriptions, stamped when the notification arrived;
 # handle: the characteristic's value handle; kind: notify, indicate, write (the request
@@ -98,7 +98,7 @@ def _number(doc, key, default, lo, hi):
 def check_args(doc):
     """The POST body as capture arguments: {mac, request, every_s, seconds, write_uuid}.
     Keys: mac (required), request_hex, every_s (1..600, default 5), seconds (5..600,
-    default 60), write_uuid (a 16-bit uuid in hex, e.g. 'fff2': the characteristic the
+    default 60), write_uuid (a 16-bit uuid in hex, e.g. 'ffb2': the characteristic the
     request goes to instead of the first writable one)."""
     from smartbms.bms.scan import normalize_mac
 
@@ -120,7 +120,7 @@ def check_args(doc):
     else:
         w = str(wu).lower().replace("0x", "")
         if not isinstance(wu, str) or len(w) != 4 or any(c not in "0123456789abcdef" for c in w):
-            raise CaptureArgError("a 16-bit uuid in hex, e.g. fff2", "write_uuid")
+            raise CaptureArgError("a 16-bit uuid in hex, e.g. ffb2", "write_uuid")
         wu = w
     return {"mac": mac, "request": req, "every_s": _number(doc, "every_s", DEFAULT_EVERY_S, 1, MAX_EVERY_S),
             "seconds": _number(doc, "seconds", DEFAULT_SECONDS, 5, MAX_SECONDS), "write_uuid": wu}
@@ -144,7 +144,7 @@ def refusal(ctx):
 
 
 def uuid_text(u):
-    """'fff1' for a 16-bit uuid (an int, or bluetooth.UUID printing as UUID(0xfff1)), else
+    """'ffb1' for a 16-bit uuid (an int, or bluetooth.UUID printing as UUID(0xffb1)), else
     the full text of a longer one."""
     if isinstance(u, int):
         return "%04x" % u
