@@ -61,7 +61,8 @@ def test_arguments_are_checked_with_the_field_named():
     assert a["request"] is None and a["every_s"] == 5 and a["seconds"] == 60 and a["write_uuid"] is None
     for doc, field in (({}, "mac"), ({"mac": "nope"}, "mac"), ({"mac": UNKNOWN, "seconds": 601}, "seconds"),
                        ({"mac": UNKNOWN, "seconds": 4}, "seconds"), ({"mac": UNKNOWN, "every_s": 0}, "every_s"),
-                       ({"mac": UNKNOWN, "every_s": True}, "every_s"), ({"mac": UNKNOWN, "write_uuid": "f2"}, "write_uuid"),
+                       ({"mac": UNKNOWN, "every_s": True}, "every_s"),
+                       ({"mac": UNKNOWN, "write_uuid": "f2"}, "write_uuid"),
                        ({"mac": UNKNOWN, "write_uuid": 65522}, "write_uuid"), ({"mac": UNKNOWN, "x": 1}, "x")):
         e = raises(capture.CaptureArgError, fmt.check_args, doc)
         assert e.field == field, (doc, e.field)

@@ -98,7 +98,7 @@ def _number(doc, key, default, lo, hi):
 def check_args(doc):
     """The POST body as capture arguments: {mac, request, every_s, seconds, write_uuid}.
     Keys: mac (required), request_hex, every_s (1..600, default 5), seconds (5..600,
-    default 60), write_uuid (a 16-bit uuid in hex, e.g. 'ffb2': the characteristic the
+    default 60), write_uuid (a 16-bit uuid in hex, e.g. 'fff2': the characteristic the
     request goes to instead of the first writable one)."""
     from smartbms.bms.scan import normalize_mac
 
@@ -120,7 +120,7 @@ def check_args(doc):
     else:
         w = str(wu).lower().replace("0x", "")
         if not isinstance(wu, str) or len(w) != 4 or any(c not in "0123456789abcdef" for c in w):
-            raise CaptureArgError("a 16-bit uuid in hex, e.g. ffb2", "write_uuid")
+            raise CaptureArgError("a 16-bit uuid in hex, e.g. fff2", "write_uuid")
         wu = w
     return {"mac": mac, "request": req, "every_s": _number(doc, "every_s", DEFAULT_EVERY_S, 1, MAX_EVERY_S),
             "seconds": _number(doc, "seconds", DEFAULT_SECONDS, 5, MAX_SECONDS), "write_uuid": wu}
