@@ -88,6 +88,6 @@ def test_capture_from_the_unknown_peer_downloads_as_a_readable_file(tmp_path):
         st, _, body = sim.request("DELETE", "/api/bms/capture")
         assert st == 200 and body == {"erased": True}
         assert sim.get("/api/bms/capture/file")[0] == 404
-        assert sim.get("/api/bms/capture")[2]["file_bytes"] is None
+        assert sim.get("/api/bms/capture")[2] == {"state": "idle", "file_bytes": None}
     finally:
         sim.stop()

@@ -348,7 +348,7 @@ def test_the_bms_link_pauses_for_a_capture_and_resumes_after():
             assert any("capture of 11:22:33:44:55:66 ended: 5 s passed" in e["msg"] for e in a.events.recent(20))
             # the file stays until erased; DELETE erases it once no capture runs
             assert capture.stop_or_erase() == {"erased": True}
-            assert capture.status()["file_bytes"] is None
+            assert capture.status() == {"state": "idle", "file_bytes": None}
         finally:
             task.cancel()
             await a.link.close()

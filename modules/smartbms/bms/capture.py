@@ -362,11 +362,14 @@ def file_size(path=None):
 
 
 def stop_or_erase(path=None):
-    """A running capture stops (its file stays); otherwise the file is erased."""
+    """A running capture stops (its file stays); otherwise the file is erased and the
+    state is idle again."""
+    global _current
     c = _current
     if c is not None and c.running:
         c.stop()
         return {"stopping": True}
+    _current = None
     import os
 
     try:
