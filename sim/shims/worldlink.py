@@ -6,21 +6,19 @@
 # SIM_WORLD=host:port names the world; without it there is no world (get() is None) and the
 # shims stay local (unit tests that need no radio).
 #
-# Events arrive as the chip delivers IRQs: a watcher thread waits for the event connection
-# and schedules pump() with micropython.schedule, so handlers run on the main thread between
-# bytecodes or while asyncio waits, as NimBLE's sync events do on the ESP32 (and, as there,
-# the event wakes a main thread that sleeps in poll(): _host). Frames are
+# Events arrive as the chip delivers IRQs: a C thread (_host.watch) waits for the event
+# connection and schedules pump() on the main thread, so handlers run between bytecodes or
+# while asyncio waits, as NimBLE's sync events do on the ESP32 (and, as there, the event wakes
+# a main thread that sleeps in poll()). No Python runs outside the main thread. Frames are
 # read into one preallocated buffer and handed to handlers as memoryviews into it.
 import os
 import socket
 import struct
 
 try:
-    import _thread
-    import micropython
-    import select
+    import _host  # the host interpreter's C helpers (sim/unix_variant/host.c)
 except ImportError:  # CPython: no event delivery (the unit tests there use no world)
-    _thread = micropython = None
+    _host = None
 
 EV_BLE = 1
 EV_PIN = 2
@@ -56,12 +54,9 @@ def _connect(addr):
 def _buffer(n):
     # outside the Python heap where the host interpreter can (the chip's radio and network
     # buffers are ESP-IDF's), else an ordinary bytearray
-    try:
-        import _host
-
+    if _host is not None:
         return _host.static_buffer(n)
-    except ImportError:
-        return memoryview(bytearray(n))
+    return memoryview(bytearray(n))
 
 
 class _Link:
@@ -79,17 +74,11 @@ class _Link:
         self.evt.write(b"\x02\x00\x00\x02")
         self._ebuf = self._emv = _buffer(2048)
         self._en = 0
-        if _thread is not None:
-            try:
-                import _host  # the host interpreter's C helpers (sim/unix_variant/host.c)
-
-                _host.wake_register()
-            except ImportError:  # another interpreter: IRQs wait for the next poll timeout
-                pass
+        if _host is not None:
+            _host.wake_register()
             self.evt.setblocking(False)
-            self._busy = _thread.allocate_lock()
-            self._pump_ref = self.pump  # bound once: a bound method allocates each time
-            _thread.start_new_thread(self._watch, ())
+            self._pump_ref = self.pump  # bound once, and kept: the C thread holds it too
+            _host.watch(self.evt.fileno(), self._pump_ref)
 
     # ---- commands ----
     def call(self, op, args=b"", data=None):
@@ -139,20 +128,6 @@ class _Link:
         return json.loads(bytes(reply[1:]).decode())
 
     # ---- events ----
-    def _watch(self):
-        poller = select.poll()
-        poller.register(self.evt, select.POLLIN)
-        while True:
-            self._busy.acquire()  # released by pump() once it drained the connection
-            for _ in poller.ipoll(-1):
-                pass
-            while True:
-                try:
-                    micropython.schedule(self._pump_ref, None)
-                    break
-                except RuntimeError:  # the schedule queue is full: try again shortly
-                    poller.ipoll(1)
-
     def pump(self, _=None):
         try:
             buf = self._ebuf
@@ -176,7 +151,7 @@ class _Link:
                     mv[:rest] = mv[i:self._en]
                     self._en = rest
         finally:
-            self._busy.release()
+            _host.watch_done()
 
     def _dispatch(self, kind, data):
         if kind == EV_PIN:

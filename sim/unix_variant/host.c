@@ -5,8 +5,12 @@
 // scheduled by the world link's watcher thread would wait until the main thread's poll()
 // times out (an asyncio sleep of seconds). The signal interrupts that poll (EINTR), and
 // MicroPython's poll loop then runs the scheduled callbacks.
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "py/gc.h"
 #include "py/objarray.h"
@@ -38,6 +42,66 @@ static mp_obj_t hostwake_register(void) {
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hostwake_register_obj, hostwake_register);
+
+// _host.watch(fd, callback) / _host.watch_done(): a plain C thread (no Python in it, so no
+// interpreter state shared without a lock) waits for the world link's event connection to
+// become readable and schedules callback(None) on the main thread, as NimBLE schedules its
+// events on the ESP32; it waits again only after watch_done(), which the callback calls
+// once it drained the connection. The callback must stay referenced from Python.
+static int watch_fd = -1;
+static mp_obj_t watch_cb;
+static sem_t watch_sem;
+
+static void *watch_thread(void *arg) {
+    (void)arg;
+    struct pollfd p = { .fd = watch_fd, .events = POLLIN };
+    for (;;) {
+        int r = poll(&p, 1, -1);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return NULL;
+        }
+        while (!mp_sched_schedule(watch_cb, mp_const_none)) {
+            usleep(1000);  // the schedule queue is full: try again shortly
+        }
+        while (sem_wait(&watch_sem) != 0 && errno == EINTR) {
+        }
+        if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) {
+            return NULL;  // the world is gone; the callback has seen it too
+        }
+    }
+}
+
+static mp_obj_t host_watch(mp_obj_t fd_in, mp_obj_t cb) {
+    if (watch_fd >= 0) {
+        mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("already watching"));
+    }
+    watch_fd = mp_obj_get_int(fd_in);
+    watch_cb = cb;
+    sem_init(&watch_sem, 0, 0);
+    // the thread takes no signal: they are the interpreter's (Ctrl-C, the wake-up, the GC)
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int err = pthread_create(&t, NULL, watch_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        watch_fd = -1;
+        mp_raise_OSError(err);
+    }
+    pthread_detach(t);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(host_watch_obj, host_watch);
+
+static mp_obj_t host_watch_done(void) {
+    sem_post(&watch_sem);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(host_watch_done_obj, host_watch_done);
 
 // _host.heap() -> (total, used, free, largest free block) in bytes, without collecting:
 // what micropython.mem_info() prints, as numbers (the heap budget is measured with it).
@@ -73,6 +137,8 @@ static MP_DEFINE_CONST_FUN_OBJ_1(host_static_buffer_obj, host_static_buffer);
 
 static const mp_rom_map_elem_t hostwake_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_static_buffer), MP_ROM_PTR(&host_static_buffer_obj) },
+    { MP_ROM_QSTR(MP_QSTR_watch), MP_ROM_PTR(&host_watch_obj) },
+    { MP_ROM_QSTR(MP_QSTR_watch_done), MP_ROM_PTR(&host_watch_done_obj) },
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__host) },
     { MP_ROM_QSTR(MP_QSTR_wake_register), MP_ROM_PTR(&hostwake_register_obj) },
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&host_heap_obj) },
