@@ -210,6 +210,8 @@ class Supervisor:
         battery = Battery(capacity_ah=100.0, cells=4, soc=float(_env("SIM_SOC", "55")), charger_a=20.0, load_a=3.0)
         self.world = WorldHost(port=int(_env("SIM_WORLD_PORT", "0")), speed=int(self.speed), battery=battery,
                                bms=self.bms, networks=_env("SIM_WIFI", "simnet")).start()
+        # a pack nobody supports yet, for the capture mode (BMS tab)
+        self.world.control({"op": "add_unknown_peer", "mac": "11:22:33:44:55:66", "name": "Mystery BMS"})
         if os.environ.get("SIM_BUTTON_AT_BOOT") == "1":
             self.world.control({"op": "button", "level": 0})
         return MACS[self.bms]
