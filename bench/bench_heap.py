@@ -6,7 +6,8 @@ bench/heap_workload.py, and prints:
   - the idle live heap (after a collection),
   - the peak live heap during the workload,
   - the smallest largest-free-block seen during it (after a collection),
-  - the smallest fixed heap that survives the workload, found by bisection.
+  - the smallest fixed heap that survives the workload, found by bisection;
+  - per BMS family, the idle live heap and largest free block once its readings flow.
 "Survives": no restart, a MemoryError only while answering a request (503), no control step
 later than 2 s, the relay always what the charger sees, the web server answering again
 after the load. BENCH_HEAP_SPEED (60), BENCH_HEAP_LOAD_S (device s of load, 1800).
@@ -72,6 +73,29 @@ def run(heap_kb):
     return _survived(out, result, recovered, relay_ok, figures), figures, result
 
 
+FAMILIES = ("jbd", "jk02_24s", "jk02_32s", "daly", "seplos", "ant", "redodo", "renogy")
+
+
+def idle_per_family(heap_kb, device_s=900):
+    """{family: (idle live heap, largest free block, readings ok)} at the board's heap."""
+    out = {}
+    for family in FAMILIES:
+        with tempfile.TemporaryDirectory() as d:
+            sim = start_sim(d, speed=SPEED, bms=family, timeout=60,
+                            extra_env={"SIM_HEAP": "%dk" % heap_kb, "SIM_HEAP_REPORT_S": str(REPORT_S)})
+            try:
+                deadline = time.monotonic() + device_s / SPEED + 30
+                while not any(x[0] >= device_s for x in heap_lines(sim.output())) and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                st = sim.get("/api/status")[2]
+                lines = heap_lines(sim.output())
+            finally:
+                sim.stop()
+        last = lines[-1] if lines else (0, None, None, None)
+        out[family] = (last[1], last[3], st["bms"]["stats"]["ok"])
+    return out
+
+
 def main():
     board_kb = board_heap() // 1024
     bits = open(os.path.join(ROOT, "build", "host", "micropython.bits")).read().strip()
@@ -85,6 +109,9 @@ def main():
     print("  longest control-step gap:       %s ms" % figures.get("tick_max_ms"))
     print("  requests: %s; upload: %s; link drops: %s" % (result.get("codes"), result.get("ota"),
                                                           result.get("link_drops")))
+    print("  per BMS family, idle after 15 device-min (live heap / largest free block / good polls):")
+    for family, (live, free, polls) in idle_per_family(board_kb).items():
+        print("    %-9s %6s B / %6s B / %s" % (family, live, free, polls))
     lo, hi = 48, (board_kb if ok else 192)
     while hi - lo > 8:
         mid = (lo + hi) // 2 // 8 * 8
