@@ -204,6 +204,8 @@ class WebApp(Microdot):
     """Microdot with bounded connections, timeouts and per-route body limits."""
 
     def __init__(self, ctx):
+        self.static_routes = {}  # before microdot's own set-up, which may add routes
+        self._call_api_ref = self._call_api  # bound once: a bound method allocates each time
         super().__init__()
         self.ctx = ctx
         self.body_limits = {}
@@ -220,6 +222,63 @@ class WebApp(Microdot):
         self.max_active = MAX_ACTIVE
         self.max_waiting = MAX_WAITING
         self.queue_wait_ms = QUEUE_WAIT_MS
+
+    # Static routes (every route of this app) live in one dict, path -> ((methods, handler),
+    # ...): microdot's own table keeps a URLPattern object and a list per route, about 8 KB
+    # for this app's thirty routes on the device's heap; the dict costs a fraction and finds
+    # a route in one lookup. Patterns with <parts> still go to microdot.
+    def route(self, url_pattern, methods=None, api=False):
+        if "<" in url_pattern:
+            return super().route(url_pattern, methods)
+        ms = tuple(m.upper() for m in (methods or ("GET",)))
+
+        def decorated(f):
+            table = self.static_routes
+            table[url_pattern] = table.get(url_pattern, ()) + ((ms, f, api),)
+            return f
+
+        return decorated
+
+    def find_route(self, req):
+        entry = self.static_routes.get(req.path)
+        if entry is None:
+            return super().find_route(req)
+        method = req.method.upper()
+        if method == "OPTIONS" and self.options_handler:
+            return self.options_handler(req), "", None
+        if method == "HEAD":
+            method = "GET"
+        req.url_args = {}
+        for methods, handler, api in entry:
+            if method in methods:
+                if api:
+                    req.api_handler = handler
+                    return self._call_api_ref, "", None
+                return handler, "", None
+        return 405, "", None
+
+    async def _call_api(self, req):
+        try:
+            res = req.api_handler(req)
+            if hasattr(res, "send"):  # a coroutine
+                res = await res
+            return res
+        except ApiError as e:
+            return error(e.status, e.message, e.field, e.headers)
+        except AuthError as e:
+            return error(422, e.message, e.field)
+        except ValueError as e:  # SettingsError and controller errors
+            return error(422, getattr(e, "message", None) or str(e), getattr(e, "field", None))
+
+    def default_options_handler(self, req):
+        entry = self.static_routes.get(req.path)
+        if entry is None:
+            return super().default_options_handler(req)
+        allow = [m for methods, _, _ in entry for m in methods]
+        if "GET" in allow:
+            allow.append("HEAD")
+        allow.append("OPTIONS")
+        return {"Allow": ", ".join(allow)}
 
     async def _slot(self):
         if self.active < self.max_active:
@@ -523,22 +582,10 @@ def create_app(ctx, assets=None):
     scans = {"wifi": False, "bms": False}
 
     def api(path, methods=("GET",)):
-        # handlers raise ApiError (or a validation error) for any rejected request
+        # handlers raise ApiError (or a validation error) for any rejected request; one shared
+        # wrapper (WebApp._call_api) turns those into answers, not a closure per route
         def deco(f):
-            async def wrapped(req, **kw):
-                try:
-                    res = f(req, **kw)
-                    if hasattr(res, "send"):  # a coroutine
-                        res = await res
-                    return res
-                except ApiError as e:
-                    return error(e.status, e.message, e.field, e.headers)
-                except AuthError as e:
-                    return error(422, e.message, e.field)
-                except ValueError as e:  # SettingsError and controller errors
-                    return error(422, getattr(e, "message", None) or str(e), getattr(e, "field", None))
-
-            app.route(path, methods=list(methods))(wrapped)
+            app.route(path, methods=list(methods), api=True)(f)
             return f
 
         return deco
