@@ -37,7 +37,11 @@ def _bms(protocol, **kw):
 
 
 def _run(coro):
-    worldctl.link()  # skips where there is no world (CPython)
+    try:
+        worldctl.link()  # skips where there is no world (CPython)
+    except BaseException:
+        coro.close()  # never started: no "never awaited" warning
+        raise
 
     async def with_cleanup():
         try:
