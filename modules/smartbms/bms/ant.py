@@ -7,6 +7,7 @@
 # capacities in 1e-6 Ah at k+12/k+16. The device-info reply (0x12) is 6 bytes longer than
 # its len byte says (syssi): its CRC sits after len data bytes, AA 55 closes 6 bytes later.
 from smartbms.bms import framing
+from smartbms.bms import driver
 from smartbms.bms.reading import BMSError, sized
 
 try:
@@ -210,27 +211,13 @@ def info(frame):
     return {"type": "reply", "func": func, "data": bytes(frame[6:6 + frame[5]]).hex()}
 
 
-class Driver:
+class Driver(driver.Driver):
     name = NAME
     service_uuids = (SERVICE_UUID,)
     notify_uuid = CHAR_UUID
     write_uuid = CHAR_UUID
-    streams = False
-
-    def start_requests(self):
-        return ()
-
-    def poll_requests(self):
-        return (READ_STATUS,)
-
-    def new_assembler(self):
-        return Assembler()
-
-    def decode(self, frame, reading):
-        return decode(frame, reading)
-
-    def info(self, frame):
-        return info(frame)
-
-    def charge_fet_request(self, on):
-        return charge_request(on)
+    requests = (READ_STATUS,)
+    new_assembler = Assembler
+    decode = staticmethod(decode)
+    info = staticmethod(info)
+    charge_fet_request = staticmethod(charge_request)

@@ -6,6 +6,7 @@
 # 0.1 Ah, 0x31 cell count, 0x32 sensor count, 0x33 cycles, 0x35/0x36 charge/discharge MOSFET,
 # 0x3A-0x3D alarm bytes.
 from smartbms.bms import framing
+from smartbms.bms import driver
 from smartbms.bms.reading import BMSError, sized
 
 try:
@@ -165,28 +166,13 @@ def info(frame):
     return {"type": "response", "bytes": nbytes, "data": bytes(frame[3:3 + nbytes]).hex()}
 
 
-class Driver:
+class Driver(driver.Driver):
     name = NAME
     service_uuids = (SERVICE_UUID,)
     notify_uuid = NOTIFY_UUID
     write_uuid = WRITE_UUID
-    streams = False
-
-    def start_requests(self):
-        return ()
-
-    def poll_requests(self):
-        return (READ_STATUS,)
-
-    def new_assembler(self):
-        return Assembler()
-
-    def decode(self, frame, reading):
-        return decode(frame, reading)
-
-    def info(self, frame):
-        return info(frame)
-
-    def charge_fet_request(self, on):
-        # The D2 protocol's MOSFET write register is not confirmed: not supported.
-        return None
+    requests = (READ_STATUS,)
+    new_assembler = Assembler
+    decode = staticmethod(decode)
+    info = staticmethod(info)
+    # charge_fet_request: None (the base): the D2 protocol's MOSFET write register is not confirmed

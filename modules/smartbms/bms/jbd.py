@@ -4,6 +4,7 @@
 # chk = 0x10000 - sum(bytes 2 .. 3+len), i.e. over the byte before len, len and data.
 
 from smartbms.bms import framing
+from smartbms.bms import driver
 from smartbms.bms.reading import BMSError, sized
 
 try:
@@ -205,27 +206,15 @@ def info(frame):
     return {"register": reg, "ack": True, "data": bytes(frame[4:4 + size]).hex()}
 
 
-class Driver:
+class Driver(driver.Driver):
     name = NAME
     service_uuids = (SERVICE_UUID, ALT_SERVICE_UUID)  # tried in this order
     notify_uuid = NOTIFY_UUID
     write_uuid = WRITE_UUID
-    streams = False
-
-    def start_requests(self):
-        return ()
-
-    def poll_requests(self):
-        return (READ_BASIC, READ_CELLS)
-
-    def new_assembler(self):
-        return Assembler()
-
-    def decode(self, frame, reading):
-        return decode(frame, reading)
-
-    def info(self, frame):
-        return info(frame)
+    requests = (READ_BASIC, READ_CELLS)
+    new_assembler = Assembler
+    decode = staticmethod(decode)
+    info = staticmethod(info)
 
     def charge_fet_request(self, on):
         """Bytes that switch the charge MOSFET (discharge stays on)."""

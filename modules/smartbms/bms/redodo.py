@@ -7,6 +7,7 @@
 # degC, 62/64 u16 remaining/full 0.01 Ah, 68 heater, 76 u32 protection, 80 u32 failure,
 # 84 balancing, 88 state, 90 u16 SOC %, 92 u32 SOH %, 96 u32 cycles.
 from smartbms.bms import framing
+from smartbms.bms import driver
 from smartbms.bms.reading import BMSError, sized
 
 try:
@@ -162,28 +163,13 @@ def info(frame):
     return {"type": "reply", "command": cmd, "data": bytes(frame[8:len(frame) - 1]).hex()}
 
 
-class Driver:
+class Driver(driver.Driver):
     name = NAME
     service_uuids = (SERVICE_UUID,)
     notify_uuid = NOTIFY_UUID
     write_uuid = WRITE_UUID
-    streams = False
-
-    def start_requests(self):
-        return ()
-
-    def poll_requests(self):
-        return (READ_STATUS,)
-
-    def new_assembler(self):
-        return Assembler()
-
-    def decode(self, frame, reading):
-        return decode(frame, reading)
-
-    def info(self, frame):
-        return info(frame)
-
-    def charge_fet_request(self, on):
-        # No MOSFET command is known for this family.
-        return None
+    requests = (READ_STATUS,)
+    new_assembler = Assembler
+    decode = staticmethod(decode)
+    info = staticmethod(info)
+    # charge_fet_request: None (the base): no MOSFET command is known for this family

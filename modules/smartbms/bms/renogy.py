@@ -10,6 +10,7 @@
 # SOC is not sent: it is remaining / full. The Renogy Pro (RNGRBP*/RNGC*) scales the current
 # by 0.1 A and answers from another address: not this driver.
 from smartbms.bms import framing
+from smartbms.bms import driver
 from smartbms.bms.reading import BMSError, sized
 
 try:
@@ -167,7 +168,7 @@ def info(frame):
     return {"type": "response", "bytes": size, "text": text}
 
 
-class Driver:
+class Driver(driver.Driver):
     name = NAME
     # The link finds the write characteristic in service_uuids and the notify one in
     # notify_service_uuid: a Renogy module splits them over two services.
@@ -175,23 +176,8 @@ class Driver:
     notify_service_uuid = NOTIFY_SERVICE_UUID
     notify_uuid = NOTIFY_UUID
     write_uuid = WRITE_UUID
-    streams = False
-
-    def start_requests(self):
-        return ()
-
-    def poll_requests(self):
-        return (READ_VALUES, READ_CELLS, READ_ALARMS)
-
-    def new_assembler(self):
-        return Assembler()
-
-    def decode(self, frame, reading):
-        return decode(frame, reading)
-
-    def info(self, frame):
-        return info(frame)
-
-    def charge_fet_request(self, on):
-        # No MOSFET command is known for this family.
-        return None
+    requests = (READ_VALUES, READ_CELLS, READ_ALARMS)
+    new_assembler = Assembler
+    decode = staticmethod(decode)
+    info = staticmethod(info)
+    # charge_fet_request: None (the base): no MOSFET command is known for this family
