@@ -1,24 +1,7 @@
 # The HTTP API and the web UI (microdot), talking to the rest of the firmware only through
-# the app context `ctx` (docs/design.md "The application context").
-#
-# Defences that keep a small device alive on a LAN:
-# - the request head (line + headers, and a body up to BODY_LIMIT) must arrive within
-#   HEAD_TIMEOUT_MS; a head over MAX_HEAD_BYTES (one long line or many) is 431, never read
-#   past that cap into RAM, and the rest of it is swallowed (up to
-#   DRAIN_MS) so the client reads the answer instead of a reset; a Content-Length that is
-#   not plain digits, or a second one, is 400; a streamed body (OTA) may pause at most
-#   IDLE_TIMEOUT_MS between reads; a client that does not take its answer within
-#   WRITE_TIMEOUT_MS is dropped;
-# - at most MAX_ACTIVE requests are handled at once, MAX_WAITING more wait a moment for a
-#   slot, anything beyond is answered 503 at once (each open connection costs ~1-2 KB of
-#   heap and an lwIP socket, of which the ESP32 build has 16 in all);
-# - bodies over BODY_LIMIT get 413 before a byte of them is read, except on the routes
-#   given a larger limit with set_body_limit() (the OTA upload), which must read
-#   request.stream;
-# - every error is JSON {"error", "field"} with a 4xx code, and a rejected request changes
-#   nothing: bodies are validated completely before anything is applied.
+# the app context `ctx` (docs/design.md "The application context"). The server under it,
+# with its limits, is smartbms.httpd.
 import json
-import gc
 import sys
 
 try:
@@ -26,10 +9,12 @@ try:
 except ImportError:  # pragma: no cover
     asyncio = None
 
-from microdot import Microdot, Request, Response
+from microdot import Response
 
 from smartbms import clock
-from smartbms.auth import COOKIE, AuthError, AuthThrottled
+from smartbms.auth import COOKIE, AuthThrottled
+from smartbms.httpd import (  # noqa: F401 (BODY_LIMIT and start are part of this module's API)
+    BODY_LIMIT, ApiError, WebApp, error, set_body_limit, start)
 from smartbms.version import VERSION
 
 try:
@@ -38,22 +23,9 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-BODY_LIMIT = const(16 * 1024)
 OTA_PATH = "/api/ota"
 OTA_BODY_LIMIT = const(0x1D0000)  # one app slot (boards/SMARTBMS partition table)
-HEAD_TIMEOUT_MS = const(5000)
-IDLE_TIMEOUT_MS = const(10000)
-WRITE_TIMEOUT_MS = const(10000)
 SCAN_TIMEOUT_MS = const(20000)
-MAX_HEAD_BYTES = const(4096)
-MAX_ACTIVE = const(4)
-MAX_WAITING = const(6)
-QUEUE_WAIT_MS = const(3000)
-DISCARD_BYTES = const(64 * 1024)
-DISCARD_MS = const(300)
-DRAIN_MS = const(3000)
-DRAIN_GAP_MS = const(500)
-MAX_LINGERING = const(4)
 EVENTS_DEFAULT = const(50)
 EVENTS_MAX = const(200)
 
@@ -67,333 +39,6 @@ SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
                                 "form-action 'self'; base-uri 'none'"),
 )
-
-Request.max_readline = MAX_HEAD_BYTES + 1  # _Reader enforces the real limit (431) first
-
-
-class ApiError(Exception):
-    def __init__(self, status, message, field=None, headers=None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.headers = headers
-
-
-def error(status, message, field=None, headers=None):
-    doc = {"error": message}
-    if field is not None:
-        doc["field"] = field
-    return Response(doc, status, headers)
-
-
-
-
-class _HeadTooLarge(ValueError):
-    pass
-
-
-def _readline_upto(stream, limit):
-    # MicroPython: asyncio's own Stream.readline() loop (v1.28.0) with a bound, so a line
-    # never grows past `limit` bytes in RAM (a generator is a coroutine there)
-    from asyncio import core
-
-    line = b""
-    while True:
-        yield core._io_queue.queue_read(stream.s)
-        part = stream.s.readline(limit - len(line))
-        if part is None:
-            continue
-        line += part
-        if not part or line[-1] == 10 or len(line) >= limit:
-            return line
-
-
-class _Reader:
-    """The client stream as microdot reads it. The head is capped at MAX_HEAD_BYTES, however
-    it is split into lines (on MicroPython no line is read past the cap: Stream.readline()
-    would grow one without bound); its Content-Length must be plain digits, once. Once the
-    head is in, every further read (a streamed body) is bounded by IDLE_TIMEOUT_MS."""
-
-    def __init__(self, stream, idle_ms):
-        self._s = stream
-        self._idle_s = idle_ms / 1000
-        self.head = 0
-        self.timed = False
-        self.body = 0  # bytes of a streamed body read so far
-        self._length_seen = False
-
-    def _got(self, n):
-        if self.timed:
-            self.body += n
-        return n
-
-    async def _t(self, coro):
-        if not self.timed:
-            return await coro
-        return await asyncio.wait_for(coro, self._idle_s)
-
-    async def readline(self):
-        if self.timed:
-            line = await self._t(self._s.readline())
-            self._got(len(line))
-            return line
-        if hasattr(self._s, "s") and sys.implementation.name == "micropython":
-            line = await _readline_upto(self._s, MAX_HEAD_BYTES - self.head + 1)
-        else:  # CPython (tests, host tools): its StreamReader bounds lines at 64 KB itself
-            line = await self._s.readline()
-        self.head += len(line)
-        if self.head > MAX_HEAD_BYTES:
-            raise _HeadTooLarge("request head too large")
-        self._check_length(line)
-        return line
-
-    def _check_length(self, line):
-        # microdot takes int() of it, which also accepts "+15", "1_5" and " 15": a proxy in
-        # front may read those differently (request smuggling); one plain decimal, once
-        if line[:1] not in b"Cc" or line[:15].lower() != b"content-length:":
-            return
-        v = line[15:].strip()
-        if self._length_seen or not v or len(v) > 10 or not v.isdigit():
-            raise ValueError("bad Content-Length")
-        self._length_seen = True
-
-    async def read(self, n=-1):
-        data = await self._t(self._s.read(n))
-        self._got(len(data))
-        return data
-
-    async def readexactly(self, n):
-        if n < 0:  # a negative Content-Length
-            raise ValueError("bad length")
-        data = await self._t(self._s.readexactly(n))
-        self._got(len(data))
-        return data
-
-    async def readinto(self, buf):
-        if hasattr(self._s, "readinto"):
-            return self._got(await self._t(self._s.readinto(buf)))
-        data = await self._t(self._s.read(len(buf)))
-        buf[:len(data)] = data
-        return self._got(len(data))
-
-
-class _Writer:
-    """CPython's StreamWriter with the awrite/aclose that microdot uses (MicroPython's
-    stream already has them)."""
-
-    def __init__(self, w):
-        self._w = w
-
-    async def awrite(self, data):
-        self._w.write(data)
-        await self._w.drain()
-
-    async def aclose(self):
-        self._w.close()
-        try:
-            await self._w.wait_closed()
-        except Exception:  # noqa: BLE001 - the peer may be gone already
-            pass
-
-    def get_extra_info(self, name):
-        return self._w.get_extra_info(name)
-
-
-class WebApp(Microdot):
-    """Microdot with bounded connections, timeouts and per-route body limits."""
-
-    def __init__(self, ctx):
-        self.static_routes = {}  # before microdot's own set-up, which may add routes
-        self._call_api_ref = self._call_api  # bound once: a bound method allocates each time
-        super().__init__()
-        self.ctx = ctx
-        self.body_limits = {}
-        self.active = 0
-        self.waiting = 0
-        self.rejected = 0  # connections answered 503
-        self.dropped = 0  # connections closed for a timeout or an oversize head
-        self.served = 0
-        self.lingering = 0  # refused connections swallowing their unread input
-        # the limits, per instance so tests can shrink them
-        self.head_timeout_ms = HEAD_TIMEOUT_MS
-        self.idle_timeout_ms = IDLE_TIMEOUT_MS
-        self.write_timeout_ms = WRITE_TIMEOUT_MS
-        self.max_active = MAX_ACTIVE
-        self.max_waiting = MAX_WAITING
-        self.queue_wait_ms = QUEUE_WAIT_MS
-
-    # Static routes (every route of this app) live in one dict, path -> ((methods, handler),
-    # ...): microdot's own table keeps a URLPattern object and a list per route, about 8 KB
-    # for this app's thirty routes on the device's heap; the dict costs a fraction and finds
-    # a route in one lookup. Patterns with <parts> still go to microdot.
-    def route(self, url_pattern, methods=None, api=False):
-        if "<" in url_pattern:
-            return super().route(url_pattern, methods)
-        ms = tuple(m.upper() for m in (methods or ("GET",)))
-
-        def decorated(f):
-            table = self.static_routes
-            table[url_pattern] = table.get(url_pattern, ()) + ((ms, f, api),)
-            return f
-
-        return decorated
-
-    def find_route(self, req):
-        entry = self.static_routes.get(req.path)
-        if entry is None:
-            return super().find_route(req)
-        method = req.method.upper()
-        if method == "OPTIONS" and self.options_handler:
-            return self.options_handler(req), "", None
-        if method == "HEAD":
-            method = "GET"
-        req.url_args = {}
-        for methods, handler, api in entry:
-            if method in methods:
-                if api:
-                    req.api_handler = handler
-                    return self._call_api_ref, "", None
-                return handler, "", None
-        return 405, "", None
-
-    async def _call_api(self, req):
-        try:
-            res = req.api_handler(req)
-            if hasattr(res, "send"):  # a coroutine
-                res = await res
-            return res
-        except ApiError as e:
-            return error(e.status, e.message, e.field, e.headers)
-        except AuthError as e:
-            return error(422, e.message, e.field)
-        except ValueError as e:  # SettingsError and controller errors
-            return error(422, getattr(e, "message", None) or str(e), getattr(e, "field", None))
-
-    def default_options_handler(self, req):
-        entry = self.static_routes.get(req.path)
-        if entry is None:
-            return super().default_options_handler(req)
-        allow = [m for methods, _, _ in entry for m in methods]
-        if "GET" in allow:
-            allow.append("HEAD")
-        allow.append("OPTIONS")
-        return {"Allow": ", ".join(allow)}
-
-    async def _slot(self):
-        if self.active < self.max_active:
-            return True
-        if self.waiting >= self.max_waiting:
-            return False
-        self.waiting += 1
-        try:
-            waited = 0
-            while self.active >= self.max_active:
-                if waited >= self.queue_wait_ms:
-                    return False
-                await clock.sleep_real_ms(10)
-                waited += 10
-            return True
-        finally:
-            self.waiting -= 1
-
-    async def handle_request(self, reader, writer):
-        if not hasattr(writer, "awrite"):
-            writer = _Writer(writer)
-        if not await self._slot():
-            self.rejected += 1
-            await self._answer(writer, error(503, "busy: too many connections", headers={"Retry-After": "1"}), reader)
-            return
-        self.active += 1
-        try:
-            await self._handle(reader, writer)
-        finally:
-            self.active -= 1
-
-    async def _handle(self, reader, writer):
-        r = _Reader(reader, self.idle_timeout_ms)
-        req = None
-        try:
-            peer = writer.get_extra_info("peername")
-        except Exception:  # noqa: BLE001
-            peer = None
-        try:
-            req = await asyncio.wait_for(Request.create(self, r, writer, peer), self.head_timeout_ms / 1000)
-        except _HeadTooLarge:
-            self.dropped += 1
-            # the client may still be sending a large head: read it away for up to DRAIN_MS
-            await self._answer(writer, error(431, "request head too large (at most %d bytes)" % MAX_HEAD_BYTES),
-                               reader, Request.max_content_length, DRAIN_MS)
-            return
-        except (ValueError, IndexError, UnicodeError):
-            await self._answer(writer, error(400, "malformed request"), reader)
-            return
-        except MemoryError:  # the documented answer, not a reset: try again shortly
-            self.rejected += 1
-            gc.collect()
-            await self._answer(writer, error(503, "low on memory: retry shortly", headers={"Retry-After": "1"}), reader)
-            return
-        except Exception:  # noqa: BLE001 - timeout, reset, cancelled: just hang up
-            self.dropped += 1
-            await self._close(writer)
-            return
-        if req is None:  # connection opened and closed without a request
-            await self._close(writer)
-            return
-        r.timed = True
-        res = await self.dispatch_request(req)
-        self.served += 1
-        # A refused body that was not read in full (over max_body_length: the handler
-        # streams it, or it was refused unread) is still on its way: drain what is left.
-        unread = 0
-        if req.content_length > Request.max_body_length and getattr(res, "status_code", 200) >= 400:
-            unread = min(req.content_length, Request.max_content_length) - r.body
-        await self._answer(writer, res, reader if unread > 0 else None, unread, DRAIN_MS)
-
-    async def _answer(self, writer, res, unread=None, nbytes=DISCARD_BYTES, limit_ms=DISCARD_MS):
-        try:
-            if res is not Response.already_handled:
-                await asyncio.wait_for(res.write(writer), self.write_timeout_ms / 1000)
-        except Exception:  # noqa: BLE001 - a slow or vanished reader
-            self.dropped += 1
-        if unread is not None and self.lingering < MAX_LINGERING:
-            self.lingering += 1
-            try:
-                await self._discard(unread, nbytes, limit_ms)
-            finally:
-                self.lingering -= 1
-        await self._close(writer)
-
-    @staticmethod
-    async def _discard(reader, nbytes, limit_ms):
-        # Closing a socket with unread input makes TCP send a reset, which can destroy the
-        # answer before the client reads it (a browser reads it only once its upload is
-        # sent): swallow the rest of the input first, nothing kept, so the client sees the
-        # error instead of a reset. Bounded: `limit_ms` in all, DRAIN_GAP_MS of silence.
-        t0 = clock.ticks_real_ms()
-        try:
-            while nbytes > 0 and clock.real_ms_since(t0) < limit_ms:
-                chunk = await asyncio.wait_for(reader.read(min(nbytes, 1024)), DRAIN_GAP_MS / 1000)
-                if not chunk:
-                    break
-                nbytes -= len(chunk)
-        except Exception:  # noqa: BLE001 - silence or reset: done either way
-            pass
-
-    @staticmethod
-    async def _close(writer):
-        try:
-            await asyncio.wait_for(writer.aclose(), 2)
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def set_body_limit(app, path, nbytes):
-    """Let `path` accept a body of up to `nbytes`; above BODY_LIMIT the handler must read
-    request.stream (the body is not read into RAM)."""
-    app.body_limits[path] = nbytes
-    if nbytes > Request.max_content_length:
-        Request.max_content_length = nbytes
 
 
 def _client(req):
@@ -930,18 +575,3 @@ async def serve(ctx, host=None, port=80, app=None):
             await asyncio.sleep(3600)
     finally:
         server.close()
-
-
-async def start(app, host, port):
-    """Start listening; returns the asyncio server (close() to stop)."""
-
-    async def on_client(reader, writer):
-        try:
-            await app.handle_request(reader, writer)
-        except Exception as e:  # noqa: BLE001 - one bad connection must not end the server
-            sys.print_exception(e) if hasattr(sys, "print_exception") else None
-            # every normal path closed it already; this one must too (wait_closed, not close:
-            # MicroPython's close() leaves the socket open)
-            await WebApp._close(writer if hasattr(writer, "aclose") else _Writer(writer))
-
-    return await asyncio.start_server(on_client, host, port, backlog=app.max_active + app.max_waiting)
