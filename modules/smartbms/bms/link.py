@@ -13,10 +13,8 @@
 #
 # Facts of the real stack (MicroPython v1.28.0's NimBLE binding, aioble at the commit it
 # pins) that shape this code:
-# - aioble's Device.connect() passes no scan_duration_ms unless asked, and the binding's
-#   default ends the controller's attempt after 2 s; the link passes its own timeout.
-# - A connect the controller gives up on arrives as PERIPHERAL_DISCONNECT with handle
-#   0xFFFF, which aioble ignores: the link watches for it and ends its wait at once.
+# - the connect: smartbms.bms.connect (the controller's attempt lasts the link's timeout; a
+#   connect the controller gives up on ends the wait at once).
 # - Discovery results come in bursts and aioble hands them out from the end of its queue,
 #   so characteristics are ordered by handle before one is chosen (smartbms.bms.gatt).
 # - subscribe() writes the CCCD with a response and may raise GattError.
@@ -24,6 +22,7 @@ import time
 
 from smartbms import clock
 from smartbms.bms.reading import BMSError, Reading
+from smartbms.bms.connect import connect, radio_up
 from smartbms.bms.gatt import open_characteristics
 from smartbms.bms.ring import NotifyRing as _Capture  # noqa: F401 (tests use the name)
 from smartbms.bms.scan import find, normalize_mac, scan  # noqa: F401 (scan re-exported)
@@ -65,8 +64,6 @@ except ImportError:  # pragma: no cover
         return _ticks_ms() & ((1 << n) - 1)
 
 
-_IRQ_PERIPHERAL_DISCONNECT = const(8)
-_CONN_NONE = const(0xFFFF)
 _FLAG_WRITE_NO_RESPONSE = const(0x0004)
 
 BACKOFF_MIN_MS = const(1000)
@@ -97,32 +94,6 @@ def backoff_ms(failures, rand8=None):
 
 
 _sleep_real_ms = clock.sleep_real_ms
-
-# The link whose connect is pending, for the IRQ hook below (one connect at a time: the
-# controller allows no more).
-_connecting = None
-_hooked = False
-
-
-def _connect_irq(event, data):
-    # aioble ignores a failed connect: wake the pending connect's wait. Its flag is what the
-    # event loop polls, so this ends the wait now (a task.cancel() from an IRQ would only be
-    # seen when the loop's poll times out, on the chip as here); aioble then finds no
-    # connection handle and raises, which _open turns into the error.
-    link = _connecting
-    if event == _IRQ_PERIPHERAL_DISCONNECT and data[0] == _CONN_NONE and link is not None:
-        link._connect_failed = True
-        c = link._device._connection if link._device is not None else None
-        if c is not None and c._event is not None:
-            c._event.set()
-
-
-def _hook_irq(aioble):
-    global _hooked
-    if not _hooked:
-        aioble.core.register_irq_handler(_connect_irq, None)
-        _hooked = True
-
 
 class BMSLink:
     """Polls one BMS over BLE. `driver` comes from smartbms.bms.protocols.get(); the BMS
@@ -192,7 +163,6 @@ class BMSLink:
         self._write_response = False
         self._answers = 0
         self._frame_error = None
-        self._connect_failed = False
         self._fet_request = None  # a charge-MOSFET command for the next cycle
         self._fet_done = None  # its outcome: True acknowledged, False not
         self._failures = 0  # consecutive failed cycles: drives the backoff
@@ -391,13 +361,7 @@ class BMSLink:
     def radio_up(self):
         """Whether the BLE stack is up, bringing it up if needed. The OTA health check asks
         this: a new image must be able to use the radio, whether or not the BMS is in range."""
-        try:
-            import aioble
-
-            aioble.core.ensure_active()
-            return bool(aioble.core.ble.active())
-        except Exception:  # noqa: BLE001 - a radio that does not start is the answer
-            return False
+        return radio_up()
 
     # ---- connection ---------------------------------------------------------------
     def _fail(self, e):
@@ -434,30 +398,10 @@ class BMSLink:
                 # Not seen (maybe not advertising right now): try the public address.
                 dev = aioble.Device(aioble.ADDR_PUBLIC, self.mac)
             self._device = dev
-        dev = self._device
-        global _connecting
-        _hook_irq(aioble)
-        t = self.connect_timeout_ms
-        self._connect_failed = False
-        _connecting = self
         try:
-            try:
-                # the controller's attempt lasts as long as the link waits (not 2 s)
-                conn = await dev.connect(timeout_ms=t, scan_duration_ms=t)
-            except AssertionError:
-                if not self._connect_failed:
-                    raise
-                raise LinkError("connect failed: the BMS did not answer")
-            finally:
-                _connecting = None
+            conn = await connect(self._device, self.connect_timeout_ms)
         except Exception:
-            # aioble leaves the controller's attempt running and keeps the dead connection
-            # on the Device: cancel the one, forget the other (rescan next time).
-            self._device = None
-            try:
-                aioble.core.ble.gap_connect(None)
-            except Exception:  # noqa: BLE001
-                pass
+            self._device = None  # aioble keeps the dead connection on it: rescan next time
             raise
         if not conn.is_connected():
             self._device = None
