@@ -114,7 +114,7 @@ def http_req(port, method, path, body=b"", headers=None):
 
 
 def main():
-    mp = os.environ.get("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
+    mp = os.environ.get("MICROPYTHON", os.path.join(ROOT, "build", "host", "micropython"))
     image = esp_image.app_image("9.9.9", SIZE)
     sha = hashlib.sha256(image).hexdigest()
     with tempfile.TemporaryDirectory() as d:

@@ -6,7 +6,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROPYTHON = os.environ.get("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
+MICROPYTHON = os.environ.get("MICROPYTHON", os.path.join(ROOT, "build", "host", "micropython"))
 
 SCRIPT = r"""
 import gc, time, os

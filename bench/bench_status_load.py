@@ -86,7 +86,7 @@ def report(label, lat, codes, wall, clients):
 
 
 def pbkdf2_cost():
-    mp = os.environ.get("MICROPYTHON") or os.path.join(ROOT, ".venv", "bin", "micropython")
+    mp = os.environ.get("MICROPYTHON") or os.path.join(ROOT, "build", "host", "micropython")
     code = ("import time\nfrom smartbms import auth\nbest=None\nfor i in range(7):\n"
             " t=time.ticks_us()\n"
             " auth.pbkdf2_sha256(b'password', b'0123456789abcdef', auth.ITERATIONS)\n"
@@ -129,8 +129,8 @@ def main():
                 pass
             sim.kill()
     if crashed is not None:
-        # known: the unix port segfaults with asyncio.ThreadSafeFlag waiters (aioble shim) plus
-        # several half-received requests
+        # the unix port's POSIX select.poll shortcut crashed with ThreadSafeFlag waiters plus
+        # many connections; the host build now uses the ESP32's poll path (sim/unix_variant)
         print("target   the simulator DIED under the load (exit %s): the figures above are void" % crashed)
     # the same web layer without the BLE shim: what the web code itself costs
     print("target   tests/host/webstack_main.py (real web layer and assets, synthetic battery, no BLE shim)")
@@ -144,7 +144,7 @@ def run_webstack(args):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    mp = os.environ.get("MICROPYTHON") or os.path.join(ROOT, ".venv", "bin", "micropython")
+    mp = os.environ.get("MICROPYTHON") or os.path.join(ROOT, "build", "host", "micropython")
     env = dict(os.environ)
     env["MICROPYPATH"] = os.environ.get("MICROPYPATH") or ":".join(
         [".frozen"] + [os.path.join(ROOT, p) for p in ("modules", "build/gen", "sim/shims", "sim", "build/vendor")])
