@@ -53,13 +53,15 @@ def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_
         result = run_workload(sim, LOAD_S, SPEED)
         # the load is gone: the web server answers again at once (a device left alone must
         # not stay deaf after a storm)
-        deadline = time.monotonic() + 15
-        recovered = None
+        deadline = time.monotonic() + 30
+        recovered = answer = None
         while time.monotonic() < deadline and recovered != 200:
             try:
-                recovered = sim.get("/api/status", timeout=5)[0]
+                recovered, _, answer = sim.get("/api/status", timeout=5)
             except OSError:
-                time.sleep(0.5)
+                pass
+            if recovered != 200:
+                time.sleep(0.5)  # as a client told Retry-After does
         status = sim.get("/api/status", timeout=5)[2] if recovered == 200 else None
         world = sim.world("status")
         out = sim.output()
@@ -76,7 +78,7 @@ def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_
     assert figures["samples"] >= 10, figures
     assert figures["tick_max_ms"] <= TICK_LIMIT_MS, figures
     assert result["relay_mismatches"] == 0, result
-    assert recovered == 200, result
+    assert recovered == 200, (recovered, answer, result)
     assert result["ota"] and result["ota"][0] == 400 and "SHA-256" in (result["ota"][1] or ""), result
     assert bool(status["charger"]["relay"]) == bool(world["charger_on"]), (status["charger"], world)
     assert result["link_drops"] >= 3, result
