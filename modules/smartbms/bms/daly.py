@@ -51,34 +51,14 @@ _ALARMS = (
 )
 
 
-def crc16(buf, start, end):
-    """CRC16/Modbus of buf[start:end]."""
-    crc = 0xFFFF
-    for i in range(start, end):
-        crc ^= buf[i]
-        for _ in range(8):
-            if crc & 1:
-                crc = (crc >> 1) ^ 0xA001
-            else:
-                crc >>= 1
-    return crc
+crc16 = framing.crc16_modbus
 
 
 def read_request(addr, count):
     """A register read request."""
     if not 0 <= addr <= 0xFFFF or not 1 <= count <= 0x7F:
         raise BMSError("bad Daly read request")
-    out = bytearray(8)
-    out[0] = _START
-    out[1] = _READ
-    out[2] = addr >> 8
-    out[3] = addr & 0xFF
-    out[4] = count >> 8
-    out[5] = count & 0xFF
-    c = crc16(out, 0, 6)
-    out[6] = c & 0xFF
-    out[7] = c >> 8
-    return bytes(out)
+    return framing.modbus_read(_START, _READ, addr, count)
 
 
 READ_STATUS = read_request(0, STATUS_REGS)

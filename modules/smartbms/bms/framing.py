@@ -21,7 +21,7 @@ STALL_MS = const(3000)  # a partial frame older than this is abandoned
 
 def crc16_modbus(buf, start, end):
     """CRC-16/MODBUS of buf[start:end] (reflected poly 0xA001, init 0xFFFF), sent low byte
-    first by the families that use it (Seplos v3, ANT, Renogy)."""
+    first by the families that use it (Daly, Seplos v3, ANT, Renogy)."""
     crc = 0xFFFF
     for i in range(start, end):
         crc ^= buf[i]
@@ -31,6 +31,22 @@ def crc16_modbus(buf, start, end):
             else:
                 crc >>= 1
     return crc
+
+
+def modbus_read(unit, fn, reg, count):
+    """A Modbus RTU read request: unit, function, register and count (big-endian), CRC low
+    byte first (Daly's D2 protocol, Seplos v3, Renogy). The family checks its own bounds."""
+    out = bytearray(8)
+    out[0] = unit
+    out[1] = fn
+    out[2] = reg >> 8
+    out[3] = reg & 0xFF
+    out[4] = count >> 8
+    out[5] = count & 0xFF
+    c = crc16_modbus(out, 0, 6)
+    out[6] = c & 0xFF
+    out[7] = c >> 8
+    return bytes(out)
 
 
 class Assembler:

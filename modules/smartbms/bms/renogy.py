@@ -46,17 +46,7 @@ crc16 = framing.crc16_modbus
 def read_request(reg, count):
     if not 0 <= reg <= 0xFFFF or not 1 <= count <= 0x7D:
         raise BMSError("bad Renogy request")
-    out = bytearray(8)
-    out[0] = DEVICE_ID
-    out[1] = _READ
-    out[2] = reg >> 8
-    out[3] = reg & 0xFF
-    out[4] = count >> 8
-    out[5] = count & 0xFF
-    c = crc16(out, 0, 6)
-    out[6] = c & 0xFF
-    out[7] = c >> 8
-    return bytes(out)
+    return framing.modbus_read(DEVICE_ID, _READ, reg, count)
 
 
 READ_CELLS = read_request(5000, _CELLS_N >> 1)

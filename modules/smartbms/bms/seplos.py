@@ -61,17 +61,7 @@ def read_request(addr, fn, reg, count):
     if not 0 <= addr <= MAX_PACKS or fn not in (_READ_REGS, _READ_COILS) \
             or not 0 <= reg <= 0xFFFF or not 1 <= count <= 0x7D0:
         raise BMSError("bad Seplos request")
-    out = bytearray(8)
-    out[0] = addr
-    out[1] = fn
-    out[2] = reg >> 8
-    out[3] = reg & 0xFF
-    out[4] = count >> 8
-    out[5] = count & 0xFF
-    c = crc16(out, 0, 6)
-    out[6] = c & 0xFF
-    out[7] = c >> 8
-    return bytes(out)
+    return framing.modbus_read(addr, fn, reg, count)
 
 
 READ_EIA = read_request(0, _READ_REGS, 0x2000, _EIA_N >> 1)
