@@ -11,7 +11,6 @@
 #
 # The parts that need no radio, and the file's format, are in smartbms.bms.capture_format.
 import binascii
-import time
 
 from smartbms import clock, paths
 from smartbms.bms.capture_format import (  # noqa: F401 (the web routes use them from here)
@@ -30,18 +29,6 @@ try:
     import asyncio
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
-
-try:
-    _ticks_ms = time.ticks_ms
-    _ticks_diff = time.ticks_diff
-except AttributeError:  # CPython
-
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
-
 
 _MAX_SERVICES = const(16)
 _MAX_SUBSCRIBE = const(8)
@@ -239,7 +226,7 @@ class Capture:
 
     async def _subscribe(self, conn, subs):
         ring = self.ring
-        ring.t0 = _ticks_ms()
+        ring.t0 = clock.ticks_real_ms()
         for ch in subs:
             p = ch.properties
             h = ch._value_handle
@@ -268,7 +255,7 @@ class Capture:
         next_req = 0
         lines = []
         while not self._stop and not self.file.full:
-            now = _ticks_diff(_ticks_ms(), ring.t0)
+            now = clock.real_ms_since(ring.t0)
             self.elapsed_ms = now
             if now >= end_ms:
                 break
@@ -286,7 +273,7 @@ class Capture:
                                              "write failed: %s %s" % (type(e).__name__, e)))
                 self.requests += 1
             await clock.sleep_real_ms(_FLUSH_MS)  # radio time: real ms, also in the sim
-        self.elapsed_ms = _ticks_diff(_ticks_ms(), ring.t0)
+        self.elapsed_ms = clock.real_ms_since(ring.t0)
         self._drain(lines)
 
     def _drain(self, lines):
