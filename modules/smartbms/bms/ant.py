@@ -131,18 +131,9 @@ def _validate(frame):
     return frame[2]
 
 
-def _u16(frame, i):
-    return frame[i] | (frame[i + 1] << 8)
-
-
-def _s16(frame, i):
-    v = frame[i] | (frame[i + 1] << 8)
-    return v - 0x10000 if v & 0x8000 else v
-
-
-def _u32(frame, i):
-    # capacities in 1e-6 Ah pass 2**30 above ~1000 Ah: keep the top byte apart (small ints)
-    return (frame[i] | (frame[i + 1] << 8) | (frame[i + 2] << 16)) + frame[i + 3] * 16777216
+_u16 = framing.le_u16
+_s16 = framing.le_s16
+_u32 = framing.le_u32
 
 
 def decode(frame, reading):

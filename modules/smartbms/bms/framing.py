@@ -33,6 +33,28 @@ def crc16_modbus(buf, start, end):
     return crc
 
 
+# Little-endian fields (JK02, ANT, Redodo). A 32-bit value keeps its top byte apart, so any
+# value that fits a small int (30 bits on the ESP32) is read without a big int.
+def le_u16(frame, i):
+    return frame[i] | (frame[i + 1] << 8)
+
+
+def le_s16(frame, i):
+    v = frame[i] | (frame[i + 1] << 8)
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def le_u32(frame, i):
+    return (frame[i] | (frame[i + 1] << 8) | (frame[i + 2] << 16)) + frame[i + 3] * 16777216
+
+
+def le_s32(frame, i):
+    hi = frame[i + 3]
+    if hi & 0x80:
+        hi -= 256  # (hi - 256) << 24 stays a small negative int
+    return (hi << 24) | (frame[i + 2] << 16) | (frame[i + 1] << 8) | frame[i]
+
+
 def modbus_read(unit, fn, reg, count):
     """A Modbus RTU read request: unit, function, register and count (big-endian), CRC low
     byte first (Daly's D2 protocol, Seplos v3, Renogy). The family checks its own bounds."""

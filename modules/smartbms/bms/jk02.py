@@ -181,23 +181,9 @@ def decode(frame, reading, cells_max=32):
     return True
 
 
-def _u32(frame, i):
-    # the top byte is 0 for any real mV/mAh/cycle count, so this stays a small int
-    return frame[i] | (frame[i + 1] << 8) | (frame[i + 2] << 16) | (frame[i + 3] << 24)
-
-
-def _s32(frame, i):
-    # sign from the top byte: (hi - 256) << 24 keeps a small negative int instead of
-    # subtracting 2**32 from a value that would not fit one
-    hi = frame[i + 3]
-    if hi & 0x80:
-        hi -= 256
-    return (hi << 24) | (frame[i + 2] << 16) | (frame[i + 1] << 8) | frame[i]
-
-
-def _s16(frame, i):
-    v = frame[i] | (frame[i + 1] << 8)
-    return v - 0x10000 if v & 0x8000 else v
+_u32 = framing.le_u32
+_s32 = framing.le_s32
+_s16 = framing.le_s16
 
 
 def _enabled(frame, m, i, has_mask):

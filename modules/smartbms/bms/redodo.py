@@ -88,25 +88,10 @@ def _validate(frame):
     return frame[4] & 0x7F
 
 
-def _u16(frame, i):
-    return frame[i] | (frame[i + 1] << 8)
-
-
-def _s16(frame, i):
-    v = frame[i] | (frame[i + 1] << 8)
-    return v - 0x10000 if v & 0x8000 else v
-
-
-def _u32(frame, i):
-    # every u32 read here is a small value (mV, %, counts): the top byte is 0
-    return frame[i] | (frame[i + 1] << 8) | (frame[i + 2] << 16) | (frame[i + 3] << 24)
-
-
-def _s32(frame, i):
-    hi = frame[i + 3]
-    if hi & 0x80:
-        hi -= 256
-    return (hi << 24) | (frame[i + 2] << 16) | (frame[i + 1] << 8) | frame[i]
+_u16 = framing.le_u16
+_s16 = framing.le_s16
+_u32 = framing.le_u32
+_s32 = framing.le_s32
 
 
 def decode(frame, reading):
