@@ -22,7 +22,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, HERE)
-from heap_workload import heap_lines, run_workload, summarize  # noqa: E402
+from heap_workload import AGED, heap_lines, run_workload, summarize  # noqa: E402
 from run_sim import board_heap  # noqa: E402
 from simfixture import start_sim  # noqa: E402
 
@@ -45,8 +45,8 @@ def run(heap_kb):
     """(survived, figures, result) of the workload with a firmware heap of heap_kb."""
     with tempfile.TemporaryDirectory() as d:
         try:
-            sim = start_sim(d, speed=SPEED, timeout=60, extra_env={
-                "SIM_HEAP": "%dk" % heap_kb, "SIM_HEAP_REPORT_S": str(REPORT_S)})
+            sim = start_sim(d, speed=SPEED, timeout=60, extra_env=dict(AGED, **{
+                "SIM_HEAP": "%dk" % heap_kb, "SIM_HEAP_REPORT_S": str(REPORT_S)}))
         except (RuntimeError, TimeoutError) as e:
             return False, {"error": str(e).splitlines()[0]}, {}
         try:
@@ -82,7 +82,7 @@ def idle_per_family(heap_kb, device_s=900):
     for family in FAMILIES:
         with tempfile.TemporaryDirectory() as d:
             sim = start_sim(d, speed=SPEED, bms=family, timeout=60,
-                            extra_env={"SIM_HEAP": "%dk" % heap_kb, "SIM_HEAP_REPORT_S": str(REPORT_S)})
+                            extra_env=dict(AGED, SIM_HEAP="%dk" % heap_kb, SIM_HEAP_REPORT_S=str(REPORT_S)))
             try:
                 deadline = time.monotonic() + device_s / SPEED + 30
                 while not any(x[0] >= device_s for x in heap_lines(sim.output())) and time.monotonic() < deadline:

@@ -23,6 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "sim"))
 import esp_image  # noqa: E402
 
+# The device as it is after months: its event log full (two segments of 200 on flash).
+AGED = {"SIM_EVENT_HISTORY": "400"}
 WEB_CLIENTS = 4
 WAITING = 2
 PATHS = ("/api/status", "/api/history", "/api/events?limit=200", "/api/settings", "/")

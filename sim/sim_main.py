@@ -238,6 +238,32 @@ def rom_download_mode():
         time.sleep(3600)
 
 
+def seed_events():
+    """SIM_EVENT_HISTORY=N: a device that has run for months, with N events (up to two full
+    segments) on its flash before this boot, so heap figures include a full event log."""
+    n = int(env("SIM_EVENT_HISTORY", "0"))
+    base = paths.path("events")
+    if n <= 0 or any(_exists(base + "%d.log" % i) for i in (0, 1)):
+        return
+    cap = 200  # the app's EventLog capacity
+    seq = 0
+    for seg in (0, 1):
+        with open(base + "%d.log" % seg, "w") as f:
+            for _ in range(min(cap, n - seq)):
+                seq += 1
+                f.write('[%d, %d, null, "bms", "BMS link lost after 30 s without data, reconnecting (%d)"]\n'
+                        % (seq, seq * 60, seq))
+    log("seeded %d events" % seq)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 async def run():
     from smartbms import app as app_mod
 
@@ -267,6 +293,7 @@ def main():
     overrides.install(paths.ROOT)  # as main.py does on the chip: <littlefs>/override/ (make deploy)
     log("state in %s, clock x%d, web port %d" % (paths.ROOT, SPEED, PORT))
     provision()
+    seed_events()
     try:
         asyncio.run(run())
     except SystemExit:

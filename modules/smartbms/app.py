@@ -87,6 +87,7 @@ class App:
         self.setup_mode = bool(setup_mode)
         self.safe_mode = False
         self.events = EventLog()
+        gc.collect()  # reading the event files left garbage: what lives long goes below it
         self.settings = Settings(log=self.events)  # load problems and changes go to the event log
         # healthy settings = a stored document, or none yet (a fresh device), never a corrupt one
         self._settings_ok = self.settings.load() != "defaults" or not _exists(self.settings.path)

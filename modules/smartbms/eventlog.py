@@ -1,9 +1,13 @@
-# Event log: a bounded ring of timestamped events in RAM, persisted as JSON lines in two
-# segment files used in turn. A segment takes `capacity` lines; when it is full the other
-# one is truncated and written next, so the flash always holds the last `capacity` events
-# (at most 2 x capacity lines) and a flush only ever appends a few lines to one file.
-# Flushes are batched (every `flush_s`, at MAX_PENDING events, or at once for important
-# kinds) to keep flash wear low; the app calls flush() from its loop.
+# Event log: timestamped events persisted as JSON lines in two segment files used in turn. A
+# segment takes `capacity` lines; when it is full the other one is truncated and written
+# next, so the flash always holds the last `capacity` events (at most 2 x capacity lines) and
+# a flush only ever appends a few lines to one file.
+#
+# The heap holds only what is not on flash yet, as JSON lines in one fixed buffer: a ring of
+# event objects in RAM grew to 23 KB when full (a quarter of the board's heap, peppered
+# across it), so reads stream from the files instead. Flushes are batched (every `flush_s`,
+# at MAX_PENDING events, or at once for important kinds) to keep flash wear low; the app
+# calls flush() from its loop.
 import json
 import time
 
@@ -12,6 +16,7 @@ from smartbms import clock
 MAX_KIND = 16
 MAX_MSG = 120
 MAX_PENDING = 20
+PENDING_BYTES = 1024  # a dozen typical lines; a longer burst flushes early
 # Kinds written to flash straight away: they often come right before a reset.
 IMPORTANT = ("fault", "boot", "reboot", "ota", "error", "safety")
 
@@ -26,21 +31,44 @@ def wall_time():
     return t if t >= _EPOCH_2024 else None
 
 
-# In RAM, wall times are kept as seconds since 2024: a small int on the ESP32 (until 2058)
-# where the epoch value would be a 32-byte long int in every event.
 def _parse_line(line):
+    """[seq, up_s, t, kind, msg] from one stored line, or None for a damaged one."""
     try:
         e = json.loads(line)
     except ValueError:
         return None
     if type(e) is not list or len(e) != 5 or type(e[0]) is not int:
         return None
-    t = e[2]
-    return (e[0], e[1], None if type(t) is not int else t - _EPOCH_2024, e[3], e[4])
+    return e
 
 
-def _absolute(t):
-    return None if t is None else t + _EPOCH_2024
+def _lines_of(name, chunk=512):
+    """The lines of a file, read a chunk at a time (a file's own line reading goes a byte
+    at a time); a last line without its newline is yielded too. Nothing for no file."""
+    try:
+        f = open(name, "rb")  # bytes: damaged UTF-8 must not stop a read
+    except OSError:
+        return
+    try:
+        rest = b""
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            if rest:
+                data = rest + data
+            start = 0
+            while True:
+                end = data.find(b"\n", start) + 1
+                if not end:
+                    break
+                yield data[start:end]
+                start = end
+            rest = data[start:]
+        if rest:
+            yield rest
+    finally:
+        f.close()
 
 
 class EventLog:
@@ -56,70 +84,48 @@ class EventLog:
         self.flush_s = flush_s
         self._now = now or clock.now
         self._wall = wall or wall_time
-        self._ring = [None] * capacity
-        self._head = 0  # slot of the next event
-        self._count = 0
-        self._pending = 0  # newest events not on flash yet
+        self._buf = bytearray(PENDING_BYTES)  # pending events, one JSON line each
+        self._used = 0
+        self._pending = 0
         self._urgent = False
+        self._lines = [0, 0]  # lines each segment holds
         self._next_seq = 1
         self._active = 0  # segment being appended to
-        self._active_lines = 0
         self._torn = False  # the active segment ends in a partial line
-        self._wall_known = False
+        self._wall_base = None  # wall time minus uptime, once this boot knows the time
         self.write_errors = 0
         self.skipped_lines = 0
+        self.dropped = 0  # pending events given up because the flash refused them too long
         self._load()
         self._boot_seq = self._next_seq
         self._last_flush = self._now()
 
     # ---- loading ----
-    def _scan(self, name, push):
-        """Read one segment -> (lines, last_seq, ends_with_newline); with `push`, each
-        event goes straight into the ring so a load never holds more than the ring."""
-        lines = 0
-        last = 0
+    def _scan(self, name):
+        """Count one segment -> (lines, last seq, ends with a newline)."""
+        lines = last = 0
         newline = True
-        try:
-            f = open(name, "rb")  # bytes: damaged UTF-8 must not stop the load
-        except OSError:
-            return 0, 0, True
-        try:
-            for line in f:
-                lines += 1
-                newline = line.endswith(b"\n")
-                e = _parse_line(line)
-                if e is None:
-                    if push:
-                        self.skipped_lines += 1
-                    continue
-                if e[0] > last:
-                    last = e[0]
-                if push:
-                    self._push(e)
-        finally:
-            f.close()
+        for line in _lines_of(name):
+            lines += 1
+            newline = line[-1:] == b"\n"
+            e = _parse_line(line)
+            if e is None:
+                self.skipped_lines += 1
+            elif e[0] > last:
+                last = e[0]
         return lines, last, newline
 
     def _load(self):
-        a = self._scan(self.segments[0], False)
-        b = self._scan(self.segments[1], False)
+        a = self._scan(self.segments[0])
+        b = self._scan(self.segments[1])
         active = 1 if b[1] > a[1] or (b[0] and not a[0]) else 0
-        self._scan(self.segments[active ^ 1], True)
-        newer = self._scan(self.segments[active], True)
         top = max(a[1], b[1])
         # events added but not yet flushed before a reset may have used up to
         # MAX_PENDING numbers past the last one on flash: skip them so seq never repeats
         self._next_seq = top + 1 + MAX_PENDING if top else 1
+        self._lines = [a[0], b[0]]
         self._active = active
-        self._active_lines = newer[0]
-        self._torn = not newer[2]
-        self._pending = 0
-
-    def _push(self, e):
-        self._ring[self._head] = e
-        self._head = (self._head + 1) % self.capacity
-        if self._count < self.capacity:
-            self._count += 1
+        self._torn = not (b if active else a)[2]
 
     # ---- adding ----
     def add(self, kind, message):
@@ -131,14 +137,19 @@ class EventLog:
         if len(msg) > MAX_MSG:
             msg = msg[:MAX_MSG]
         up = self._now()
-        t = self._wall()
-        if t is not None and not self._wall_known:
-            self._backfill(t, up)
+        self._note_wall(up)
         seq = self._next_seq
         self._next_seq = seq + 1
-        self._push((seq, up, None if t is None else t - _EPOCH_2024, kind, msg))
-        if self._pending < self.capacity:
-            self._pending += 1
+        line = json.dumps((seq, up, self._wall(), kind, msg)).encode()
+        n = len(line) + 1
+        if self._used + n > PENDING_BYTES:
+            self.flush(force=True)
+            while self._used + n > PENDING_BYTES:  # the flash keeps refusing: oldest go
+                self._drop_first()
+        self._buf[self._used:self._used + n - 1] = line
+        self._buf[self._used + n - 1] = 10
+        self._used += n
+        self._pending += 1
         if kind in IMPORTANT:
             self._urgent = True
             self.flush()
@@ -146,43 +157,67 @@ class EventLog:
             self.flush(force=True)
         return seq
 
-    def _backfill(self, wall, up):
-        # the clock just got set: date this boot's earlier events from their uptime
-        self._wall_known = True
-        cap = self.capacity
-        for i in range(self._count):
-            j = (self._head - 1 - i) % cap
-            e = self._ring[j]
-            if e[0] < self._boot_seq:
-                break
-            if e[2] is None:
-                self._ring[j] = (e[0], e[1], wall - (up - e[1]) - _EPOCH_2024, e[3], e[4])
+    def _note_wall(self, up):
+        # the clock just got set: this boot's earlier events are dated from their uptime
+        if self._wall_base is None:
+            t = self._wall()
+            if t is not None:
+                self._wall_base = t - up
+
+    def _drop_first(self):
+        end = self._buf.find(b"\n", 0, self._used) + 1
+        self._buf[:self._used - end] = self._buf[end:self._used]
+        self._used -= end
+        self._pending -= 1
+        self.dropped += 1
 
     # ---- reading ----
     @property
     def last_seq(self):
-        return self._next_seq - 1 if self._count else 0
+        return self._next_seq - 1 if len(self) else 0
 
     def __len__(self):
-        return self._count
+        return min(self._lines[0] + self._lines[1] + self._pending, self.capacity)
 
     def recent(self, n=50, since_seq=None):
         """Events as dicts {seq, up_s, t, kind, msg}, oldest first: the newest `n`, or with
         `since_seq` the first `n` after that seq (a client pages forward without gaps)."""
-        out = []
-        if n <= 0:
-            return out
-        cap = self.capacity
-        start = self._head - self._count
-        skip = 0 if since_seq is not None else max(0, self._count - n)
-        for i in range(skip, self._count):
-            e = self._ring[(start + i) % cap]
-            if since_seq is not None and e[0] <= since_seq:
+        return list(self.iter_recent(n, since_seq))
+
+    def iter_recent(self, n=50, since_seq=None):
+        """recent() one event at a time, read from flash as they are asked for."""
+        total = self._lines[0] + self._lines[1] + self._pending
+        skip = total - min(total, self.capacity)  # the log keeps the newest `capacity`
+        if since_seq is None:
+            skip = max(skip, total - n)
+        last = since_seq or 0
+        for line in self._all_lines():
+            if skip:  # counted, not parsed: a page of the newest events reads fast
+                skip -= 1
                 continue
-            out.append({"seq": e[0], "up_s": e[1], "t": _absolute(e[2]), "kind": e[3], "msg": e[4]})
-            if len(out) >= n:
-                break
-        return out
+            if n <= 0:
+                return
+            e = _parse_line(line)
+            if e is None or e[0] <= last:  # also what a flush during a slow read moved
+                continue
+            last = e[0]
+            n -= 1
+            t = e[2]
+            if t is None and self._wall_base is not None and e[0] >= self._boot_seq:
+                t = self._wall_base + e[1]
+            yield {"seq": e[0], "up_s": e[1], "t": t, "kind": e[3], "msg": e[4]}
+
+    def _all_lines(self):
+        for name in (self.segments[self._active ^ 1], self.segments[self._active]):
+            for line in _lines_of(name):
+                yield line
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start, self._used)
+            if end < 0:
+                return
+            yield self._buf[start:end]
+            start = end + 1
 
     # ---- persisting ----
     @property
@@ -198,28 +233,27 @@ class EventLog:
         if not (force or self._urgent or now - self._last_flush >= self.flush_s):
             return 0
         self._last_flush = now
-        t = self._wall()
-        if t is not None and not self._wall_known:
-            self._backfill(t, now)
+        self._note_wall(now)
         cap = self.capacity
-        first = self._head - n
+        buf = memoryview(self._buf)
+        start = 0
         f = None
         try:
-            f = open(self.segments[self._active], "a")
+            f = open(self.segments[self._active], "ab")
             if self._torn:
-                f.write("\n")  # end the partial line so the next one parses
+                f.write(b"\n")  # end the partial line so the next one parses
                 self._torn = False
-            for i in range(n):
-                if self._active_lines >= cap:
+            while start < self._used:
+                if self._lines[self._active] >= cap:
                     f.close()
                     f = None
                     self._active ^= 1
-                    self._active_lines = 0
-                    f = open(self.segments[self._active], "w")
-                e = self._ring[(first + i) % cap]
-                f.write(json.dumps((e[0], e[1], _absolute(e[2]), e[3], e[4])))
-                f.write("\n")
-                self._active_lines += 1
+                    self._lines[self._active] = 0
+                    f = open(self.segments[self._active], "wb")
+                end = self._buf.find(b"\n", start, self._used) + 1
+                f.write(buf[start:end])
+                start = end
+                self._lines[self._active] += 1
                 self._pending -= 1
             f.close()
             f = None
@@ -231,6 +265,10 @@ class EventLog:
                     f.close()
                 except OSError:
                     pass
+        # what was written leaves the buffer
+        self._buf[:self._used - start] = buf[start:self._used]
+        self._used -= start
+        if self._pending:
             return n - self._pending
         self._urgent = False
         return n

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 from microdot import Microdot, Request, Response
 
-from smartbms import clock
+from smartbms import clock, jsonpieces
 from smartbms.auth import AuthError
 
 try:
@@ -39,6 +39,7 @@ HEAD_TIMEOUT_MS = const(5000)
 IDLE_TIMEOUT_MS = const(10000)
 WRITE_TIMEOUT_MS = const(10000)
 MAX_HEAD_BYTES = const(4096)
+LINE_PIECE = const(256)  # bytes of a head line read (and allocated) at a time
 MAX_ACTIVE = const(4)
 MAX_WAITING = const(6)
 QUEUE_WAIT_MS = const(3000)
@@ -47,6 +48,7 @@ DISCARD_MS = const(300)
 DRAIN_MS = const(3000)
 DRAIN_GAP_MS = const(500)
 MAX_LINGERING = const(4)
+_JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}  # Response copies it
 
 Request.max_readline = MAX_HEAD_BYTES + 1  # _Reader enforces the real limit (431) first
 
@@ -75,13 +77,16 @@ class _HeadTooLarge(ValueError):
 
 def _readline_upto(stream, limit):
     # MicroPython: asyncio's own Stream.readline() loop (v1.28.0) with a bound, so a line
-    # never grows past `limit` bytes in RAM (a generator is a coroutine there)
+    # never grows past `limit` bytes in RAM (a generator is a coroutine there). A socket's
+    # readline(n) allocates n bytes before it reads one: asked for the whole 4 KB head
+    # allowance, every line of every request needed a free 4 KB block (under load, most
+    # 503s), so each call asks for a small piece.
     from asyncio import core
 
     line = b""
     while True:
         yield core._io_queue.queue_read(stream.s)
-        part = stream.s.readline(limit - len(line))
+        part = stream.s.readline(min(limit - len(line), LINE_PIECE))
         if part is None:
             continue
         line += part
@@ -242,6 +247,8 @@ class WebApp(Microdot):
             res = req.api_handler(req)
             if hasattr(res, "send"):  # a coroutine
                 res = await res
+            if type(res) is dict:  # written in pieces: no block as large as the answer
+                return Response(jsonpieces.pieces(res), 200, _JSON_HEADERS)
             return res
         except ApiError as e:
             return error(e.status, e.message, e.field, e.headers)

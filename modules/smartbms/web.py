@@ -386,7 +386,8 @@ def create_app(ctx, assets=None):
     def events(req):
         limit = _int_arg(req, "limit", EVENTS_DEFAULT, 1, EVENTS_MAX)
         since = _int_arg(req, "since", None, 0, 0x3FFFFFFF)
-        return {"events": ctx.events.recent(limit, since), "last_seq": ctx.events.last_seq}
+        # read from the event files as the answer is written (smartbms.jsonpieces)
+        return {"last_seq": ctx.events.last_seq, "events": ctx.events.iter_recent(limit, since)}
 
     @api("/api/history")
     def history(req):

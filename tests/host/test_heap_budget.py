@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from heap_workload import heap_lines, run_workload, summarize  # noqa: E402
+from heap_workload import AGED, heap_lines, run_workload, summarize  # noqa: E402
 from run_sim import board_heap  # noqa: E402
 from simfixture import start_sim  # noqa: E402
 
@@ -43,7 +43,7 @@ def _is_32bit():
 def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_path):
     if not _is_32bit():
         pytest.skip("the host interpreter is not the 32-bit build: heap figures would not be the chip's")
-    sim = start_sim(tmp_path, speed=SPEED, extra_env={"SIM_HEAP_REPORT_S": str(REPORT_S)}, timeout=60)
+    sim = start_sim(tmp_path, speed=SPEED, extra_env=dict(AGED, SIM_HEAP_REPORT_S=str(REPORT_S)), timeout=60)
     try:
         deadline = time.monotonic() + IDLE_S / SPEED + 30
         while not any(x[0] >= IDLE_S for x in heap_lines(sim.output())):
@@ -85,6 +85,9 @@ def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_
     assert not result["failures"], result["failures"][:5]
     answered = sum(n for st, n in result["codes"].items() if st in (200, 304))
     assert answered > 100 and set(result["codes"]) <= {200, 304, 503}, result["codes"]
+    # a head line is read a small piece at a time (a 4 KB read buffer per line made most
+    # answers under this load 503s): under 2 % of the answers may be "retry shortly"
+    assert result["codes"].get(503, 0) * 50 <= answered, result["codes"]
     assert result["settings_saves"] >= 3 and result["scan"] == 200, result
     assert figures["idle_live"] <= IDLE_LIVE_LIMIT, figures
     assert figures["peak_live"] <= PEAK_LIVE_LIMIT, figures

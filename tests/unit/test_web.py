@@ -58,6 +58,9 @@ class FakeEvents:
             return [e for e in self.items if e["seq"] > since_seq][:n]
         return self.items[-n:] if n else []
 
+    def iter_recent(self, n=50, since_seq=None):
+        return iter(self.recent(n, since_seq))
+
 
 class FakeLink:
     def __init__(self):

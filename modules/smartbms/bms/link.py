@@ -18,6 +18,7 @@
 # - Discovery results come in bursts and aioble hands them out from the end of its queue,
 #   so characteristics are ordered by handle before one is chosen (smartbms.bms.gatt).
 # - subscribe() writes the CCCD with a response and may raise GattError.
+import gc
 import time
 
 from smartbms import clock
@@ -398,6 +399,10 @@ class BMSLink:
                 # Not seen (maybe not advertising right now): try the public address.
                 dev = aioble.Device(aioble.ADDR_PUBLIC, self.mac)
             self._device = dev
+        # The connection's objects live until the next drop: collected first, the heap
+        # places them in its lowest free blocks, not amid a burst of requests' garbage
+        # (which, once freed, would leave them splitting the free space for days).
+        gc.collect()
         try:
             conn = await connect(self._device, self.connect_timeout_ms)
         except Exception:
@@ -418,6 +423,7 @@ class BMSLink:
             self._log("BMS connected: %s %s" % (self.driver.name, self.mac or self.name))
         self._announced = True
         t = self.request_timeout_ms
+        gc.collect()  # the services and characteristics live as long: as above
         self._nchar, self._wchar = await open_characteristics(conn, self.driver, t)
         self._write_response = not (self._wchar.properties & _FLAG_WRITE_NO_RESPONSE)
         self._nchar._notify_queue = self._capture
