@@ -95,7 +95,7 @@ def run_workload(sim, device_s, speed):
     """Run the workload for `device_s` device seconds; returns a dict of what was seen."""
     clients = _Clients(sim, WEB_CLIENTS + WAITING)
     out = {"relay_mismatches": 0, "relay_checks": 0, "settings_saves": 0, "link_drops": 0,
-           "ota": None, "scan": None}
+           "ota": None, "scan": None, "failures": []}
     t_end = time.monotonic() + device_s / speed
     next_drop = time.monotonic() + 60 / speed
     next_save = time.monotonic() + 1.0
@@ -130,7 +130,7 @@ def run_workload(sim, device_s, speed):
     finally:
         clients.join()
     out["codes"] = clients.codes
-    out["failures"] = clients.failures
+    out["failures"] += clients.failures
     return out
 
 
@@ -148,6 +148,9 @@ def _check_relay(sim, out):
     a poll apart, so a switch in between is not a mismatch)."""
     st, body = request(sim, "GET", "/api/status", out)
     if st != 200:
+        return
+    if not isinstance(body, dict):  # a 200 whose JSON was cut short
+        out["failures"].append("/api/status: not JSON: %r" % (body[-80:],))
         return
     world = sim.world("status")
     out["relay_checks"] += 1

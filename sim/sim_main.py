@@ -122,9 +122,18 @@ def _fit_heap():
     global _ballast, _overhead
     import _host
     import bluetooth  # noqa: F401
-    import esp32  # noqa: F401
     import machine  # noqa: F401
     import network  # noqa: F401
+
+    # The firmware's own packages that the flash stand-in and the boot code import too: they
+    # count as the firmware's, not the host's (its upload buffer among them).
+    gc.collect()
+    before = _host.heap()[1]
+    import smartbms.ota  # noqa: F401
+
+    gc.collect()
+    early = _host.heap()[1] - before
+    import esp32  # noqa: F401
     import sim_boot  # noqa: F401
 
     try:
@@ -137,14 +146,14 @@ def _fit_heap():
     pristine = int(env("SIM_PRISTINE", "0"))
     gc.collect()
     total, used, free, _ = _host.heap()
-    share = total * board // int(env("SIM_HEAP_BYTES", "1")) - pristine
+    share = total * board // int(env("SIM_HEAP_BYTES", "1")) - pristine - early
     extra = free - share
     if extra < 0:
         raise SystemExit("sim: the host's own objects take %d bytes more than the allowance" % -extra)
     if extra > 64:
         _ballast = bytearray(extra - 32)  # the object's own block and rounding
     gc.collect()
-    _overhead = _host.heap()[1] - pristine
+    _overhead = _host.heap()[1] - pristine - early
 
 
 class HeapWatch:

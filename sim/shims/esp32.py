@@ -42,12 +42,20 @@ class _Flash:
         self.f.write(data)
 
     def program(self, addr, data):
-        # NOR flash: programming only clears bits, as a write without erase does
-        n = len(data)
-        old = bytearray(n)
-        self.read(addr, old)
-        both = int.from_bytes(old, "little") & int.from_bytes(data, "little")
-        self.write(addr, both.to_bytes(n, "little"))
+        # NOR flash: programming only clears bits, as a write without erase does. Done a
+        # piece at a time in a scratch buffer outside the heap: the chip's flash driver
+        # takes nothing from the firmware's heap (a copy here made uploads fail for memory)
+        s = _scratch()
+        data = memoryview(data)
+        pos = 0
+        while pos < len(data):
+            k = min(len(s), len(data) - pos)
+            part = s[:k]
+            self.read(addr + pos, part)
+            for i in range(k):
+                part[i] &= data[pos + i]
+            self.write(addr + pos, part)
+            pos += k
 
     def erase(self, addr, size):
         while size > 0:
@@ -58,6 +66,19 @@ class _Flash:
 
 
 _flash = None
+_scratch_buf = None
+
+
+def _scratch():
+    global _scratch_buf
+    if _scratch_buf is None:
+        try:
+            import _host
+
+            _scratch_buf = _host.static_buffer(256)
+        except ImportError:  # CPython: the tests' flash file
+            _scratch_buf = memoryview(bytearray(256))
+    return _scratch_buf
 
 
 _table = None  # the partition table, read once per flash file (ESP-IDF caches it too)

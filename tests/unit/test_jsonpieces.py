@@ -27,7 +27,15 @@ def test_a_generator_is_consumed_only_as_the_pieces_are_taken():
             yield {"i": i}
 
     it = pieces({"events": gen()})
-    first = next(it)
-    assert taken == []
+    first = next(it) + next(it)
+    assert taken == [0, 1]  # one item per piece, no more
     rest = "".join(it)
     assert taken == [0, 1, 2] and json.loads(first + rest)["events"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_nested_dicts_and_lists_go_an_entry_at_a_time_two_levels_down():
+    doc = {"device": {"wifi": {"ssid": "x" * 40, "ip": "1.2.3.4"}, "ota": {"state": "valid"}, "e": {}},
+           "bms": {"cells": [3.3] * 16, "temps": []}, "n": 1, "l": [[1, 2], {"a": {}}]}
+    parts = list(pieces(doc))
+    assert json.loads("".join(parts)) == doc
+    assert max(len(p) for p in parts) < 120, max(parts, key=len)

@@ -91,6 +91,41 @@ def test_first_block_is_written_last():
     assert _status()["previous_version"] == "0.2.0"
 
 
+def test_each_sector_is_erased_once_and_programmed_a_piece_at_a_time():
+    # a 1 KB buffer writes the image: a sector's first piece erases it, every piece only
+    # programs (a whole-sector buffer cost 3 KB more heap for the device's whole life)
+    from smartbms.ota import updater
+
+    assert updater.PIECE <= 1024 and updater.SECTOR % updater.PIECE == 0
+    otaflash.fresh("upd_pieces")
+    u = Updater(len(IMG))
+    calls = []
+    real = u.target
+
+    class Spy:
+        def ioctl(self, op, arg):
+            calls.append(("erase", arg) if op == 6 else ("ioctl", op))
+            return real.ioctl(op, arg)
+
+        def writeblocks(self, block, buf, offset=None):
+            assert offset is not None, "an erasing write"
+            assert len(buf) <= updater.PIECE
+            calls.append(("program", block, offset))
+            return real.writeblocks(block, buf, offset)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    u.target = Spy()
+    u.write(IMG)
+    u.finish()
+    sectors = (len(IMG) + updater.SECTOR - 1) // updater.SECTOR
+    assert [c[1] for c in calls if c[0] == "erase"] == list(range(sectors))
+    back = bytearray(len(IMG))
+    esp32.Partition("ota_1").readblocks(0, back)
+    assert back == IMG
+
+
 def test_foreign_image_refused_before_anything_is_written():
     otaflash.fresh("upd_foreign")
     u = Updater()

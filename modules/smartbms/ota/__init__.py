@@ -7,10 +7,10 @@ from smartbms.ota import otadata
 from smartbms.ota.image import parse_desc, IMAGE_MAGIC, DESC_OFFSET
 
 _busy = False
-# The upload's 4 KB block buffer (smartbms.ota.updater), made here because this package is
-# imported at boot, while the heap is still in one piece: the updater itself loads only with
-# the web server, when a contiguous 4 KB may no longer be found in a 96 KB heap.
-BLOCK_BUFFER = bytearray(4096)
+# The upload's 1 KB piece buffer (smartbms.ota.updater), made here because this package is
+# imported at boot, while the heap is still in one piece: an upload then never needs a
+# contiguous block of the heap, however fragmented it is by then.
+BLOCK_BUFFER = bytearray(1024)
 
 
 def busy():

@@ -1,19 +1,23 @@
-# Writes an app image into the inactive slot while it streams in: each 4 KB block is
+# Writes an app image into the inactive slot while it streams in: each 1 KB piece is
 # validated (smartbms.ota.image) before it is written, the slot is read back and re-hashed
-# after the last block, and only then does set_boot() make it the boot slot. Any failure
+# after the last piece, and only then does set_boot() make it the boot slot. Any failure
 # leaves otadata (the boot choice) and the running slot untouched. Never holds the image
-# in RAM: one 4 KB buffer, allocated once at boot by the ota package (before the heap
-# fragments; shared: one upload at a time) plus the validator's small state. The image's first
-# word is programmed last: until the whole image is in the slot it has no header magic, so
-# a power cut mid-upload never leaves a slot that looks like it holds a version.
+# in RAM: one 1 KB buffer, allocated once at boot by the ota package (shared: one upload at
+# a time) plus the validator's small state. A 4 KB flash sector is erased when its first
+# piece arrives and the pieces are then programmed into it (NOR flash programs without an
+# erase); a whole-sector buffer cost 3 KB more of the heap for the device's whole life.
+# The image's first word is programmed last: until the whole image is in the slot it has
+# no header magic, so a power cut mid-upload never leaves a slot that looks like it holds
+# a version.
 import hashlib
 
 from smartbms.ota.image import ImageChecker, ImageError
 
 from smartbms.ota import BLOCK_BUFFER as _buffer  # allocated at boot (see there)
 
-BLOCK = len(_buffer)
-HEAD = 4  # bytes of block 0 held back until the end
+PIECE = len(_buffer)
+SECTOR = 4096  # the partition's block: the unit of an erase
+HEAD = 4  # bytes of the image held back until the end
 
 
 class UpdateError(Exception):
@@ -38,20 +42,20 @@ class Updater:
         self._block = _buffer
         self._mv = memoryview(_buffer)
         self._fill = 0
-        self._block_no = 0
+        self._pos = 0  # slot offset of the piece in the buffer
         self._wrote = False
         self._first = None
 
     def space(self):
-        """A memoryview of the free part of the block buffer (to read into)."""
+        """A memoryview of the free part of the piece buffer (to read into)."""
         return self._mv[self._fill:]
 
     def commit(self, n):
-        """n bytes were placed at space()[:n]; validate them and write full blocks.
-        Returns True when a block was written (a good moment to yield)."""
+        """n bytes were placed at space()[:n]; validate them and write full pieces.
+        Returns True when a piece was written (a good moment to yield)."""
         self.checker.feed(self._mv[self._fill:self._fill + n])
         self._fill += n
-        if self._fill == BLOCK:
+        if self._fill == PIECE:
             self._flush()
             return True
         return False
@@ -68,20 +72,21 @@ class Updater:
             self.commit(k)
 
     def _flush(self):
-        if self._fill < BLOCK:
-            for i in range(self._fill, BLOCK):
-                self._block[i] = 0xFF
+        for i in range(self._fill, PIECE):
+            self._block[i] = 0xFF  # erased flash: programming it changes nothing
+        sector, offset = divmod(self._pos, SECTOR)
         try:
-            if self._block_no == 0:
-                # erased bytes can be programmed later without an erase (NOR flash)
+            if self._pos == 0:
                 self._first = bytes(self._mv[:HEAD])
                 for i in range(HEAD):
                     self._block[i] = 0xFF
-            self.target.writeblocks(self._block_no, self._block)
+            if offset == 0:
+                self.target.ioctl(6, sector)  # erase the sector this piece starts
+                self._wrote = True
+            self.target.writeblocks(sector, self._block, offset)  # program only
         except OSError as e:
-            raise UpdateError("flash write failed at block %d: %s" % (self._block_no, e))
-        self._wrote = True
-        self._block_no += 1
+            raise UpdateError("flash write failed at offset 0x%x: %s" % (self._pos, e))
+        self._pos += PIECE
         self._fill = 0
 
     def finish(self):
@@ -122,17 +127,17 @@ class Updater:
         c = self.checker
         h = hashlib.sha256()
         left = c.image_len - 32 if c.image_digest is not None else c.image_len
-        b = 0
+        pos = 0
         while left > 0:
             try:
-                self.target.readblocks(b, self._block)
+                self.target.readblocks(pos // SECTOR, self._block, pos % SECTOR)
             except OSError as e:
-                raise UpdateError("flash read-back failed at block %d: %s" % (b, e))
-            k = min(left, BLOCK)
+                raise UpdateError("flash read-back failed at offset 0x%x: %s" % (pos, e))
+            k = min(left, PIECE)
             h.update(self._mv[:k])
             left -= k
-            b += 1
-            yield b
+            pos += PIECE
+            yield pos
         tail_ok = True
         if c.image_digest is not None:
             tail = bytearray(32)
