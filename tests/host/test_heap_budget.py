@@ -91,3 +91,52 @@ def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_
     assert result["settings_saves"] >= 3 and result["scan"] == 200, result
     assert figures["idle_live"] <= IDLE_LIVE_LIMIT, figures
     assert figures["peak_live"] <= PEAK_LIVE_LIMIT, figures
+
+
+def test_every_documented_request_answers_at_once_on_an_idle_aged_device(tmp_path):
+    """At the board's heap, with a full event log (a device months old), every request the
+    README documents answers at the first try when the device is otherwise idle: a page of
+    200 events, a 12 KB settings body, a BMS scan, a capture, an upload to its end."""
+    if not _is_32bit():
+        pytest.skip("the host interpreter is not the 32-bit build: heap figures would not be the chip's")
+    import hashlib
+
+    sys.path.insert(0, os.path.join(ROOT, "sim"))
+    import esp_image
+
+    sim = start_sim(tmp_path, speed=SPEED, extra_env=dict(AGED), timeout=60)
+    try:
+        time.sleep(2)
+        mac = sim.world("status")["peers"][0]["mac"]
+        seen = []
+
+        def once(method, path, want=200, **kw):
+            st, _, body = sim.request(method, path, timeout=60, **kw)
+            seen.append((method, path, st))
+            assert st == want, (method, path, st, body if not isinstance(body, bytes) else body[:200])
+            return body
+
+        for path in ("/", "/api/auth", "/api/status", "/api/settings", "/api/settings/schema", "/api/history",
+                     "/api/bms/capture", "/api/wifi/scan", "/api/bms/scan"):
+            once("GET", path)
+        events = once("GET", "/api/events?limit=200")["events"]
+        assert len(events) == 200, len(events)
+        padded = b'{"min_soc": 70' + b" " * (12 * 1024) + b"}"
+        assert once("PUT", "/api/settings", body=padded, headers={"Content-Type": "application/json"})["ok"]
+        once("POST", "/api/relay", json={"mode": "off", "minutes": 5})  # a capture needs the charger off
+        once("POST", "/api/bms/capture", json={"mac": mac, "seconds": 5})
+        once("GET", "/api/bms/capture")
+        once("DELETE", "/api/bms/capture")
+        once("POST", "/api/relay", json={"mode": "auto"})
+        once("POST", "/api/charge/allow", json={"allow": True})
+        once("POST", "/api/alarms/clear", json={})
+        img = esp_image.app_image("0.9.9", 300 * 1024)
+        wrong = hashlib.sha256(img + b"x").hexdigest()  # streamed to its end, then refused
+        body = once("POST", "/api/ota", want=400, body=img,
+                    headers={"Content-Type": "application/octet-stream", "X-Image-SHA256": wrong})
+        assert "SHA-256" in body["error"], body
+        once("GET", "/api/status")
+        out = sim.output()
+    finally:
+        sim.stop()
+    assert "MemoryError" not in out, out[-3000:]
