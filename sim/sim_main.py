@@ -156,6 +156,24 @@ def _fit_heap():
     _overhead = _host.heap()[1] - pristine - early
 
 
+_census_base = None
+
+
+def census_line():
+    """SIM_HEAP_CENSUS=1: what the firmware holds now, by type (bytes, objects), beyond what
+    the heap held before the app was made (the host's objects and the ballast)."""
+    import _host
+
+    now = _host.census()
+    diff = []
+    for name, (n, size) in now.items():
+        n0, size0 = _census_base.get(name, (0, 0))
+        if size != size0:
+            diff.append((size - size0, n - n0, name))
+    diff.sort(reverse=True)
+    return "sim census: " + ", ".join("%r %d B/%d" % (name, size, n) for size, n, name in diff)
+
+
 class HeapWatch:
     """Samples the live heap and its largest free block (after a collection) and how late the
     control loop steps, in real time; host-only, a few hundred bytes of heap."""
@@ -200,6 +218,8 @@ class HeapWatch:
         self.peak = used
         self.min_max_free = max_free
         self.tick_max = 0
+        if _census_base is not None:
+            print(census_line())
         if env("SIM_HEAP_MAP", "0") == "1":  # the block map, to see what fragments the heap
             import micropython
 
@@ -274,6 +294,12 @@ def _exists(path):
 
 
 async def run():
+    global _census_base
+    if env("SIM_HEAP_CENSUS", "0") == "1":
+        import _host
+
+        gc.collect()
+        _census_base = _host.census()
     from smartbms import app as app_mod
 
     app = app_mod.App(port=PORT, host="127.0.0.1")

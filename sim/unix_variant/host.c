@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "py/gc.h"
+#include "py/mpstate.h"
 #include "py/objarray.h"
 #include "py/runtime.h"
 
@@ -118,6 +119,92 @@ static mp_obj_t host_heap(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(host_heap_obj, host_heap);
 
+// _host.census() -> {type name: (objects, bytes)} of every allocated block of the heap,
+// without collecting; a block whose first word is no type object counts as "(raw)" (dict
+// tables, str data, lists' items). What lives where, for the heap budget (SIM_HEAP_CENSUS).
+#define CENSUS_MAX 1024
+#if MICROPY_GC_SPLIT_HEAP
+#define NEXT_AREA(area) ((area)->next)
+#else
+#define NEXT_AREA(area) (NULL)
+#endif
+extern char __executable_start, _end;
+
+static bool census_is_head(const byte *p) {
+    for (mp_state_mem_area_t *area = &MP_STATE_MEM(area); area != NULL; area = NEXT_AREA(area)) {
+        if (p >= area->gc_pool_start && p < area->gc_pool_end) {
+            size_t block = (p - area->gc_pool_start) / MICROPY_BYTES_PER_GC_BLOCK;
+            size_t kind = (area->gc_alloc_table_start[block / 4] >> (2 * (block & 3))) & 3;
+            return (kind == 1 || kind == 3) && (p - area->gc_pool_start) % MICROPY_BYTES_PER_GC_BLOCK == 0;
+        }
+    }
+    return false;
+}
+
+static const mp_obj_type_t *census_type_of(const byte *obj) {
+    const byte *t = *(const byte *const *)obj;
+    bool static_type = t >= (const byte *)&__executable_start && t + sizeof(mp_obj_type_t) <= (const byte *)&_end;
+    if (!static_type && !census_is_head(t)) {
+        return NULL;
+    }
+    if (((const uintptr_t)t & (sizeof(void *) - 1)) || ((const mp_obj_base_t *)t)->type != &mp_type_type) {
+        return NULL;
+    }
+    return (const mp_obj_type_t *)t;
+}
+
+static mp_obj_t host_census(void) {
+    static const mp_obj_type_t *types[CENSUS_MAX];
+    static size_t counts[CENSUS_MAX], sizes[CENSUS_MAX];
+    size_t n = 0, raw_count = 0, raw_bytes = 0;
+    for (mp_state_mem_area_t *area = &MP_STATE_MEM(area); area != NULL; area = NEXT_AREA(area)) {
+        size_t blocks = area->gc_alloc_table_byte_len * 4;
+        for (size_t b = 0; b < blocks;) {
+            size_t kind = (area->gc_alloc_table_start[b / 4] >> (2 * (b & 3))) & 3;
+            if (kind != 1 && kind != 3) {
+                b++;
+                continue;
+            }
+            size_t len = 1;
+            while (b + len < blocks && ((area->gc_alloc_table_start[(b + len) / 4] >> (2 * ((b + len) & 3))) & 3) == 2) {
+                len++;
+            }
+            const byte *obj = area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK;
+            const mp_obj_type_t *t = census_type_of(obj);
+            size_t bytes = len * MICROPY_BYTES_PER_GC_BLOCK;
+            if (t == NULL) {
+                raw_count++;
+                raw_bytes += bytes;
+            } else {
+                size_t i = 0;
+                while (i < n && types[i] != t) {
+                    i++;
+                }
+                if (i == n && n < CENSUS_MAX) {
+                    types[n] = t;
+                    counts[n] = sizes[n] = 0;
+                    n++;
+                }
+                if (i < n) {
+                    counts[i]++;
+                    sizes[i] += bytes;
+                }
+            }
+            b += len;
+        }
+    }
+    // the walk is done: the answer may allocate now
+    mp_obj_t out = mp_obj_new_dict(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        mp_obj_t item[2] = { MP_OBJ_NEW_SMALL_INT(counts[i]), MP_OBJ_NEW_SMALL_INT(sizes[i]) };
+        mp_obj_dict_store(out, MP_OBJ_NEW_QSTR(types[i]->name), mp_obj_new_tuple(2, item));
+    }
+    mp_obj_t raw[2] = { MP_OBJ_NEW_SMALL_INT(raw_count), MP_OBJ_NEW_SMALL_INT(raw_bytes) };
+    mp_obj_dict_store(out, MP_OBJ_NEW_QSTR(MP_QSTR__raw_), mp_obj_new_tuple(2, raw));
+    return out;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(host_census_obj, host_census);
+
 // _host.static_buffer(n) -> a bytearray-backed memoryview of n bytes outside the GC heap
 // (at most 4 KB in all): the world link's buffers stand for NimBLE's and lwIP's, which on
 // the chip live in ESP-IDF's memory, not in the Python heap.
@@ -142,6 +229,7 @@ static const mp_rom_map_elem_t hostwake_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__host) },
     { MP_ROM_QSTR(MP_QSTR_wake_register), MP_ROM_PTR(&hostwake_register_obj) },
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&host_heap_obj) },
+    { MP_ROM_QSTR(MP_QSTR_census), MP_ROM_PTR(&host_census_obj) },
 };
 static MP_DEFINE_CONST_DICT(hostwake_globals, hostwake_globals_table);
 
