@@ -196,7 +196,15 @@ static mp_obj_t host_census(void) {
     // the walk is done: the answer may allocate now
     mp_obj_t out = mp_obj_new_dict(n + 1);
     for (size_t i = 0; i < n; i++) {
-        mp_obj_t item[2] = { MP_OBJ_NEW_SMALL_INT(counts[i]), MP_OBJ_NEW_SMALL_INT(sizes[i]) };
+        // types may share a name (bytecode and native functions are both "function")
+        size_t c = counts[i], z = sizes[i];
+        for (size_t j = 0; j < i; j++) {
+            if (types[j]->name == types[i]->name) {
+                c += counts[j];
+                z += sizes[j];
+            }
+        }
+        mp_obj_t item[2] = { MP_OBJ_NEW_SMALL_INT(c), MP_OBJ_NEW_SMALL_INT(z) };
         mp_obj_dict_store(out, MP_OBJ_NEW_QSTR(types[i]->name), mp_obj_new_tuple(2, item));
     }
     mp_obj_t raw[2] = { MP_OBJ_NEW_SMALL_INT(raw_count), MP_OBJ_NEW_SMALL_INT(raw_bytes) };
