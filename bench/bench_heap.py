@@ -46,7 +46,7 @@ def run(heap_kb):
     with tempfile.TemporaryDirectory() as d:
         try:
             sim = start_sim(d, speed=SPEED, timeout=60, extra_env=dict(AGED, **{
-                "SIM_HEAP": "%dk" % heap_kb, "SIM_HEAP_REPORT_S": str(REPORT_S)}))
+                "SIM_HEAP": "%dk" % heap_kb, "SIM_HEAP_REPORT_S": str(REPORT_S), "SIM_HEAP_CENSUS": "1"}))
         except (RuntimeError, TimeoutError) as e:
             return False, {"error": str(e).splitlines()[0]}, {}
         try:
@@ -54,6 +54,7 @@ def run(heap_kb):
             while not any(x[0] >= IDLE_S for x in heap_lines(sim.output())) and time.monotonic() < deadline:
                 time.sleep(0.2)
             idle_until = max([x[0] for x in heap_lines(sim.output())] or [0])
+            census = [line for line in sim.output().splitlines() if line.startswith("sim census: ")]
             result = run_workload(sim, LOAD_S, SPEED)
             recovered = relay_ok = False
             for _ in range(30):
@@ -70,6 +71,7 @@ def run(heap_kb):
         finally:
             sim.stop()
     figures = summarize(heap_lines(out), idle_until)
+    figures["census"] = census[-1][len("sim census: "):] if census else None
     return _survived(out, result, recovered, relay_ok, figures), figures, result
 
 
@@ -109,6 +111,9 @@ def main():
     print("  longest control-step gap:       %s ms" % figures.get("tick_max_ms"))
     print("  requests: %s; upload: %s; link drops: %s" % (result.get("codes"), result.get("ota"),
                                                           result.get("link_drops")))
+    if figures.get("census"):
+        print("  what the app made at idle, by type (bytes/objects; modules imported before it apart):")
+        print("    " + ", ".join(figures["census"].split(", ")[:12]))
     print("  per BMS family, idle after 15 device-min (live heap / largest free block / good polls):")
     for family, (live, free, polls) in idle_per_family(board_kb).items():
         print("    %-9s %6s B / %6s B / %s" % (family, live, free, polls))
