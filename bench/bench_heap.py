@@ -112,7 +112,7 @@ def main():
     print("  requests: %s; upload: %s; link drops: %s" % (result.get("codes"), result.get("ota"),
                                                           result.get("link_drops")))
     if figures.get("census"):
-        print("  what the app made at idle, by type (bytes/objects; modules imported before it apart):")
+        print("  the firmware's heap at idle by type, bytes/objects (raw: dict tables, str data, buffers):")
         print("    " + ", ".join(figures["census"].split(", ")[:12]))
     print("  per BMS family, idle after 15 device-min (live heap / largest free block / good polls):")
     for family, (live, free, polls) in idle_per_family(board_kb).items():

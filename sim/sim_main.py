@@ -294,12 +294,6 @@ def _exists(path):
 
 
 async def run():
-    global _census_base
-    if env("SIM_HEAP_CENSUS", "0") == "1":
-        import _host
-
-        gc.collect()
-        _census_base = _host.census()
     from smartbms import app as app_mod
 
     app = app_mod.App(port=PORT, host="127.0.0.1")
@@ -311,13 +305,18 @@ async def run():
 
 
 def main():
-    global asyncio, clock, paths
+    global asyncio, clock, paths, _census_base
     import worldlink
 
     link = worldlink.get()
     if link is not None and link.inputs.get(0) == 0:
         rom_download_mode()
     _fit_heap()
+    if env("SIM_HEAP_CENSUS", "0") == "1":  # what is in the heap now is not the firmware's
+        import _host
+
+        gc.collect()
+        _census_base = _host.census()
     import asyncio
     from smartbms import clock, paths
 
