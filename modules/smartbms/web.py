@@ -535,13 +535,44 @@ def create_app(ctx, assets=None):
     if "/public/login.html" in assets:
         app.route("/login")(_asset_handler("/login", assets["/public/login.html"]))
 
-    try:
-        from smartbms.ota import http as ota_http
-    except ImportError:
-        ota_http = None
-    if ota_http is not None and hasattr(ota_http, "install"):
-        ota_http.install(app, ctx)
+    # The OTA code (its routes, the writer, the pull client: 2 KB of the heap) is loaded for
+    # an upload and dropped after it; a device needs it a few times a year.
+    @app.post(OTA_PATH)
+    async def ota_upload(req):
+        return await _ota("upload", ctx, req)
+
+    @app.post(OTA_PATH + "/url")
+    async def ota_url(req):
+        return await _ota("pull_url", ctx, req)
+
     return app
+
+
+_OTA_MODULES = ("smartbms.ota.http", "smartbms.ota.updater", "smartbms.ota.pull")
+
+
+async def _ota(name, ctx, req):
+    from smartbms.ota import http
+
+    try:
+        return await getattr(http, name)(ctx, req)
+    finally:
+        del http
+        unload(_OTA_MODULES)
+
+
+def unload(names):
+    """Forget modules loaded for a rare task, so their objects can be collected (a copy
+    still referenced elsewhere lives on; the next import loads them again)."""
+    import sys
+
+    for name in names:
+        if sys.modules.pop(name, None) is not None:
+            pkg, _, attr = name.rpartition(".")
+            try:
+                delattr(sys.modules[pkg], attr)
+            except (KeyError, AttributeError):
+                pass
 
 
 def _decorate(req, res):

@@ -748,3 +748,25 @@ def test_a_connection_whose_handler_fails_is_closed_all_the_same():
         assert out == b"" and clock.real_ms_since(t0) < 2000
 
     serve(t, tweak=tweak)
+
+
+def test_the_ota_code_loads_for_an_upload_only_and_is_dropped_after():
+    import sys
+
+    import otaflash
+
+    otaflash.fresh("web_lazy_ota")
+    for name in web._OTA_MODULES:
+        sys.modules.pop(name, None)
+
+    async def t(port, ctx, app):
+        assert not [n for n in web._OTA_MODULES if n in sys.modules]
+        r = await request(port, "POST", "/api/ota", body=b"\x00" * 2000,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert r.status == 400 and "error" in r.json(), (r.status, r.body[:200])
+        assert not [n for n in web._OTA_MODULES if n in sys.modules]
+        r = await request(port, "POST", "/api/ota/url", json_body={"url": "ftp://x/y.bin"})
+        assert r.status == 422 and r.json()["field"] == "url"
+        assert not [n for n in web._OTA_MODULES if n in sys.modules]
+
+    serve(t)

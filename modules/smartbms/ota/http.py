@@ -127,73 +127,85 @@ def _after_success(ctx, info):
         req(REBOOT_REASON)
 
 
+async def upload(ctx, request):
+    """POST /api/ota: the raw image as the request body."""
+    if "Content-Length" not in request.headers:
+        return _err(411, "Content-Length is required (send the image as the raw body)")
+    # only the raw type: no HTML form (and no fetch without a type) can send an image
+    ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/octet-stream":
+        return _err(415, "send the image as the raw body with Content-Type: application/octet-stream%s"
+                    % (", not " + ctype if ctype else ""))
+    length = request.content_length
+    if length <= 0:
+        return _err(400, "empty body: send micropython.bin")
+    refused = _pending_refusal()
+    if refused:
+        return refused
+    if not ota.acquire():
+        return _err(409, "another upload is in progress")
+    try:
+        return await _run(ctx, request.stream, length, request.headers.get("X-Image-SHA256"))
+    finally:
+        ota.release()
+
+
+async def pull_url(ctx, request):
+    """POST /api/ota/url {"url", "sha256"}: pull the image over HTTP(S)."""
+    from smartbms.web import ApiError, json_object  # loaded: it serves this route
+
+    try:
+        body = json_object(request, ("url", "sha256"))
+    except ApiError as e:
+        return _err(e.status, e.message, e.field)
+    from smartbms import netio
+    from smartbms.ota import pull
+
+    url = body.get("url")
+    if not isinstance(url, str):
+        return _err(422, "the image's http:// or https:// URL is required", "url")
+    try:
+        pull.parse_url(url)
+    except ValueError as e:
+        return _err(422, str(e), "url")
+    sha = body.get("sha256")
+    try:
+        if not isinstance(sha, str):
+            raise ImageError("missing")
+        digest_bytes(sha)  # the same rule the image check applies to it later
+    except ImageError:
+        return _err(422, "sha256 (64 hex digits) is required to pull an image", "sha256")
+    refused = _pending_refusal()
+    if refused:
+        return refused
+    if not ota.acquire():
+        return _err(409, "another upload is in progress")
+    try:
+        try:
+            writer, stream, length = await pull.open_image(url, int(_stall_s() * 1000))
+        except ValueError as e:  # e.g. no https on this build, no Content-Length
+            return _err(422, str(e), "url")
+        except pull.PullError as e:
+            return _err(504 if e.timeout else 502, "cannot fetch the image: %s" % e, "url")
+        try:
+            return await _run(ctx, stream, length, sha)
+        except pull.PullError as e:  # the overall deadline passed mid-body
+            return _err(504 if e.timeout else 502, "cannot fetch the image: %s; nothing was activated" % e, "url")
+        finally:
+            await netio.close(writer)
+    finally:
+        ota.release()
+
+
 def install(app, ctx):
+    """The two routes on a microdot app (the firmware's web layer loads this module only
+    while an upload runs and calls upload()/pull_url() itself)."""
     @app.post("/api/ota")
     async def ota_upload(request):
-        if "Content-Length" not in request.headers:
-            return _err(411, "Content-Length is required (send the image as the raw body)")
-        # only the raw type: no HTML form (and no fetch without a type) can send an image
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/octet-stream":
-            return _err(415, "send the image as the raw body with Content-Type: application/octet-stream%s"
-                        % (", not " + ctype if ctype else ""))
-        length = request.content_length
-        if length <= 0:
-            return _err(400, "empty body: send micropython.bin")
-        refused = _pending_refusal()
-        if refused:
-            return refused
-        if not ota.acquire():
-            return _err(409, "another upload is in progress")
-        try:
-            return await _run(ctx, request.stream, length, request.headers.get("X-Image-SHA256"))
-        finally:
-            ota.release()
+        return await upload(ctx, request)
 
     @app.post("/api/ota/url")
     async def ota_url(request):
-        from smartbms.web import ApiError, json_object  # loaded: it installed this route
-
-        try:
-            body = json_object(request, ("url", "sha256"))
-        except ApiError as e:
-            return _err(e.status, e.message, e.field)
-        from smartbms import netio
-        from smartbms.ota import pull
-
-        url = body.get("url")
-        if not isinstance(url, str):
-            return _err(422, "the image's http:// or https:// URL is required", "url")
-        try:
-            pull.parse_url(url)
-        except ValueError as e:
-            return _err(422, str(e), "url")
-        sha = body.get("sha256")
-        try:
-            if not isinstance(sha, str):
-                raise ImageError("missing")
-            digest_bytes(sha)  # the same rule the image check applies to it later
-        except ImageError:
-            return _err(422, "sha256 (64 hex digits) is required to pull an image", "sha256")
-        refused = _pending_refusal()
-        if refused:
-            return refused
-        if not ota.acquire():
-            return _err(409, "another upload is in progress")
-        try:
-            try:
-                writer, stream, length = await pull.open_image(url, int(_stall_s() * 1000))
-            except ValueError as e:  # e.g. no https on this build, no Content-Length
-                return _err(422, str(e), "url")
-            except pull.PullError as e:
-                return _err(504 if e.timeout else 502, "cannot fetch the image: %s" % e, "url")
-            try:
-                return await _run(ctx, stream, length, sha)
-            except pull.PullError as e:  # the overall deadline passed mid-body
-                return _err(504 if e.timeout else 502, "cannot fetch the image: %s; nothing was activated" % e, "url")
-            finally:
-                await netio.close(writer)
-        finally:
-            ota.release()
+        return await pull_url(ctx, request)
 
     return app
