@@ -403,8 +403,13 @@ def test_relay_override_validation():
         assert ov["mode"] == "off" and 29 <= ov["remaining_min"] <= 30
         r = await request(port, "POST", "/api/relay", json_body={"mode": "auto"})
         assert r.json()["charger"]["override"]["mode"] == "auto"
+        # no timeout holds charging: nothing to reset, said so, nothing logged
         r = await request(port, "POST", "/api/timeout/reset", body=b"")
-        assert r.status == 200
+        assert r.status == 409 and r.json()["error"] == "no charge timeout is active: nothing to reset"
+        assert not [e for e in ctx.events.items if "timeout" in e["msg"]]
+        ctx.controller._phase = "timeout"  # a hold: the reset goes through
+        r = await request(port, "POST", "/api/timeout/reset", body=b"")
+        assert r.status == 200 and r.json()["charger"]["state"] != "timeout"
         r = await request(port, "POST", "/api/timeout/reset", json_body={"now": 1})
         assert r.status == 422
         r = await request(port, "POST", "/api/reboot", json_body={})
