@@ -543,6 +543,9 @@ def create_app(ctx, assets=None):
     if "/public/login.html" in assets:
         app.route("/login")(_asset_handler("/login", assets["/public/login.html"]))
 
+    from smartbms import live  # GET /api/live: status and events pushed (server-sent events)
+
+    app.live = live.install(app, ctx, status_doc)
     try:
         from smartbms.ota import http as ota_http
     except ImportError:

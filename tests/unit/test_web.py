@@ -241,7 +241,7 @@ PROTECTED = (
     ("GET", "/api/status"), ("GET", "/api/settings"), ("PUT", "/api/settings"), ("GET", "/api/settings/schema"),
     ("GET", "/api/events"), ("GET", "/api/history"), ("POST", "/api/wifi"), ("GET", "/api/wifi/scan"),
     ("POST", "/api/relay"), ("POST", "/api/timeout/reset"), ("POST", "/api/reboot"), ("GET", "/api/bms/scan"),
-    ("POST", "/api/ota"),
+    ("POST", "/api/ota"), ("GET", "/api/live"),
 )
 
 
@@ -750,3 +750,63 @@ def test_a_connection_whose_handler_fails_is_closed_all_the_same():
         assert out == b"" and clock.real_ms_since(t0) < 2000
 
     serve(t, tweak=tweak)
+
+
+async def _open_live(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "GET /api/live HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: %s\r\n\r\n" % (port, basic())
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _read_until(reader, marker, limit_ms=3000):
+    out = b""
+    while marker not in out:
+        chunk = await asyncio.wait_for(reader.read(512), limit_ms / 1000)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+async def _close(writer):
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except Exception:
+        pass
+
+
+def test_live_stream_pushes_status_and_new_events_and_is_bounded():
+    async def t(port, ctx, app):
+        app.live.period_ms = 50
+        r1, w1 = await _open_live(port)
+        got = await _read_until(r1, b"event: status\ndata: ")
+        assert got.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in got and b"retry: 3000" in got
+        got += await _read_until(r1, b"\n\n", 2000) if not got.endswith(b"\n\n") else b""
+        doc = json.loads(got.split(b"event: status\ndata: ", 1)[1].split(b"\n\n", 1)[0])
+        assert doc["charger"]["summary"] and doc["bms"]["soc"] == 76.0
+        # a stream gives its request slot back: plain requests are served beside it
+        assert app.active == 0 and app.live.streams == 1
+        ctx.events.add("fault", "alarm relay_stuck: welded")
+        got = await _read_until(r1, b"alarm relay_stuck: welded")
+        assert b"event: events\ndata: " in got
+        # at most 2 streams: the third is refused at once, the UI then polls
+        r2, w2 = await _open_live(port)
+        await _read_until(r2, b"event: status")
+        r = await request(port, "GET", "/api/live")
+        assert r.status == 503 and "poll" in r.json()["error"]
+        assert (await request(port, "GET", "/api/status")).status == 200
+        await _close(w1)
+        await _close(w2)
+        for _ in range(100):  # the next push finds the reader gone
+            if app.live.streams == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert app.live.streams == 0 and app.active == 0
+        r3, w3 = await _open_live(port)
+        assert b"event: status" in await _read_until(r3, b"event: status")
+        await _close(w3)
+
+    serve(t)
