@@ -156,7 +156,8 @@ def _handler(dev):
                 return self._send(302, b"", headers=[("Location", "/login")])
             if path == "/":
                 return self._file("index.html", "text/html")
-            if path in ("/app.js", "/app.css"):
+            if path.count("/") == 1 and os.path.splitext(path)[1] in (".js", ".css") and \
+                    os.path.isfile(os.path.join(WEB, path[1:])):
                 return self._file(path[1:], types[os.path.splitext(path)[1]])
             with dev.lock:
                 answers = {
@@ -409,5 +410,23 @@ def have_sim():
     return all(os.path.exists(os.path.join(ROOT, "modules", "smartbms", n)) for n in ("app.py", "web.py"))
 
 
-__all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
+def image_head(version="9.9.9", project="micropython", chip=0, size=200000):
+    """Bytes that start like an ESP32 app image of `project` `version` (header, a DROM first
+    segment, the app descriptor), padded with random bytes to `size`: enough for the browser's
+    check (web/fw.js), not a valid image for the device."""
+    import struct
+
+    head = bytearray(24)
+    head[0], head[1], head[23] = 0xE9, 3, 1
+    struct.pack_into("<H", head, 12, chip)
+    seg = struct.pack("<II", 0x3F400020, 0x1000)
+    desc = bytearray(256)
+    struct.pack_into("<I", desc, 0, 0xABCD5432)
+    desc[0x10:0x10 + len(version)] = version.encode()
+    desc[0x30:0x30 + len(project)] = project.encode()
+    data = bytes(head) + seg + bytes(desc)
+    return data + os.urandom(size - len(data))
+
+
+__all__ = ["image_head", "MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
            "have_sim", "wait_js", "WebStack", "power_cycle", "stop_device"]
