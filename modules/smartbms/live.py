@@ -11,6 +11,7 @@
 # A stream does not keep one of the server's request slots (httpd.MAX_ACTIVE): it counts
 # against MAX_STREAMS instead, so two open dashboards leave every slot to requests.
 import json
+import sys
 
 try:
     import asyncio
@@ -27,6 +28,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+_MPY = sys.implementation.name == "micropython"
 PATH = "/api/live"
 MAX_STREAMS = const(2)
 PERIOD_MS = const(2000)
@@ -46,13 +48,26 @@ class Live:
         self.status_doc = status_doc
         self.streams = 0
         self.refused = 0
+        self._text = None  # the last status document as JSON (see _status_text)
+        self._text_t = 0
         self.period_ms = PERIOD_MS  # per instance: tests shorten them
         self.max_stream_ms = MAX_STREAM_MS
 
-    async def _send(self, w, kind, doc):
+    def _status_text(self):
+        """The status document as JSON, built once per half period and shared by every
+        stream: two dashboards cost one document, not two."""
+        if self._text is None or clock.real_ms_since(self._text_t) >= self.period_ms // 2:
+            self._text = None  # the old one can go before the next is built
+            text = json.dumps(self.status_doc(self.ctx))
+            # MicroPython's socket takes a str as it is; CPython's stream wants bytes
+            self._text = text if _MPY else text.encode()
+            self._text_t = clock.ticks_real_ms()
+        return self._text
+
+    async def _send(self, w, kind, text):
         # three writes instead of one concatenated copy of the document
-        await asyncio.wait_for(w.awrite(b"event: " + kind + b"\ndata: "), WRITE_TIMEOUT_MS / 1000)
-        await asyncio.wait_for(w.awrite(json.dumps(doc).encode()), WRITE_TIMEOUT_MS / 1000)
+        await asyncio.wait_for(w.awrite(kind), WRITE_TIMEOUT_MS / 1000)
+        await asyncio.wait_for(w.awrite(text), WRITE_TIMEOUT_MS / 1000)
         await asyncio.wait_for(w.awrite(b"\n\n"), WRITE_TIMEOUT_MS / 1000)
 
     async def handle(self, req):
@@ -69,6 +84,8 @@ class Live:
         finally:
             self.app.active += 1
             self.streams -= 1
+            if not self.streams:
+                self._text = None
         return Response.already_handled
 
     async def _run(self, req, w):
@@ -82,13 +99,13 @@ class Live:
                 new = events.recent(EVENTS_PER_PUSH, seq)
                 if new:
                     seq = new[-1]["seq"]
-                    await self._send(w, b"events", {"events": new, "last_seq": events.last_seq})
+                    text = json.dumps({"events": new, "last_seq": events.last_seq})
                     new = None
+                    await self._send(w, b"event: events\ndata: ", text if _MPY else text.encode())
+                    text = None
                 else:
                     seq = events.last_seq
-            doc = self.status_doc(self.ctx)
-            await self._send(w, b"status", doc)
-            doc = None
+            await self._send(w, b"event: status\ndata: ", self._status_text())
             await clock.sleep_real_ms(self.period_ms)
 
 
