@@ -8,7 +8,7 @@
   var status = null, settings = {}, lastHistory = null, evs = [], lastSeq = 0;
 
   // --- helpers -----------------------------------------------------------
-  function api(method, url, body) {
+  function api(method, url, body, tries) {
     var opt = {method: method, credentials: "same-origin", headers: {}};
     if (body !== undefined) {
       opt.headers["Content-Type"] = "application/json";
@@ -16,6 +16,12 @@
     }
     return fetch(url, opt).then(function (r) {
       if (r.status === 401) { location.href = "/login"; throw new Error("Not logged in"); }
+      // the device answers 503 + Retry-After when it is short of memory for a moment: a read
+      // is tried again (twice), as the device asks
+      if (r.status === 503 && method === "GET" && (tries || 0) < 2) {
+        return new Promise(function (ok) { setTimeout(ok, 1000 * (parseInt(r.headers.get("Retry-After"), 10) || 1)); })
+          .then(function () { return api(method, url, body, (tries || 0) + 1); });
+      }
       return r.json().catch(function () { return {}; }).then(function (j) {
         if (!r.ok) {
           var e = new Error(j.error || ("HTTP " + r.status));
@@ -141,6 +147,7 @@
     $("banner").textContent = ban.join(" · ");
     $("banner").classList.toggle("hide", !ban.length);
     renderWifi(d.wifi);
+    if (SB.visible("log")) renderEvents();
     SB.hooks.forEach(function (h) { h(s); });
   }
   SB.renderStatus = renderStatus;
@@ -330,10 +337,10 @@
     evs.sort(function (a, b) { return a.seq - b.seq; });
     if (evs.length > 200) evs = evs.slice(evs.length - 200);
     if (evs.length) lastSeq = Math.max(lastSeq, evs[evs.length - 1].seq);
-    evTime(evs);
     renderEvents();
   }
   function renderEvents() {
+    evTime(evs);  // "ago" moves with every status
     var ol = clear($("events"));
     if (!evs.length) ol.appendChild(el("li", {"class": "mut"}, "No events yet"));
     for (var i = evs.length - 1; i >= 0; i--) {
@@ -377,7 +384,7 @@
     tick++;
     startLive();
     if (!live) pollStatus();
-    if (tick % 30 === 0) pollHistory();
+    if (tick % (SB.chartPoints && SB.chartPoints() < 10 ? 5 : 30) === 0) pollHistory();  // a young chart fills sooner
     if (!live && tick % 5 === 0 && SB.visible("log")) loadEvents();
   }, 2000);
   document.addEventListener("visibilitychange", function () {

@@ -24,7 +24,9 @@
         relay.push({t: t, on: isOn, msg: e.msg});
         if (isOn && on === null) on = t;
         if (!isOn && on !== null) { spans.push([on, t]); on = null; }
-      } else if (e.kind === "fault" && !/ended|cleared/.test(e.msg)) faults.push({t: t, msg: e.msg});
+      } else if ((e.kind === "fault" && !/ended|cleared/.test(e.msg)) || (e.kind === "charge" && /^fault:/.test(e.msg))) {
+        faults.push({t: t, msg: e.msg});
+      }
     });
     var st = SB.status();
     if (on !== null || (st && st.charger && st.charger.relay && !relay.length)) spans.push([on === null ? t1 - 1e9 : on, t1]);
@@ -143,4 +145,6 @@
   $("chart").addEventListener("pointerdown", pick);
   $("chart").addEventListener("pointermove", function (ev) { if (ev.pointerType === "mouse" || ev.buttons) pick(ev); });
   SB.drawChart = draw;
+  // samples with data on the chart now (tests)
+  SB.chartPoints = function () { return data ? data.pts.filter(function (p) { return typeof p.soc === "number"; }).length : 0; };
 })();

@@ -1,5 +1,6 @@
 "use strict";
-// The Settings tab, built from GET /api/settings/schema: sections by purpose (a group the UI
+// The Settings tab, built from GET /api/settings/schema: sections by purpose, only Charging
+// open at first (a phone shows one short column); a group the UI
 // does not know, e.g. a newer firmware's, becomes a collapsed section named after it), one
 // line of help per field, a Save bar that stays in reach, and errors at the field: the first
 // one is opened, scrolled to and focused.
@@ -11,7 +12,7 @@
   var SECTIONS = [
     ["charging", "Charging", true, ["max_soc", "min_soc", "tail_current_c", "eoc_max_min", "charge_timeout_h", "timeout_rest_min",
       "full_every_days", "capacity_ah", "charger_a", "window_start_min", "window_end_min"]],
-    ["safety", "Safety", true, ["cell_max_v", "temp_min_c", "temp_max_c", "temp_hyst_c", "temp_sensors_required", "max_charge_a",
+    ["safety", "Safety", false, ["cell_max_v", "temp_min_c", "temp_max_c", "temp_hyst_c", "temp_sensors_required", "max_charge_a",
       "relay_stuck_a", "stale_s"]],
     ["bms", "BMS link", false, []],
     ["network", "Network", false, []],

@@ -50,6 +50,7 @@ class Live:
         self.refused = 0
         self._text = None  # the last status document as JSON (see _status_text)
         self._text_t = 0
+        self._readers = 0  # streams still to send the shared document
         self.period_ms = PERIOD_MS  # per instance: tests shorten them
         self.max_stream_ms = MAX_STREAM_MS
 
@@ -62,7 +63,12 @@ class Live:
             # MicroPython's socket takes a str as it is; CPython's stream wants bytes
             self._text = text if _MPY else text.encode()
             self._text_t = clock.ticks_real_ms()
-        return self._text
+            self._readers = self.streams
+        text = self._text
+        self._readers -= 1
+        if self._readers <= 0:  # every stream has it: no 2 KB kept between pushes
+            self._text = None
+        return text
 
     async def _send(self, w, kind, text):
         # three writes instead of one concatenated copy of the document

@@ -129,6 +129,7 @@ def test_settings_form_validates_in_page_and_shows_server_errors(page, mock):
     page.fill("#s_max_soc", "90")
     page.fill("#s_min_soc", "88")
     assert "5 below" in page.text_content("#e_min_soc")
+    page.click("#g_safety summary")  # collapsed at first
     page.fill("#s_stale_s", "8")
     assert page.text_content("#e_stale_s") == "must be at least 10"
     page.fill("#s_stale_s", "30")
@@ -310,8 +311,7 @@ def test_sim_login_live_values_chart_and_override(browser, sim):
         # the UI fetches history once a minute; at x60 a sample lands every real second, so reload
         # until the page's own fetch returns a few
         def samples():
-            note = page.text_content("#chartnote")
-            return int(note.split()[0]) if note.endswith(" samples") else 0
+            return page.evaluate("SB.chartPoints()")
 
         for _ in range(10):
             if samples() >= 10:
