@@ -1,7 +1,7 @@
 "use strict";
 // The web UI's core: API calls, tabs, the dashboard, live updates (GET /api/live, server-sent
 // events; polling /api/status when a stream is refused or drops), WiFi, BMS and the event log.
-// chart.js, settings.js and fw.js add to the SB namespace.
+// js/chart.js, js/settings.js and js/fw.js, served as one file after this one, add to SB.
 (function () {
   var SB = window.SB = {hooks: []};
   var $ = SB.$ = function (id) { return document.getElementById(id); };

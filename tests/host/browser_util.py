@@ -51,6 +51,8 @@ def launch(playwright):
 
 
 sys.path.insert(0, os.path.join(ROOT, "modules"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import build_assets  # noqa: E402
 from smartbms import settings as settings_mod  # noqa: E402  (pure logic: the real schema and rules)
 
 
@@ -156,9 +158,8 @@ def _handler(dev):
                 return self._send(302, b"", headers=[("Location", "/login")])
             if path == "/":
                 return self._file("index.html", "text/html")
-            if path.count("/") == 1 and os.path.splitext(path)[1] in (".js", ".css") and \
-                    os.path.isfile(os.path.join(WEB, path[1:])):
-                return self._file(path[1:], types[os.path.splitext(path)[1]])
+            if path in ("/app.js", "/app.css"):  # as the device serves them: shrunk, /app.js with web/js/
+                return self._send(200, build_assets.read_asset(WEB, path), types[os.path.splitext(path)[1]])
             with dev.lock:
                 answers = {
                     "/api/status": dev.status,

@@ -359,7 +359,8 @@ def test_sim_firmware_upload_shows_the_servers_verdict(browser, tmp_path):
                                                "buffer": b"\x90" + os.urandom(70000)}])
         page.click("#fup button")
         wait_js(page, "document.getElementById('ferr').textContent.length > 0", timeout=20)
-        assert "not an ESP32 app image" in page.text_content("#ferr"), sim.output()[-3000:]
+        assert "it does not start like an ESP32 app image" in page.text_content("#ferr"), sim.output()[-3000:]
+        assert "Nothing was changed" in page.text_content("#ferr")
         assert page.text_content("#fmsg") == ""
         assert _status(sim)["device"]["ota"]["running"] == before["running"]
     finally:
