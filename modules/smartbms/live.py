@@ -11,7 +11,6 @@
 # A stream does not keep one of the server's request slots (httpd.MAX_ACTIVE): it counts
 # against MAX_STREAMS instead, so two open dashboards leave every slot to requests.
 import json
-import sys
 
 try:
     import asyncio
@@ -28,7 +27,6 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-_MPY = sys.implementation.name == "micropython"
 PATH = "/api/live"
 MAX_STREAMS = const(2)
 PERIOD_MS = const(2000)
@@ -55,13 +53,15 @@ class Live:
         self.max_stream_ms = MAX_STREAM_MS
 
     def _status_text(self):
-        """The status document as JSON, built once per half period and shared by every
-        stream: two dashboards cost one document, not two."""
+        """The status document as JSON bytes, built once per half period and shared by
+        every stream: two dashboards cost one document, not two."""
         if self._text is None or clock.real_ms_since(self._text_t) >= self.period_ms // 2:
             self._text = None  # the old one can go before the next is built
+            # bytes, not str: asyncio's Stream keeps what a full socket did not take in a bytes
+            # buffer (str += fails there) and cuts it by length (bytes, not characters)
             text = json.dumps(self.status_doc(self.ctx))
-            # MicroPython's socket takes a str as it is; CPython's stream wants bytes
-            self._text = text if _MPY else text.encode()
+            self._text = text.encode()
+            text = None
             self._text_t = clock.ticks_real_ms()
             self._readers = self.streams
         text = self._text
@@ -107,7 +107,7 @@ class Live:
                     seq = new[-1]["seq"]
                     text = json.dumps({"events": new, "last_seq": events.last_seq})
                     new = None
-                    await self._send(w, b"event: events\ndata: ", text if _MPY else text.encode())
+                    await self._send(w, b"event: events\ndata: ", text.encode())
                     text = None
                 else:
                     seq = events.last_seq

@@ -810,3 +810,26 @@ def test_live_stream_pushes_status_and_new_events_and_is_bounded():
         await _close(w3)
 
     serve(t)
+
+
+def test_live_stream_is_well_framed_with_non_ascii_text():
+    # asyncio's Stream compares what the socket took (bytes) with len() of what it was given
+    # and keeps the rest by slicing it: a str with "°" in it would be sent twice in part
+    async def t(port, ctx, app):
+        app.live.period_ms = 5
+        ctx.controller.reason = "temperature -5.0 °C < 2 °C"  # non-ASCII in every push
+        reader, writer = await _open_live(port)
+        got = b""
+        while got.count(b"event: status") < 30:
+            got += await asyncio.wait_for(reader.read(8192), 3)
+        assert app.live.streams == 1
+        await _close(writer)
+        body = got.split(b"\r\n\r\n", 1)[1]
+        msgs = body.split(b"\n\n")[:-1]  # the last one may be cut off
+        assert msgs[0] == b"retry: 3000" and len(msgs) > 25
+        for m in msgs[1:]:
+            kind, data = m.split(b"\n", 1)
+            assert kind == b"event: status" and data.startswith(b"data: "), m[:80]
+            assert "°C" in json.loads(data[6:])["charger"]["reason"]
+
+    serve(t)
