@@ -80,6 +80,7 @@ def test_dashboard_shows_live_values_cells_and_chart(page, mock):
     assert page.text_content("#power").endswith(" W in")
     assert "21.5" in page.text_content("#temps")
     assert page.text_content("#ver") == "1.2.3"
+    assert page.text_content("#heap").startswith("79 KB free (of a 96 KB heap")  # a figure with its context
     wait_js(page, "document.getElementById('chartnote').textContent.indexOf('one point every 1 min') >= 0")
     for var in ("--soc", "--volt", "--amp"):
         assert series_pixels(page, var) > 800, var

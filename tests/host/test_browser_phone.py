@@ -91,6 +91,8 @@ def test_status_in_plain_words_live_fault_from_the_panel_and_the_chart(phone, si
     panel(sim, "mild")
     # the chart: tap it and read the values at that time of day
     wait_js(phone, "SB.chartPoints() >= 2", timeout=30)
+    ticks = phone.evaluate("SB.chartTicks()")  # a time-of-day axis, not "-9.2 h ... now"
+    assert len(ticks) >= 2 and all(re.match(r"^\d\d:\d\d$", x) for x in ticks), ticks
     box = phone.locator("#chart").bounding_box()
     phone.tap("#chart", position={"x": box["width"] - 30, "y": 150})
     wait_js(phone, "/^\\d\\d:\\d\\d: SOC \\d+\\.\\d %/.test(document.getElementById('chartval').textContent)")

@@ -58,10 +58,11 @@
     var first = Math.ceil((SB.anchor + t0) / step) * step;
     g.strokeStyle = color(css, "--line"); g.fillStyle = color(css, "--mut"); g.lineWidth = 1;
     g.textAlign = "center"; g.textBaseline = "bottom";
+    data.ticks = [];
     for (var e = first; e - SB.anchor <= t1; e += step) {
       var x = Math.round(X(e - SB.anchor)) + 0.5;
       g.beginPath(); g.moveTo(x, top); g.lineTo(x, bottom); g.stroke();
-      if (x > left + 16 && x < right - 16) g.fillText(SB.hhmm(e), x, H);
+      if (x > left + 16 && x < right - 16) { g.fillText(SB.hhmm(e), x, H); data.ticks.push(SB.hhmm(e)); }
     }
     LANES.forEach(function (ln, li) {
       var key = ln[0], y0 = top + li * laneH + 2, y1 = y0 + laneH - 8;
@@ -145,6 +146,7 @@
   $("chart").addEventListener("pointerdown", pick);
   $("chart").addEventListener("pointermove", function (ev) { if (ev.pointerType === "mouse" || ev.buttons) pick(ev); });
   SB.drawChart = draw;
-  // samples with data on the chart now (tests)
+  // the time-of-day labels and the samples with data on the chart now (tests)
+  SB.chartTicks = function () { return data ? data.ticks : []; };
   SB.chartPoints = function () { return data ? data.pts.filter(function (p) { return typeof p.soc === "number"; }).length : 0; };
 })();
