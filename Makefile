@@ -115,7 +115,9 @@ flash: $(STAMP)
 
 ota: $(STAMP)
 	@test -n "$(HOST)" -a -n "$(IMAGE)" || { echo "usage: make ota HOST=host[:port] IMAGE=dist/smartbms-VERSION-ota.bin [PASSWORD=...]"; exit 2; }
-	$(PY) scripts/ota_push.py --host "$(HOST)" $(if $(PASSWORD),--password "$(PASSWORD)") "$(IMAGE)"
+	@# the password goes through the environment: never echoed, never in the process list
+	@echo '$(PY) scripts/ota_push.py --host "$(HOST)" "$(IMAGE)"$(if $(PASSWORD), (password from PASSWORD=, not shown))'
+	@$(if $(PASSWORD),SMARTBMS_PASSWORD="$$PASSWORD") $(PY) scripts/ota_push.py --host "$(HOST)" "$(IMAGE)"
 
 # ---- the device over USB without an image build (scripts/device.py, the pinned mpremote) ----
 # deploy: the modules that differ from BASE (default HEAD), or MODULES="modules/smartbms/x.py ...",

@@ -130,6 +130,15 @@ def _json(body):
         return body
 
 
+def rate(nbytes, seconds):
+    """The transfer rate in words: KB/s or MB/s, or "…" before half a second has passed (the
+    first writes only fill the socket buffer and would read as gigabytes a second)."""
+    if seconds < 0.5:
+        return "…"
+    kbs = nbytes / 1024 / seconds
+    return "%.1f MB/s" % (kbs / 1024) if kbs >= 1024 else "%.0f KB/s" % kbs
+
+
 class Progress:
     def __init__(self, total, out=sys.stderr):
         self.total, self.out, self.t0 = total, out, time.monotonic()
@@ -143,7 +152,7 @@ class Progress:
             return
         self.last = pct
         bar = "#" * (pct * 30 // 100)
-        line = "[%-30s] %3d%%  %d/%d KB  %.0f KB/s" % (bar, pct, sent // 1024, self.total // 1024, sent / 1024 / dt)
+        line = "[%-30s] %3d%%  %d/%d KB  %s" % (bar, pct, sent // 1024, self.total // 1024, rate(sent, dt))
         self.out.write(("\r" + line) if self.tty else (line + "\n"))
         if self.tty and sent >= self.total:
             self.out.write("\n")

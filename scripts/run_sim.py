@@ -10,7 +10,8 @@ firmware frozen) running `-m sim_main` with SIM_HEAP of heap and nothing else in
 
 Environment: SIM_SPEED (device clock speed-up, default 60), SIM_PORT (8080), SIM_DIR
 (build/sim, the device's persistent state), SIM_BMS (jbd | jk02_24s | jk02_32s | daly),
-SIM_PASSWORD (smartbms, the admin password the simulated owner chose), SIM_HEAP (the device's
+SIM_PASSWORD (smartbms, the admin password the simulated owner chose), SIM_PANEL_PORT (the sim
+panel's port, SIM_PORT + 1 by default: sim/panel.py), SIM_HEAP (the device's
 MicroPython heap, the board's by default), SIM_SOC (55, the battery's SOC at start), SIM_WIFI
 (the simulated WiFi networks, "simnet"), SIM_WORLD_PORT (the world's control port, free by
 default), SIM_ONCE=1 (same as --once). SIM_BUTTON_AT_BOOT=1 holds BOOT (GPIO0) at power-on:
@@ -43,6 +44,7 @@ def _env(name, default):
 
 
 WORLD = "smartbms sim world: "
+PANEL = "smartbms sim panel: "
 # The host's own objects in the device process (the stand-ins for the chip's C modules, the
 # world link, the boot code) get this much on top of the firmware's heap; sim_main fills
 # what they leave with a ballast, so the firmware has exactly SIM_HEAP (sim/sim_main.py).
@@ -144,6 +146,9 @@ class Supervisor:
         self.heap = heap_bytes(os.environ["SIM_HEAP"]) if os.environ.get("SIM_HEAP") else board_heap()
         self.micropython = _env("MICROPYTHON", os.path.join(ROOT, "build", "host", "micropython"))
         self.world = None
+        self.panel = None
+        self.bms_mac = None
+        self.cycle_reason = None  # the sim panel killed the device on purpose
         self.child = None
         self.stopping = False
         self.restarts = 0
@@ -196,6 +201,31 @@ class Supervisor:
         except OSError:
             pass
 
+    # ---- the sim panel's hands (sim/panel.py) ----
+    def power_cycle(self, why):
+        """Cut the device's power: the supervisor starts it again, as the chip would boot."""
+        self.cycle_reason = why
+        c = self.child
+        if c is not None and c.poll() is None:
+            c.kill()
+
+    def set_speed(self, speed):
+        """The world runs at `speed` at once; the device takes SIM_SPEED at boot: restart it."""
+        self.world.control({"op": "speed", "speed": int(speed)})
+        self.speed = str(int(speed))
+        self.power_cycle("clock speed changed to x%d" % int(speed))
+
+    def start_panel(self):
+        sys.path.insert(0, os.path.join(ROOT, "sim"))
+        from panel import Panel
+
+        port = int(_env("SIM_PANEL_PORT", str(self.port + 1)))
+        try:
+            self.panel = Panel(self, port).start()
+        except OSError:  # taken: any free port
+            self.panel = Panel(self, 0).start()
+        return self.panel.port
+
     def start_world(self):
         for sub in ("sim", "modules"):
             p = os.path.join(ROOT, sub)
@@ -220,12 +250,14 @@ class Supervisor:
         _check_vendor()
         if not os.path.exists(self.micropython):
             sys.exit("run_sim: %s not found: run `make sim`" % self.micropython)
-        bms_mac = self.start_world()
+        bms_mac = self.bms_mac = self.start_world()
         self.pristine = pristine_heap(self.micropython)
         first, password = prepare_dir(self.sim_dir, self.password, "simnet", self.bms, bms_mac)
         print("smartbms sim: BMS %s, speed x%s, firmware heap %d KB, state in %s"
               % (self.bms, self.speed, self.heap // 1024, self.sim_dir))
         print(WORLD + self.world.address(), flush=True)
+        print(PANEL + "http://127.0.0.1:%d  (inject faults, reboot, change the clock speed)" % self.start_panel(),
+              flush=True)
         if password:
             print("smartbms sim: open http://127.0.0.1:%d  user admin  password %s%s  (Ctrl-C stops)"
                   % (self.port, password, "" if first else " (set on this state's first run, unless changed "
@@ -240,6 +272,7 @@ class Supervisor:
         try:
             while True:
                 t0 = time.monotonic()
+                on_purpose = False
                 self.start_child()
                 rc = self.child.wait()
                 if self.stopping:
@@ -248,14 +281,16 @@ class Supervisor:
                 if rc == RESET_EXIT:
                     why = "the firmware reset itself"
                 elif rc == -signal.SIGKILL:
-                    why = "watchdog reset"
+                    on_purpose = self.cycle_reason is not None
+                    why = self.cycle_reason or "watchdog reset"
+                    self.cycle_reason = None
                 else:
                     print("smartbms sim: firmware exited with code %s: stopping" % rc, flush=True)
                     return rc if rc and rc > 0 else 1
                 if self.once:
                     print("smartbms sim: %s (--once: not restarting)" % why, flush=True)
                     return rc if rc > 0 else 1
-                fast = fast + 1 if time.monotonic() - t0 < 3 else 0
+                fast = fast + 1 if time.monotonic() - t0 < 3 and not on_purpose else 0
                 if fast >= MAX_FAST_RESTARTS:
                     print("smartbms sim: the firmware keeps resetting at once: giving up", flush=True)
                     return 1

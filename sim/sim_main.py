@@ -49,6 +49,11 @@ def log(msg):
     print("sim:", msg)
 
 
+# the otadata state of the slot that booted, as the owner would say it
+BOOT_STATES = {"undefined": "as flashed, no update installed yet", "valid": "confirmed after an update",
+               "pending_verify": "updated, on trial until it runs healthy"}
+
+
 def mount_storage():
     """Mount the app's file system as the device does; returns where paths.ROOT points."""
     flash = SIM_DIR + "/flash.bin"
@@ -62,7 +67,7 @@ def mount_storage():
         import vfs
 
         label, state = sim_boot.boot(flash, log=log)
-        log("booted %s (%s)" % (label, state))
+        log("booted %s (%s)" % (label, BOOT_STATES.get(state, state)))
         part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
         try:
             fs = vfs.VfsLfs2(part)
@@ -105,7 +110,9 @@ def provision():
     os.remove(path)
     with open(SIM_DIR + "/provisioned", "w") as f:
         f.write("1\n")
-    log("provisioned: admin password, WiFi simnet, BMS %s" % BMS)
+    log("provisioned: %s, WiFi %s, BMS %s" % (
+        "admin password" if values.get("password") else "no admin password (the first-time setup page asks for one)",
+        values.get("wifi_ssid", "simnet"), BMS))
 
 
 def heap_line():

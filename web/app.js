@@ -1,26 +1,14 @@
 "use strict";
+// The web UI's core: API calls, tabs, the dashboard, live updates (GET /api/live, server-sent
+// events; polling /api/status when a stream is refused or drops), WiFi, BMS and the event log.
+// js/chart.js, js/settings.js and js/fw.js, served as one file after this one, add to SB.
 (function () {
-  var $ = function (id) { return document.getElementById(id); };
-  var status = null, settings = {}, schema = [], schemaByKey = {}, lastHistory = null;
-  var UNITS = {degC: "°C"};
-  var LABELS = {bms_protocol: "Protocol", bms_mac: "MAC address (empty: first found)", bms_name: "Name",
-    bms_mode: "Connection", poll_interval_s: "Poll interval", max_soc: "Stop charging at SOC",
-    min_soc: "Restart charging below SOC", tail_current_c: "Full when current below", eoc_max_min: "Max end-of-charge time",
-    cell_max_v: "Stop at cell voltage", charge_timeout_h: "Charge timeout", timeout_rest_min: "Rest after a timeout",
-    temp_min_c: "Min charge temperature", temp_max_c: "Max charge temperature", temp_hyst_c: "Temperature hysteresis",
-    stale_s: "Data stale after", full_every_days: "Full charge every (0: never)", min_switch_s: "Min time between switches",
-    capacity_ah: "Pack capacity (0: from the BMS)", charger_a: "Charger current (0: measured)",
-    full_cell_v: "Full at average cell voltage", recharge_cell_v: "Recharge below cell voltage",
-    top_balance_min: "Top balance time", temp_sensors_required: "Pack has temperature sensors",
-    max_charge_a: "Max charge current (0: 1 C)", relay_stuck_a: "Stuck-relay current (0: off)",
-    window_start_min: "Charge window start (min of day)", window_end_min: "Charge window end (= start: always)",
-    tz_offset_min: "Local time offset from UTC",
-    relay_pin: "Relay GPIO", relay_active_low: "Relay active low", led_pin: "Status LED GPIO (-1: none)",
-    wifi_ssid: "WiFi network", wifi_password: "WiFi password", hostname: "Hostname"};
-  var GROUP_TITLES = {bms: "BMS", charge: "Charging", hardware: "Hardware", network: "Network"};
+  var SB = window.SB = {hooks: []};
+  var $ = SB.$ = function (id) { return document.getElementById(id); };
+  var status = null, settings = {}, lastHistory = null, evs = [], lastSeq = 0;
 
   // --- helpers -----------------------------------------------------------
-  function api(method, url, body) {
+  function api(method, url, body, tries) {
     var opt = {method: method, credentials: "same-origin", headers: {}};
     if (body !== undefined) {
       opt.headers["Content-Type"] = "application/json";
@@ -28,6 +16,12 @@
     }
     return fetch(url, opt).then(function (r) {
       if (r.status === 401) { location.href = "/login"; throw new Error("Not logged in"); }
+      // the device answers 503 + Retry-After when it is short of memory for a moment: a read
+      // is tried again (twice), as the device asks
+      if (r.status === 503 && method === "GET" && (tries || 0) < 2) {
+        return new Promise(function (ok) { setTimeout(ok, 1000 * (parseInt(r.headers.get("Retry-After"), 10) || 1)); })
+          .then(function () { return api(method, url, body, (tries || 0) + 1); });
+      }
       return r.json().catch(function () { return {}; }).then(function (j) {
         if (!r.ok) {
           var e = new Error(j.error || ("HTTP " + r.status));
@@ -49,13 +43,7 @@
     return Math.round(s / 86400) + " d";
   }
   function words(v) { return v === null || v === undefined || v === "" ? "–" : String(v).replace(/_/g, " "); }
-  function describe(v) {
-    if (v === null || v === undefined || v === "") return "–";
-    if (typeof v !== "object") return words(v);
-    var out = [];
-    for (var k in v) if (v[k] !== null && v[k] !== undefined) out.push(words(k) + ": " + (typeof v[k] === "number" && /_s$/.test(k) ? dur(v[k]) : words(v[k])));
-    return out.join(", ") || "–";
-  }
+  function cap1(s) { return s ? s.charAt(0).toUpperCase() + s.slice(1) : ""; }
   function pill(id, text, cls) { var e = $(id); e.textContent = text; e.className = "pill " + cls; }
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -64,9 +52,23 @@
     return e;
   }
   function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); return e; }
+  // The device clock: device second `up` as a time of day. Anchored at the last status (the
+  // browser's clock minus the device's uptime), so the sim's fast clock reads the same here,
+  // on the chart and in the log as in "2.5 h ago".
+  SB.anchor = Date.now() / 1000;
+  SB.uptime = 0;
+  function hhmm(epoch) {
+    var d = new Date(epoch * 1000);
+    return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+  }
+  SB.api = api; SB.txt = txt; SB.num = num; SB.dur = dur; SB.words = words; SB.el = el; SB.clear = clear;
+  SB.hhmm = hhmm; SB.cap1 = cap1;
+  SB.settings = function () { return settings; };
+  SB.setSettings = function (s) { settings = s; };
+  SB.status = function () { return status; };
 
   // --- tabs --------------------------------------------------------------
-  var loaders = {};
+  var loaders = SB.loaders = {};
   function showTab() {
     var id = (location.hash || "#dash").slice(1);
     if (!$(id) || $(id).tagName !== "SECTION") id = "dash";
@@ -79,49 +81,62 @@
       if (on && tabs[i].scrollIntoView) tabs[i].scrollIntoView({block: "nearest", inline: "nearest"});
     }
     if (loaders[id]) loaders[id]();
-    if (id === "dash" && lastHistory) drawChart(lastHistory);
+    if (id === "dash") redrawChart();
   }
   window.addEventListener("hashchange", showTab);
+  SB.visible = function (id) { return !$(id).classList.contains("hide"); };
 
   // --- dashboard ---------------------------------------------------------
+  var STATES = {startup: "Starting", charging: "Charging", balancing: "Balancing", resting: "Resting",
+    timeout: "Charge timeout", fault: "Stopped (fault)", no_data: "No BMS data", override: "Manual override", paused: "Paused"};
+  function flowText(b) {
+    var a = b.current;
+    if (typeof a !== "number") return null;
+    return Math.abs(a) < 0.2 ? "Idle" : (a > 0 ? "Charging " : "Discharging ") + Math.abs(a).toFixed(1) + " A";
+  }
   function renderStatus(s) {
     status = s;
     var b = s.bms || {}, c = s.charger || {}, d = s.device || {};
+    if (typeof d.uptime_s === "number") { SB.uptime = d.uptime_s; SB.anchor = Date.now() / 1000 - d.uptime_s; }
     var has = typeof b.soc === "number";
     txt("soc", has ? Math.round(b.soc) : "–");
     $("socbar").style.width = (has ? Math.max(0, Math.min(100, b.soc)) : 0) + "%";
+    var flow = c.flow || flowText(b);
+    txt("flow", flow ? flow + (typeof b.voltage === "number" && Math.abs(b.current) >= 0.2 ? " · " + Math.abs(b.voltage * b.current).toFixed(0) + " W" : "") : "No reading yet");
     txt("volt", num(b.voltage, 2) + " V");
-    txt("amp", num(b.current, 2) + " A");
-    txt("power", typeof b.voltage === "number" && typeof b.current === "number" ? (b.voltage * b.current).toFixed(0) + " W" : "–");
-    txt("cap", typeof b.remaining_ah === "number" ? num(b.remaining_ah, 1) + " / " + num(b.nominal_ah, 0) + " Ah" : "–");
+    txt("amp", typeof b.current === "number" ? num(b.current, 2) + " A (+ into the battery, − out)" : "–");
+    txt("power", typeof b.voltage === "number" && typeof b.current === "number" ? Math.abs(b.voltage * b.current).toFixed(0) + " W " + (b.current >= 0 ? "in" : "out") : "–");
+    txt("cap", typeof b.remaining_ah === "number" ? num(b.remaining_ah, 1) + " of " + num(b.nominal_ah, 0) + " Ah" : "–");
     txt("cycles", b.cycles === undefined || b.cycles === null ? "–" : b.cycles);
     pill("relay", c.relay ? "ON" : "OFF", c.relay ? "on" : "off");
-    txt("cstate", words(c.state));
-    txt("creason", words(c.reason));
-    txt("csince", typeof c.since_s === "number" ? dur(c.since_s) + " ago" : "–");
-    txt("cnext", describe(c.next));
+    txt("csum", c.summary || STATES[c.state] || words(c.state));
+    txt("cnext", c.next ? "Next: " + c.next : "");
+    txt("cended", c.ended || "");
+    txt("cst", STATES[c.state] ? STATES[c.state] + " (" + c.state + ")" : words(c.state));
+    txt("creason", c.reason || "–");
+    txt("csince", typeof c.since_s === "number" ? dur(c.since_s) + " ago (" + hhmm(SB.anchor + SB.uptime - c.since_s) + ")" : "–");
     var o = c.override;
-    txt("covr", o && o.mode && o.mode !== "auto" ? o.mode + (typeof o.remaining_min === "number" ? " for " + Math.ceil(o.remaining_min) + " min more" : "") : "auto");
+    txt("covr", o && o.mode && o.mode !== "auto" ? "charger " + o.mode + (typeof o.remaining_min === "number" ? " for " + Math.ceil(o.remaining_min) + " min more" : "") : "auto");
+    $("treset").classList.toggle("hide", c.state !== "timeout");
     var al = s.alarms || [];
-    txt("calarms", al.length ? al.map(function (a) { return a.message + (a.latched ? " (clear it once fixed)" : ""); }).join("; ") : "none");
-    $("calarms").style.color = al.length ? "var(--bad)" : "";
+    txt("calarms", al.length ? "Alarm: " + al.map(function (a) { return a.message + (a.latched ? " (clear it once fixed)" : ""); }).join("; ") : "");
     $("aclear").classList.toggle("hide", !al.length);
     renderCells(b.cells || []);
     txt("temps", (b.temperatures || []).length ? b.temperatures.map(function (t) { return num(t, 1) + " °C"; }).join(", ") : "–");
-    txt("fets", b.charge_fet === undefined ? "–" : "charge " + (b.charge_fet ? "on" : "off") + ", discharge " + (b.discharge_fet ? "on" : "off"));
+    txt("fets", b.charge_fet === undefined || b.charge_fet === null ? "–" : "charge " + (b.charge_fet ? "on" : "off") + ", discharge " + (b.discharge_fet ? "on" : "off"));
     var f = b.faults || [];
     txt("faults", f.length ? f.map(words).join(", ") : "none");
     $("faults").style.color = f.length ? "var(--bad)" : "";
     txt("link", b.connected ? "connected" : "disconnected");
-    txt("age", typeof b.age_s === "number" ? dur(b.age_s) : "no data");
+    txt("age", typeof b.age_s === "number" ? dur(b.age_s) + " old" : "no data");
     var st = b.stats || {}, errs = [];
-    if (st.polls) errs.push(st.ok + "/" + st.polls + " polls ok");
+    if (st.polls) errs.push(st.ok + " of " + st.polls + " polls ok");
     for (var k in st) if (/^(errors|timeouts|reconnects|bad_frames|failures|last_error)$/.test(k) && st[k]) errs.push(words(k) + ": " + st[k]);
     txt("lerrs", errs.length ? errs.join(", ") : "none");
     pill("conn", b.connected ? "BMS ok" : "BMS offline", b.connected ? "on" : "bad");
     txt("ver", d.version || "–");
     txt("up", dur(d.uptime_s));
-    txt("heap", typeof d.free_heap === "number" ? Math.round(d.free_heap / 1024) + " KB" : "–");
+    txt("heap", typeof d.free_heap === "number" ? Math.round(d.free_heap / 1024) + " KB free (of a 96 KB heap; it rises and falls with each web request)" : "–");
     txt("wstat", wifiText(d.wifi));
     var ban = [];
     if (d.safe_mode) ban.push("SAFE MODE: charging disabled after repeated crashes");
@@ -131,97 +146,35 @@
     if (al.length) ban.push("Alarm: " + al.map(function (a) { return words(a.name); }).join(", "));
     $("banner").textContent = ban.join(" · ");
     $("banner").classList.toggle("hide", !ban.length);
-    renderFirmware(d.ota || {});
+    renderWifi(d.wifi);
+    if (SB.visible("log")) renderEvents();
+    SB.hooks.forEach(function (h) { h(s); });
   }
+  SB.renderStatus = renderStatus;
   function wifiText(w) {
-    if (!w) return "–";
-    if (w.mode === "ap") return "access point " + (w.ap_ssid || "");
-    return (w.connected ? "connected to " : "not connected to ") + (w.ssid || "?") +
-      (w.ip ? " (" + w.ip + ")" : "") + (typeof w.rssi === "number" ? " " + w.rssi + " dBm" : "");
+    if (!w || w.error) return "–";
+    if (w.mode === "ap") return "access point " + (w.ap_ssid || "") + " (no router connection)";
+    return (w.connected ? "connected to " : "not connected, trying ") + (w.ssid || "?") +
+      (w.connected && w.ip ? " (" + w.ip + ")" : "") + (w.connected && typeof w.rssi === "number" ? " · signal " + w.rssi + " dBm" : "");
   }
   function renderCells(cells) {
     var box = clear($("cells"));
     if (!cells.length) { txt("cellsum", ""); return; }
     var lo = Math.min.apply(null, cells), hi = Math.max.apply(null, cells);
     var base = Math.min(3.0, lo - 0.05), top = Math.max(3.65, hi);
-    txt("cellsum", "min " + lo.toFixed(3) + " · max " + hi.toFixed(3) + " · Δ " + Math.round((hi - lo) * 1000) + " mV");
+    txt("cellsum", "lowest " + lo.toFixed(3) + " V · highest " + hi.toFixed(3) + " V · spread " + Math.round((hi - lo) * 1000) + " mV");
     cells.forEach(function (v, i) {
       var c = el("div", {"class": "cell" + (hi - lo > 0.005 ? (v === hi ? " hi" : v === lo ? " lo" : "") : ""), title: "cell " + (i + 1) + ": " + v.toFixed(3) + " V"});
       c.appendChild(el("span", {}, v.toFixed(cells.length > 16 ? 2 : 3)));
       var bar = el("i");
       bar.style.height = Math.max(2, (v - base) / (top - base) * 100) + "%";
       c.appendChild(bar);
-      c.appendChild(el("span", {}, i + 1));
+      c.appendChild(el("span", {}, "#" + (i + 1)));
       box.appendChild(c);
     });
   }
-
-  // History: accepts {points|samples|history: [...]}, column form {t:[], soc:[], ...} or a bare array;
-  // each sample [t, soc, v, a] or {t, soc, voltage, current}.
-  function normHistory(h) {
-    var list = Array.isArray(h) ? h : (h.points || h.samples || h.history || h.series || null), out = [];
-    var pick = function (o, names) { for (var i = 0; i < names.length; i++) if (o[names[i]] !== undefined) return o[names[i]]; };
-    if (list && !Array.isArray(list)) h = list, list = null;
-    if (!list && h && typeof h === "object") {
-      var t = pick(h, ["t", "time", "times"]) || [], soc = pick(h, ["soc"]) || [], v = pick(h, ["voltage", "v"]) || [], a = pick(h, ["current", "a"]) || [];
-      for (var i = 0; i < soc.length; i++) out.push({t: t[i], soc: soc[i], v: v[i], a: a[i]});
-    } else if (list) {
-      list.forEach(function (p) {
-        if (Array.isArray(p)) out.push({t: p[0], soc: p[1], v: p[2], a: p[3]});
-        else if (p) out.push({t: pick(p, ["t", "time", "ts", "up_s"]), soc: p.soc, v: pick(p, ["voltage", "v"]), a: pick(p, ["current", "a"])});
-      });
-    }
-    var step = (h && (h.interval_s || h.step_s)) || 60, n = out.length;
-    out.forEach(function (p, i) { if (typeof p.t !== "number") p.t = (i - n + 1) * step; });
-    return out;
-  }
-  function drawChart(points) {
-    var cv = $("chart"), dpr = window.devicePixelRatio || 1, w = cv.clientWidth, h = 300;
-    if (!w) return;
-    cv.width = w * dpr; cv.height = h * dpr; cv.style.height = h + "px";
-    var g = cv.getContext("2d"), css = getComputedStyle(document.documentElement);
-    var color = function (n) { return css.getPropertyValue(n).trim() || "#888"; };
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, w, h);
-    g.font = "12px system-ui,sans-serif";
-    if (points.length < 2) { txt("chartnote", "Collecting data: the chart fills in as minutes pass."); }
-    else txt("chartnote", points.length + " samples");
-    var t1 = points.length ? points[points.length - 1].t : 0, t0 = Math.min(points.length ? points[0].t : 0, t1 - 600);
-    var left = 46, right = w - 8, lanes = [["soc", "SOC %", "--soc", 0, 100], ["v", "Voltage V", "--volt"], ["a", "Current A", "--amp"]];
-    var laneH = (h - 22) / 3;
-    lanes.forEach(function (ln, li) {
-      var key = ln[0], y0 = li * laneH + 4, y1 = y0 + laneH - 10, vals = points.map(function (p) { return p[key]; }).filter(function (x) { return typeof x === "number"; });
-      var lo = ln[3], hi = ln[4];
-      if (lo === undefined) {
-        lo = Math.min.apply(null, vals.length ? vals : [0]); hi = Math.max.apply(null, vals.length ? vals : [1]);
-        if (key === "a") { lo = Math.min(lo, 0); hi = Math.max(hi, 0); }
-        var pad = (hi - lo) * 0.1 || 0.5; lo -= pad; hi += pad;
-      }
-      var Y = function (v) { return y1 - (v - lo) / (hi - lo) * (y1 - y0); };
-      var X = function (t) { return left + (t - t0) / (t1 - t0 || 1) * (right - left); };
-      g.strokeStyle = color("--line"); g.lineWidth = 1; g.strokeRect(left, y0, right - left, y1 - y0);
-      if (key === "a" && lo < 0 && hi > 0) { g.beginPath(); g.moveTo(left, Y(0)); g.lineTo(right, Y(0)); g.stroke(); }
-      g.fillStyle = color("--mut");
-      g.textAlign = "right"; g.textBaseline = "top"; g.fillText(fmtAxis(hi), left - 4, y0);
-      g.textBaseline = "bottom"; g.fillText(fmtAxis(lo), left - 4, y1);
-      g.strokeStyle = color(ln[2]); g.lineWidth = 2; g.beginPath();
-      var started = false;
-      points.forEach(function (p) {
-        if (typeof p[key] !== "number") { started = false; return; }
-        if (started) g.lineTo(X(p.t), Y(p[key])); else g.moveTo(X(p.t), Y(p[key]));
-        started = true;
-      });
-      g.stroke();
-      // label last, on a patch of card colour so the line never hides it
-      g.textAlign = "left"; g.textBaseline = "top";
-      g.fillStyle = color("--card"); g.fillRect(left + 3, y0 + 2, g.measureText(ln[1]).width + 6, 15);
-      g.fillStyle = color(ln[2]); g.fillText(ln[1], left + 6, y0 + 3);
-    });
-    g.fillStyle = color("--mut"); g.textBaseline = "bottom";
-    g.textAlign = "left"; g.fillText("-" + dur(t1 - t0), left, h);
-    g.textAlign = "right"; g.fillText("now", right, h);
-  }
-  function fmtAxis(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1); }
+  function redrawChart() { if (lastHistory && SB.drawChart && SB.visible("dash")) SB.drawChart(lastHistory, evs); }
+  SB.redrawChart = redrawChart;
 
   // One request at a time: a slow device must not pile up connections.
   var statusBusy = false;
@@ -232,198 +185,36 @@
       pill("conn", "device offline", "bad");
     }).then(function () { statusBusy = false; });
   }
+  SB.pollStatus = pollStatus;
   function pollHistory() {
-    return api("GET", "/api/history").then(function (h) {
-      lastHistory = normHistory(h);
-      if (!$("dash").classList.contains("hide")) drawChart(lastHistory);
-    }, function () {});
+    return api("GET", "/api/history").then(function (h) { lastHistory = h; redrawChart(); }, function () {});
   }
-  window.addEventListener("resize", function () { if (lastHistory) drawChart(lastHistory); });
+  window.addEventListener("resize", redrawChart);
 
-  function relay(body) {
+  function act(url, body) {
     txt("oerr", "");
-    return api("POST", "/api/relay", body).then(pollStatus, function (e) { txt("oerr", e.message); });
+    return api("POST", url, body).then(pollStatus, function (e) { txt("oerr", e.message); });
   }
   $("ovr").addEventListener("submit", function (e) {
     e.preventDefault();
     var m = parseInt($("omin").value, 10);
     if (!(m >= 1 && m <= 1440)) { txt("oerr", "Minutes must be 1..1440"); return; }
-    relay({mode: $("omode").value, minutes: m});
+    act("/api/relay", {mode: $("omode").value, minutes: m});
   });
-  $("oauto").addEventListener("click", function () { relay({mode: "auto"}); });
-  $("aclear").addEventListener("click", function () {
-    txt("oerr", "");
-    api("POST", "/api/alarms/clear", {}).then(pollStatus, function (e) { txt("oerr", e.message); });
-  });
-  $("treset").addEventListener("click", function () {
-    txt("oerr", "");
-    api("POST", "/api/timeout/reset", {}).then(pollStatus, function (e) { txt("oerr", e.message); });
-  });
+  $("oauto").addEventListener("click", function () { act("/api/relay", {mode: "auto"}); });
+  $("aclear").addEventListener("click", function () { act("/api/alarms/clear", {}); });
+  $("treset").addEventListener("click", function () { act("/api/timeout/reset", {}); });
   $("logout").addEventListener("click", function () {
     api("POST", "/api/logout", {}).then(null, function () {}).then(function () { location.href = "/login"; });
   });
 
-  // --- settings ----------------------------------------------------------
-  // Schema: a list of {key|name, type, default, min, max, choices, secret, ...} or a dict keyed by name.
-  function normSchema(s) {
-    if (s && !Array.isArray(s)) s = s.schema || s.keys || s.fields || s;
-    var list = [];
-    if (Array.isArray(s)) list = s.map(function (f) { return Object.assign({}, f, {key: f.key || f.name}); });
-    else for (var k in s) list.push(Object.assign({}, s[k], {key: k}));
-    list = list.filter(function (f) { return f.key && f.key !== "admin_hash" && f.writable !== false; });
-    schemaByKey = {};
-    list.forEach(function (f) { schemaByKey[f.key] = f; });
-    return list;
-  }
-  var GROUPS = [["bms", /^bms_|^poll_/], ["charge", /soc|tail|eoc|cell_|timeout|temp_|stale|full_|switch/], ["hardware", /pin|relay_|led/], ["network", /wifi|host/]];
-  function groupOf(k) { var f = schemaByKey[k]; if (f && f.group) return f.group; for (var i = 0; i < GROUPS.length; i++) if (GROUPS[i][1].test(k)) return GROUPS[i][0]; return "other"; }
-  function choicesOf(f) { return f.choices || f.enum || f.options || null; }
-  function isNum(f) { return /int|float|num/.test(f.type || "") || (typeof f["default"] === "number" && !choicesOf(f)); }
-  function isBool(f) { return /bool/.test(f.type || "") || typeof f["default"] === "boolean"; }
-
-  function buildSettings() {
-    var box = clear($("sfields")), groups = {};
-    var order = GROUPS.map(function (g) { return g[0]; });
-    schema.forEach(function (f) {
-      var g = groupOf(f.key);
-      if (order.indexOf(g) < 0) order.push(g);
-      (groups[g] = groups[g] || []).push(f);
-    });
-    order.concat(["other"]).forEach(function (g) {
-      if (!groups[g]) return;
-      box.appendChild(el("h3", {}, GROUP_TITLES[g] || words(g)));
-      groups[g].forEach(function (f) {
-        var wrap = el("div", {id: "f_" + f.key}), id = "s_" + f.key, inp, ch = choicesOf(f);
-        var lab = el("label", {"for": id}, f.label || LABELS[f.key] || words(f.key));
-        if (f.unit) lab.appendChild(el("span", {"class": "mut"}, " (" + (UNITS[f.unit] || f.unit) + ")"));
-        wrap.appendChild(lab);
-        if (ch) {
-          inp = el("select", {id: id});
-          ch.forEach(function (c) { inp.appendChild(el("option", {value: c}, c)); });
-        } else if (isBool(f)) {
-          inp = el("input", {id: id, type: "checkbox"});
-        } else if (isNum(f)) {
-          inp = el("input", {id: id, type: "number", inputmode: "decimal", step: /int/.test(f.type || "") ? "1" : "any"});
-          if (f.min !== undefined && f.min !== null) inp.min = f.min;
-          if (f.max !== undefined && f.max !== null) inp.max = f.max;
-        } else {
-          inp = el("input", {id: id, type: f.secret ? "password" : "text", autocomplete: "off"});
-          if (f.maxlen || f.max_len) inp.maxLength = f.max_len || f.maxlen;
-        }
-        inp.name = f.key;
-        inp.addEventListener("input", function () { validate(); });
-        wrap.appendChild(inp);
-        var hint = [];
-        if (f.min !== undefined && f.min !== null && isNum(f)) hint.push(f.min + " … " + f.max);
-        if (f.help || f.description) hint.push(f.help || f.description);
-        if (f["default"] !== undefined && f["default"] !== "" && !f.secret) hint.push("default " + f["default"]);
-        wrap.appendChild(el("div", {"class": "mut"}, hint.join(" · ")));
-        wrap.appendChild(el("div", {"class": "err", id: "e_" + f.key}));
-        box.appendChild(wrap);
-      });
-    });
-    fillSettings();
-  }
-  function fillSettings() {
-    schema.forEach(function (f) {
-      var inp = $("s_" + f.key), v = settings[f.key];
-      if (!inp) return;
-      if (inp.type === "checkbox") inp.checked = !!v;
-      else inp.value = f.secret || v === undefined || v === null ? "" : v;
-      if (f.secret) inp.placeholder = settings[f.key + "_set"] ? "set (leave empty to keep)" : "not set";
-    });
-    validate(); txt("smsg", "");
-  }
-  function readField(f) {
-    var inp = $("s_" + f.key);
-    if (inp.type === "checkbox") return inp.checked;
-    if (inp.type === "number") return inp.value.trim() === "" ? NaN : Number(inp.value);
-    var ch = choicesOf(f);
-    if (ch && typeof ch[0] === "number") return Number(inp.value);
-    return inp.value;
-  }
-  function fieldError(f, v) {
-    var ch = choicesOf(f);
-    if (ch && ch.map(String).indexOf(String(v)) < 0) return "choose one of " + ch.join(", ");
-    if (isNum(f) && !isBool(f)) {
-      if (typeof v !== "number" || isNaN(v)) return "a number is required";
-      if (/int/.test(f.type || "") && v % 1) return "a whole number is required";
-      if (f.min !== undefined && f.min !== null && v < f.min) return "must be at least " + f.min;
-      if (f.max !== undefined && f.max !== null && v > f.max) return "must be at most " + f.max;
-    }
-    if (typeof v === "string") {
-      var maxl = f.max_len || f.maxlen || f.max_length;
-      if (maxl && v.length > maxl) return "at most " + maxl + " characters";
-      var minl = f.secret ? (v === "" ? 0 : f.min_len_if_set || f.min_len) : f.min_len;
-      if (minl && v.length < minl) return "at least " + minl + " character" + (minl > 1 ? "s" : "");
-      if (f.pattern && !new RegExp("^(?:" + f.pattern + ")$").test(v)) return "invalid format";
-    }
-    if (f.key === "bms_mac" && v && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(v)) return "format AA:BB:CC:DD:EE:FF";
-    if (f.key === "hostname" && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(v)) return "a-z, 0-9 and - (not at either end)";
-    if (f.key === "wifi_password" && v && (v.length < 8 || v.length > 63)) return "8..63 characters";
-    if (f.key === "relay_pin" && ((v >= 6 && v <= 11) || v >= 34)) return "not an output-capable GPIO";
-    return "";
-  }
-  // The server's cross-field rules, mirrored so the user sees them before saving.
-  var RULES = [
-    [["min_soc", "max_soc"], function (s) { return s.min_soc <= s.max_soc - 5; }, "min_soc", "must be at least 5 below max SOC"],
-    [["temp_min_c", "temp_hyst_c", "temp_max_c"], function (s) { return s.temp_min_c + 2 * s.temp_hyst_c < s.temp_max_c; }, "temp_max_c", "must exceed temp min + 2 × hysteresis"],
-    [["stale_s", "poll_interval_s"], function (s) { return s.stale_s >= 2 * s.poll_interval_s; }, "stale_s", "must be at least 2 × poll interval"],
-    [["led_pin", "relay_pin"], function (s) { return s.led_pin !== s.relay_pin; }, "led_pin", "must differ from the relay pin"]
-  ];
-  function validate() {
-    var vals = {}, errs = {}, ok = true;
-    schema.forEach(function (f) { vals[f.key] = readField(f); var e = fieldError(f, vals[f.key]); if (e) errs[f.key] = e; });
-    RULES.forEach(function (r) {
-      var have = r[0].every(function (k) { return vals[k] !== undefined && !errs[k]; });
-      if (have && !r[1](vals) && !errs[r[2]]) errs[r[2]] = r[3];
-    });
-    schema.forEach(function (f) {
-      txt("e_" + f.key, errs[f.key] || "");
-      $("f_" + f.key).classList.toggle("bad", !!errs[f.key]);
-      if (errs[f.key]) ok = false;
-    });
-    return ok ? vals : null;
-  }
-  function changed(vals) {
-    var out = {}, n = 0;
-    schema.forEach(function (f) {
-      var v = vals[f.key];
-      if (f.secret ? v !== "" : v !== settings[f.key]) { out[f.key] = v; n++; }
-    });
-    return n ? out : null;
-  }
-  function loadSettings() {
-    return Promise.all([api("GET", "/api/settings/schema"), api("GET", "/api/settings")]).then(function (r) {
-      schema = normSchema(r[0]); settings = r[1].settings || r[1];
-      buildSettings();
-    }, function (e) { txt("sgerr", "Could not load settings: " + e.message); });
-  }
-  loaders.settings = function () { if (!schema.length) loadSettings(); };
-  $("sreset").addEventListener("click", fillSettings);
-  $("sform").addEventListener("submit", function (e) {
-    e.preventDefault();
-    txt("sgerr", ""); txt("smsg", "");
-    var vals = validate();
-    if (!vals) { txt("sgerr", "Fix the marked fields first."); return; }
-    var diff = changed(vals);
-    if (!diff) { txt("smsg", "Nothing changed."); return; }
-    api("PUT", "/api/settings", diff).then(function (r) {
-      settings = (r && (r.settings || (r.ok === undefined && r))) || settings;
-      for (var k in diff) if (!(k in settings) || settings[k] === undefined) settings[k] = diff[k];
-      return api("GET", "/api/settings").then(function (s) { settings = s.settings || s; });
-    }).then(function () { fillSettings(); txt("smsg", "Saved."); }, function (err) {
-      if (err.field && $("e_" + err.field)) {
-        txt("e_" + err.field, err.message);
-        $("f_" + err.field).classList.add("bad");
-        $("s_" + err.field).focus();
-      }
-      txt("sgerr", "Not saved: " + (err.field ? words(err.field) + ": " : "") + err.message);
-    });
-  });
-
   // --- wifi --------------------------------------------------------------
-  loaders.wifi = function () { txt("wcur", status ? wifiText(status.device && status.device.wifi) : ""); };
+  function renderWifi(w) {
+    txt("wcur", w ? cap1(wifiText(w)) : "");
+    var host = settings.hostname || "smartbms";
+    txt("wname", host);
+  }
+  loaders.wifi = function () { renderWifi(status && status.device && status.device.wifi); };
   $("wscan").addEventListener("click", function () {
     var b = $("wscan"), list = clear($("wlist"));
     b.disabled = true; txt("werr", "");
@@ -444,8 +235,9 @@
     txt("werr", ""); txt("wmsg", "");
     if (!ssid || ssid.length > 32) { txt("werr", "SSID: 1..32 characters"); return; }
     if (pw && (pw.length < 8 || pw.length > 63)) { txt("werr", "Password: empty (open network) or 8..63 characters"); return; }
+    if (!confirm("Switch the device to " + ssid + "? This page loses the device: reach it again at http://" + (settings.hostname || "smartbms") + ".local/ on " + ssid + ", or through its access point if it cannot join.")) return;
     api("POST", "/api/wifi", {ssid: ssid, password: pw}).then(function () {
-      txt("wmsg", "Saved; the device is connecting to " + ssid + ".");
+      txt("wmsg", "Saved; the device is switching to " + ssid + ". The state above follows it live while this page still reaches it.");
     }, function (err) { txt("werr", err.message); });
   });
 
@@ -455,7 +247,7 @@
     txt("bcur", s.bms_mac !== undefined ? "Configured: " + (s.bms_mac || "any") + " · protocol " + (s.bms_protocol || "auto") + (s.bms_name ? " · " + s.bms_name : "") : "");
   }
   loaders.bms = function () {
-    if (!schema.length) loadSettings().then(bmsCurrent); else bmsCurrent();
+    SB.ensureSettings().then(bmsCurrent);
     pollCapture();
   };
   function bmsScan(all) {
@@ -463,16 +255,17 @@
     b.disabled = true; txt("berr", ""); txt("bmsg", "Scanning…");
     api("GET", "/api/bms/scan" + (all ? "?all=1" : "")).then(function (r) {
       var devs = Array.isArray(r) ? r : (r.devices || r.results || []);
-      txt("bmsg", devs.length + " found");
+      var conn = devs.filter(function (d) { return d.connected; }).length;
+      txt("bmsg", devs.length + " found" + (conn ? " (the connected pack does not advertise: listed from the link)" : ""));
       devs.forEach(function (d) {
         var li = el("li"), use = el("button", {type: "button"}, "Use");
         var proto = d.family || d.protocol || "auto";
-        li.appendChild(el("span", {}, (d.name || "(no name)") + " · " + (d.mac || d.addr) + " · " + words(proto) + (typeof d.rssi === "number" ? " · " + d.rssi + " dBm" : "")));
+        li.appendChild(el("span", {}, (d.name || "(no name)") + " · " + (d.mac || d.addr) + " · " + words(proto) + (d.connected ? " · connected now" : "") + (typeof d.rssi === "number" ? " · " + d.rssi + " dBm" : "")));
         use.addEventListener("click", function () {
           var body = {bms_mac: (d.mac || d.addr).toUpperCase(), bms_protocol: proto};
           if (d.name !== undefined) body.bms_name = String(d.name || "").slice(0, 32);
           api("PUT", "/api/settings", body).then(function () { return api("GET", "/api/settings"); }).then(function (s) {
-            settings = s.settings || s; bmsCurrent(); if (schema.length) fillSettings();
+            settings = s.settings || s; bmsCurrent(); SB.fillSettings();
             txt("bmsg", "Using " + body.bms_mac);
           }, function (err) { txt("berr", err.message); });
         });
@@ -522,90 +315,84 @@
     api("DELETE", "/api/bms/capture").then(pollCapture, function (e) { txt("cerr", e.message); });
   });
 
-  // --- firmware ----------------------------------------------------------
-  function renderFirmware(o) {
-    txt("frun", o.running_version || (status && status.device && status.device.version) || "–");
-    txt("fprev", o.previous_version || "–");
-    txt("fslot", o.running || "–");
-    txt("fpend", o.pending_verify ? "yes (not yet confirmed healthy)" : "no");
-    txt("fovr", overridesText(status && status.device && status.device.overrides));
-  }
-  // modules `make deploy` put on the device's filesystem, running instead of the image's copies
-  function overridesText(v) {
-    if (!v || v.error) return "–";
-    var m = v.modules || [], f = v.failed || [], out = [];
-    if (m.length) out.push(m.join(", ") + " (an OTA does not replace them; make undeploy removes them)");
-    if (f.length) out.push("failed, the image's copy runs: " + f.join("; "));
-    if (v.skipped) out.push("not loaded: " + v.skipped);
-    return out.length ? out.join(" · ") : "none: the image runs as built";
-  }
-  $("fup").addEventListener("submit", function (e) {
-    e.preventDefault();
-    var file = $("ffile").files[0], prog = $("fprog"), btn = $("fup").querySelector("button");
-    txt("ferr", ""); txt("fmsg", "");
-    if (!file) { txt("ferr", "Choose a .bin file"); return; }
-    if (!/\.bin$/i.test(file.name)) { txt("ferr", "Not a .bin firmware image"); return; }
-    var x = new XMLHttpRequest();
-    x.open("POST", "/api/ota");
-    x.setRequestHeader("Content-Type", "application/octet-stream");
-    prog.value = 0; prog.classList.remove("hide"); btn.disabled = true;
-    x.upload.onprogress = function (ev) { if (ev.lengthComputable) prog.value = ev.loaded * 100 / ev.total; };
-    x.onload = function () {
-      var j = {};
-      try { j = JSON.parse(x.responseText); } catch (err) { j = {}; }
-      btn.disabled = false;
-      if (x.status === 401) { location.href = "/login"; return; }
-      if (x.status >= 200 && x.status < 300) { prog.value = 100; txt("fmsg", "Installed " + (j.version || "the image") + (j.slot ? " in " + j.slot : "") + (j.reboot === false ? "." : "; the device restarts now.")); }
-      else txt("ferr", j.error || ("Upload failed: HTTP " + x.status));
-    };
-    x.onerror = function () { btn.disabled = false; txt("ferr", "Connection lost during upload"); };
-    x.send(file);
-  });
-  $("furl").addEventListener("submit", function (e) {
-    e.preventDefault();
-    var url = $("uurl").value.trim(), sha = $("usha").value.trim().toLowerCase();
-    txt("uerr", ""); txt("umsg", "");
-    if (!/^https?:\/\/\S+$/.test(url)) { txt("uerr", "Enter an http:// URL"); return; }
-    if (!/^[0-9a-f]{64}$/.test(sha)) { txt("uerr", "SHA-256 must be 64 hex digits"); return; }
-    txt("umsg", "Downloading…");
-    api("POST", "/api/ota/url", {url: url, sha256: sha}).then(function (j) {
-      txt("umsg", "Installed " + (j.version || "the image") + (j.slot ? " in " + j.slot : "") + "; the device restarts now.");
-    }, function (err) { txt("umsg", ""); txt("uerr", err.message); });
-  });
-  $("reboot").addEventListener("click", function () {
-    if (!confirm("Reboot the device? The relay switches off while it restarts.")) return;
-    api("POST", "/api/reboot", {}).then(function () { txt("rmsg", "Rebooting…"); }, function (e) { txt("rmsg", e.message); });
-  });
-
   // --- event log ---------------------------------------------------------
-  function loadEvents() {
-    return api("GET", "/api/events").then(function (r) {
-      var evs = (Array.isArray(r) ? r : (r.events || [])).slice();
-      evs.sort(function (a, b) { return (b.seq || 0) - (a.seq || 0); });
-      var ol = clear($("events"));
-      if (!evs.length) ol.appendChild(el("li", {"class": "mut"}, "No events yet"));
-      evs.forEach(function (ev) {
-        var li = el("li"), when = ev.t ? new Date(ev.t * 1000).toLocaleString() : "up " + dur(ev.up_s);
-        li.appendChild(el("span", {"class": "mut"}, when + " "));
-        li.appendChild(el("b", {}, ev.kind || ""));
-        li.appendChild(document.createTextNode(" " + (ev.msg || ev.message || "")));
-        ol.appendChild(li);
-      });
-    }, function () {});
+  // Times on the device clock (see SB.anchor): events of this boot by their device second,
+  // those of an earlier boot by that boot's own anchor (its "started" event's wall time).
+  function isStart(e) { return e.kind === "boot" && /started/.test(e.msg || ""); }
+  function evTime(list) {
+    var last = -1, anchor = null;
+    list.forEach(function (e, i) { if (isStart(e)) last = i; });
+    list.forEach(function (e, i) {
+      if (isStart(e)) anchor = typeof e.t === "number" ? e.t - e.up_s : null;
+      var now = last >= 0 ? i >= last : e.up_s <= SB.uptime;
+      e.at = now ? SB.anchor + e.up_s : anchor !== null ? anchor + e.up_s : e.t || null;
+      e.ago = now ? SB.uptime - e.up_s : null;
+    });
   }
-  loaders.log = loadEvents;
+  SB.events = function () { return evs; };
+  function addEvents(list) {
+    var have = {};
+    evs.forEach(function (e) { have[e.seq] = 1; });
+    list.forEach(function (e) { if (!have[e.seq]) evs.push(e); });
+    evs.sort(function (a, b) { return a.seq - b.seq; });
+    if (evs.length > 200) evs = evs.slice(evs.length - 200);
+    if (evs.length) lastSeq = Math.max(lastSeq, evs[evs.length - 1].seq);
+    renderEvents();
+  }
+  function renderEvents() {
+    evTime(evs);  // "ago" moves with every status
+    var ol = clear($("events"));
+    if (!evs.length) ol.appendChild(el("li", {"class": "mut"}, "No events yet"));
+    for (var i = evs.length - 1; i >= 0; i--) {
+      var ev = evs[i], li = el("li", {"class": "k-" + ev.kind}), head = el("div", {"class": "eh"});
+      head.appendChild(el("time", {}, (ev.at ? hhmm(ev.at) : "–") + (ev.ago !== null ? " · " + dur(ev.ago) + " ago" : " · before a restart")));
+      head.appendChild(el("b", {}, words(ev.kind)));
+      li.appendChild(head);
+      // "80 -> 70" stays on one line
+      li.appendChild(el("div", {"class": "em"}, String(ev.msg || ev.message || "").replace(/ -> /g, "\u00a0→\u00a0")));
+      ol.appendChild(li);
+    }
+  }
+  function loadEvents() {
+    return api("GET", "/api/events?limit=100").then(function (r) { addEvents(r.events || []); redrawChart(); }, function () {});
+  }
+  loaders.log = function () { renderEvents(); };
   $("lrefresh").addEventListener("click", loadEvents);
 
-  // --- polling: only while the page is visible ----------------------------
+  // --- live updates, polling as the fallback -------------------------------
+  var es = null, live = false, liveRetry = 0;
+  function setLive(on) {
+    live = on;
+    pill("llive", on ? "live" : "refreshes every 10 s", on ? "on" : "off");
+  }
+  function startLive() {
+    if (es || !window.EventSource || document.hidden || Date.now() < liveRetry) return;
+    es = new EventSource("/api/live?since=" + lastSeq);
+    es.addEventListener("status", function (e) { setLive(true); renderStatus(JSON.parse(e.data)); });
+    es.addEventListener("events", function (e) { addEvents(JSON.parse(e.data).events || []); redrawChart(); });
+    es.onerror = function () {
+      setLive(false);
+      // refused (too many streams) or gone: poll, and try a stream again in a minute
+      if (es && es.readyState === 2) { es.close(); es = null; liveRetry = Date.now() + 60000; }
+    };
+  }
+  function stopLive() { if (es) { es.close(); es = null; } setLive(false); }
+  SB.stopLive = stopLive;
   var tick = 0;
   setInterval(function () {
     if (document.hidden) return;
     tick++;
-    pollStatus();
-    if (tick % 30 === 0) pollHistory();
-    if (tick % 5 === 0 && !$("log").classList.contains("hide")) loadEvents();
+    startLive();
+    if (!live) pollStatus();
+    if (tick % (SB.chartPoints && SB.chartPoints() < 10 ? 5 : 30) === 0) pollHistory();  // a young chart fills sooner
+    if (!live && tick % 5 === 0 && SB.visible("log")) loadEvents();
   }, 2000);
-  document.addEventListener("visibilitychange", function () { if (!document.hidden) pollStatus().then(pollHistory); });
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) stopLive(); else pollStatus().then(pollHistory).then(startLive);
+  });
   // Requests one after another at start: the device serves few connections on a small heap.
-  pollStatus().then(pollHistory).then(showTab);
+  window.addEventListener("load", function () {
+    setLive(false);
+    pollStatus().then(loadEvents).then(pollHistory).then(showTab).then(startLive);
+  });
 })();

@@ -203,13 +203,18 @@ class App:
 
     def set_override(self, mode, minutes):
         self.controller.set_override(mode, minutes, clock.now())
-        self.events.add("override", "manual %s for %s min" % (mode, minutes))
+        self.events.add("override", "override ended: automatic control" if mode == "auto"
+                        else "manual %s for %s min" % (mode, minutes))
         self.control_step()
 
     def reset_timeout(self):
+        """Ends a timeout hold; False (nothing logged) when none is active."""
+        if not self.controller.timeout_active():
+            return False
         self.controller.reset_timeout(clock.now())
         self.events.add("charge", "charge timeout reset by the user")
         self.control_step()
+        return True
 
     def clear_alarms(self):
         """The owner cleared the alarms (after fixing the cause): latched ones end and the BMS

@@ -120,7 +120,7 @@ def override_doc(ctl, now):
 def charger_doc(ctx):
     c = ctx.controller
     now = clock.now()
-    return {
+    doc = {
         "relay": bool(c.relay) and not ctx.safe_mode,
         "state": c.state,
         "reason": c.reason,
@@ -129,6 +129,12 @@ def charger_doc(ctx):
         "override": override_doc(c, now),
         "allow": c.allow_info(now) if hasattr(c, "allow_info") else None,
     }
+    if hasattr(c, "_block"):
+        # summary, next (live: today's settings, counting down), flow, ended: in plain words
+        from smartbms.charge import plain
+
+        doc.update(plain.describe(c, ctx.link.latest if ctx.link is not None else None, now))
+    return doc
 
 
 def alarms_doc(ctx):
@@ -497,6 +503,9 @@ def create_app(ctx, assets=None):
     @api("/api/timeout/reset", ("POST",))
     def timeout_reset(req):
         _only(_body_object(req, True), ())
+        ta = getattr(ctx.controller, "timeout_active", None)
+        if ta is not None and not ta():
+            raise ApiError(409, "no charge timeout is active: nothing to reset")
         ctx.reset_timeout()
         return {"ok": True, "charger": charger_doc(ctx)}
 
@@ -534,6 +543,10 @@ def create_app(ctx, assets=None):
         app.route("/")(_asset_handler("/", assets["/index.html"]))
     if "/public/login.html" in assets:
         app.route("/login")(_asset_handler("/login", assets["/public/login.html"]))
+
+    from smartbms import live  # GET /api/live: status and events pushed (server-sent events)
+
+    app.live = live.install(app, ctx, status_doc)
 
     # The OTA code (its routes, the writer, the pull client: 2 KB of the heap) is loaded for
     # an upload and dropped after it; a device needs it a few times a year.

@@ -228,6 +228,14 @@ class World:
             self.device.send_wifi(2, drop)
         return {}
 
+    def _ctl_speed(self, speed):
+        """The world's clock speed (the device takes SIM_SPEED at boot: the sim panel restarts it)."""
+        if isinstance(speed, bool) or not isinstance(speed, int) or not 1 <= speed <= 3600:
+            raise ControlError("speed must be a whole number 1..3600")
+        self.speed = speed
+        self.radio.time_scale = 1.0 / speed
+        return {"speed": speed}
+
     def _ctl_battery(self, **kw):
         if self.battery is None:
             raise ControlError("no battery in this world")

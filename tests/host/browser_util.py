@@ -51,6 +51,8 @@ def launch(playwright):
 
 
 sys.path.insert(0, os.path.join(ROOT, "modules"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import build_assets  # noqa: E402
 from smartbms import settings as settings_mod  # noqa: E402  (pure logic: the real schema and rules)
 
 
@@ -156,8 +158,8 @@ def _handler(dev):
                 return self._send(302, b"", headers=[("Location", "/login")])
             if path == "/":
                 return self._file("index.html", "text/html")
-            if path in ("/app.js", "/app.css"):
-                return self._file(path[1:], types[os.path.splitext(path)[1]])
+            if path in ("/app.js", "/app.css"):  # as the device serves them: shrunk, /app.js with web/js/
+                return self._send(200, build_assets.read_asset(WEB, path), types[os.path.splitext(path)[1]])
             with dev.lock:
                 answers = {
                     "/api/status": dev.status,
@@ -409,5 +411,23 @@ def have_sim():
     return all(os.path.exists(os.path.join(ROOT, "modules", "smartbms", n)) for n in ("app.py", "web.py"))
 
 
-__all__ = ["MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
+def image_head(version="9.9.9", project="micropython", chip=0, size=200000):
+    """Bytes that start like an ESP32 app image of `project` `version` (header, a DROM first
+    segment, the app descriptor), padded with random bytes to `size`: enough for the browser's
+    check (web/fw.js), not a valid image for the device."""
+    import struct
+
+    head = bytearray(24)
+    head[0], head[1], head[23] = 0xE9, 3, 1
+    struct.pack_into("<H", head, 12, chip)
+    seg = struct.pack("<II", 0x3F400020, 0x1000)
+    desc = bytearray(256)
+    struct.pack_into("<I", desc, 0, 0xABCD5432)
+    desc[0x10:0x10 + len(version)] = version.encode()
+    desc[0x30:0x30 + len(project)] = project.encode()
+    data = bytes(head) + seg + bytes(desc)
+    return data + os.urandom(size - len(data))
+
+
+__all__ = ["image_head", "MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
            "have_sim", "wait_js", "WebStack", "power_cycle", "stop_device"]

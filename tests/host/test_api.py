@@ -16,7 +16,7 @@ PROTECTED = (
     ("GET", "/api/status"), ("GET", "/api/settings"), ("PUT", "/api/settings"), ("GET", "/api/settings/schema"),
     ("GET", "/api/events"), ("GET", "/api/history"), ("POST", "/api/wifi"), ("GET", "/api/wifi/scan"),
     ("POST", "/api/relay"), ("POST", "/api/timeout/reset"), ("POST", "/api/reboot"), ("GET", "/api/bms/scan"),
-    ("POST", "/api/ota"), ("POST", "/api/ota/url"),
+    ("POST", "/api/ota"), ("POST", "/api/ota/url"), ("GET", "/api/live"),
 )
 PAGES = ("/", "/index.html", "/app.js", "/app.css")
 

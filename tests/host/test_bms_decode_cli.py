@@ -138,6 +138,10 @@ def test_bms_error_status_exit_2():
 def test_help():
     r = run("--help")
     assert r.returncode == 0 and "PROTOCOL" in r.stdout
+    # what it says of a JBD basic frame is what it prints (test above: "cells": null)
+    text = " ".join(r.stdout.split())
+    assert "a field the frame does not carry is null (e.g. Daly nominal_ah, `cells` of a JBD basic-info frame" in text
+    assert "omits" not in text
 
 
 def test_new_families_print_null_for_what_a_block_does_not_carry():

@@ -248,8 +248,12 @@ def test_override_and_timeout_reset_reach_the_controller():
     a.control_step()
     a.set_override("off", 30)
     assert a.controller.state == "override" and machine.pin(RELAY).value() == 1
-    a.reset_timeout()
+    assert a.reset_timeout() is False  # no timeout hold: nothing to reset, nothing logged
+    assert not [e for e in a.events.recent(50) if "timeout" in e["msg"]]
     assert any(e["kind"] == "override" for e in a.events.recent(10))
+    a.set_override("auto", None)  # "Back to auto"
+    msgs = [e["msg"] for e in a.events.recent(5)]
+    assert "override ended: automatic control" in msgs and not [m for m in msgs if "None" in m]
 
 
 def test_request_reboot_answers_first_then_resets():

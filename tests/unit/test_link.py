@@ -573,6 +573,21 @@ def test_scan_method_and_unrecognised_auto_device():
     _run(go())
 
 
+def test_scan_lists_the_connected_pack_that_does_not_advertise():
+    async def go():
+        worldctl.reset()
+        mac = _bms("jbd")
+        link = BMSLink(_settings(bms_mac=mac, bms_protocol="jbd"), scan_ms=300, connect_timeout_ms=600,
+                       request_timeout_ms=600)
+        assert await link.poll_once() and link.connected
+        found = await link.scan(400)
+        assert found and found[0]["mac"] == mac and found[0]["connected"] is True
+        assert found[0]["family"] == "jbd" and len([d for d in found if d["mac"] == mac]) == 1
+        await link.close()
+
+    _run(go())
+
+
 def _real_frames():
     import json
 

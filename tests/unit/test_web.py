@@ -244,7 +244,7 @@ PROTECTED = (
     ("GET", "/api/status"), ("GET", "/api/settings"), ("PUT", "/api/settings"), ("GET", "/api/settings/schema"),
     ("GET", "/api/events"), ("GET", "/api/history"), ("POST", "/api/wifi"), ("GET", "/api/wifi/scan"),
     ("POST", "/api/relay"), ("POST", "/api/timeout/reset"), ("POST", "/api/reboot"), ("GET", "/api/bms/scan"),
-    ("POST", "/api/ota"),
+    ("POST", "/api/ota"), ("GET", "/api/live"),
 )
 
 
@@ -406,8 +406,13 @@ def test_relay_override_validation():
         assert ov["mode"] == "off" and 29 <= ov["remaining_min"] <= 30
         r = await request(port, "POST", "/api/relay", json_body={"mode": "auto"})
         assert r.json()["charger"]["override"]["mode"] == "auto"
+        # no timeout holds charging: nothing to reset, said so, nothing logged
         r = await request(port, "POST", "/api/timeout/reset", body=b"")
-        assert r.status == 200
+        assert r.status == 409 and r.json()["error"] == "no charge timeout is active: nothing to reset"
+        assert not [e for e in ctx.events.items if "timeout" in e["msg"]]
+        ctx.controller._phase = "timeout"  # a hold: the reset goes through
+        r = await request(port, "POST", "/api/timeout/reset", body=b"")
+        assert r.status == 200 and r.json()["charger"]["state"] != "timeout"
         r = await request(port, "POST", "/api/timeout/reset", json_body={"now": 1})
         assert r.status == 422
         r = await request(port, "POST", "/api/reboot", json_body={})
@@ -768,5 +773,86 @@ def test_the_ota_code_loads_for_an_upload_only_and_is_dropped_after():
         r = await request(port, "POST", "/api/ota/url", json_body={"url": "ftp://x/y.bin"})
         assert r.status == 422 and r.json()["field"] == "url"
         assert not [n for n in web._OTA_MODULES if n in sys.modules]
+
+
+async def _open_live(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "GET /api/live HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: %s\r\n\r\n" % (port, basic())
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _read_until(reader, marker, limit_ms=3000):
+    out = b""
+    while marker not in out:
+        chunk = await asyncio.wait_for(reader.read(512), limit_ms / 1000)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+async def _close(writer):
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except Exception:
+        pass
+
+
+def test_live_stream_pushes_status_and_new_events_and_is_bounded():
+    async def t(port, ctx, app):
+        app.live.period_ms = 50
+        r1, w1 = await _open_live(port)
+        got = await _read_until(r1, b"event: status\ndata: ")
+        assert got.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in got and b"retry: 3000" in got
+        got += await _read_until(r1, b"\n\n", 2000) if not got.endswith(b"\n\n") else b""
+        doc = json.loads(got.split(b"event: status\ndata: ", 1)[1].split(b"\n\n", 1)[0])
+        assert doc["charger"]["summary"] and doc["bms"]["soc"] == 76.0
+        # a stream gives its request slot back: plain requests are served beside it
+        assert app.active == 0 and app.live.streams == 1
+        ctx.events.add("fault", "alarm relay_stuck: welded")
+        got = await _read_until(r1, b"alarm relay_stuck: welded")
+        assert b"event: events\ndata: " in got
+        # at most 2 streams: the third is refused at once, the UI then polls
+        r2, w2 = await _open_live(port)
+        await _read_until(r2, b"event: status")
+        r = await request(port, "GET", "/api/live")
+        assert r.status == 503 and "poll" in r.json()["error"]
+        assert (await request(port, "GET", "/api/status")).status == 200
+        await _close(w1)
+        await _close(w2)
+        for _ in range(100):  # the next push finds the reader gone
+            if app.live.streams == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert app.live.streams == 0 and app.active == 0
+        r3, w3 = await _open_live(port)
+        assert b"event: status" in await _read_until(r3, b"event: status")
+        await _close(w3)
+
+    serve(t)
+
+
+def test_live_stream_is_well_framed_with_non_ascii_text():
+    # asyncio's Stream compares what the socket took (bytes) with len() of what it was given
+    # and keeps the rest by slicing it: a str with "°" in it would be sent twice in part
+    async def t(port, ctx, app):
+        app.live.period_ms = 5
+        ctx.controller.reason = "temperature -5.0 °C < 2 °C"  # non-ASCII in every push
+        reader, writer = await _open_live(port)
+        got = b""
+        while got.count(b"event: status") < 30:
+            got += await asyncio.wait_for(reader.read(8192), 3)
+        assert app.live.streams == 1
+        await _close(writer)
+        body = got.split(b"\r\n\r\n", 1)[1]
+        msgs = body.split(b"\n\n")[:-1]  # the last one may be cut off
+        assert msgs[0] == b"retry: 3000" and len(msgs) > 25
+        for m in msgs[1:]:
+            kind, data = m.split(b"\n", 1)
+            assert kind == b"event: status" and data.startswith(b"data: "), m[:80]
+            assert "°C" in json.loads(data[6:])["charger"]["reason"]
 
     serve(t)

@@ -197,8 +197,11 @@ class BMSLink:
         self._reconfigure = True
 
     async def scan(self, duration_ms=5000):
-        """Nearby BMSes for the setup page (see smartbms.bms.scan.scan)."""
-        return await scan(duration_ms)
+        """Nearby BMSes for the setup page (see smartbms.bms.scan.scan), the connected one
+        (which does not advertise) first."""
+        from smartbms.bms.scan import with_connected
+
+        return with_connected(await scan(duration_ms), self)
 
     def _from_settings(self):
         s = self.settings

@@ -62,6 +62,19 @@ async def scan(duration_ms=5000, include_unknown=False):
     return found
 
 
+def with_connected(found, link):
+    """`found` with the pack the link holds connected listed first (marked "connected": True):
+    a BLE peripheral stops advertising while connected, so no scan can see it."""
+    dev = getattr(link, "_device", None)
+    if not getattr(link, "connected", False) or dev is None:
+        return found
+    mac = mac_str(dev.addr)
+    rest = [d for d in found if d["mac"] != mac]
+    driver = getattr(link, "driver", None)
+    return [{"name": getattr(link, "name", None) or "", "mac": mac, "rssi": None,
+             "family": getattr(driver, "name", None), "connected": True}] + rest
+
+
 async def find(mac=None, name=None, duration_ms=5000):
     """(aioble Device, detected family or None) for the BMS advertising as `mac`
     (normalized) or `name`; (None, None) when it was not seen."""

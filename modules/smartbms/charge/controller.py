@@ -138,9 +138,13 @@ class Controller:
         """{"allowed", "remaining_min", "window": "HH:MM-HH:MM" or None, "in_window"}."""
         return self._man.allow_info(self._s, now, self._wall)
 
+    def timeout_active(self):
+        """True while a charge timeout holds charging (what reset_timeout() ends)."""
+        return self._phase == TIMEOUT or self._restored == TIMEOUT
+
     def reset_timeout(self, now):
         """Manual reset of a timeout hold: a new charge starts (safety stops still apply)."""
-        if self._phase == TIMEOUT or self._restored == TIMEOUT:
+        if self.timeout_active():
             self._restored = None
             cycle.start_charge(self, now, "timeout reset by hand", self._reading)
         return self.update(self._reading, now, self._wall)
