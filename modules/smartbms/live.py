@@ -10,8 +10,6 @@
 # phone that vanished without closing its socket does not hold a stream for long.
 # A stream does not keep one of the server's request slots (httpd.MAX_ACTIVE): it counts
 # against MAX_STREAMS instead, so two open dashboards leave every slot to requests.
-import json
-
 try:
     import asyncio
 except ImportError:  # pragma: no cover
@@ -20,6 +18,7 @@ except ImportError:  # pragma: no cover
 from microdot import Response
 
 from smartbms import clock
+from smartbms.jsonpieces import pieces
 
 try:
     from micropython import const
@@ -46,35 +45,23 @@ class Live:
         self.status_doc = status_doc
         self.streams = 0
         self.refused = 0
-        self._text = None  # the last status document as JSON (see _status_text)
-        self._text_t = 0
-        self._readers = 0  # streams still to send the shared document
         self.period_ms = PERIOD_MS  # per instance: tests shorten them
         self.max_stream_ms = MAX_STREAM_MS
 
-    def _status_text(self):
-        """The status document as JSON bytes, built once per half period and shared by
-        every stream: two dashboards cost one document, not two."""
-        if self._text is None or clock.real_ms_since(self._text_t) >= self.period_ms // 2:
-            self._text = None  # the old one can go before the next is built
-            # bytes, not str: asyncio's Stream keeps what a full socket did not take in a bytes
-            # buffer (str += fails there) and cuts it by length (bytes, not characters)
-            text = json.dumps(self.status_doc(self.ctx))
-            self._text = text.encode()
-            text = None
-            self._text_t = clock.ticks_real_ms()
-            self._readers = self.streams
-        text = self._text
-        self._readers -= 1
-        if self._readers <= 0:  # every stream has it: no 2 KB kept between pushes
-            self._text = None
-        return text
+    async def _send(self, w, kind, doc):
+        # one timeout for the whole push, not a task per write
+        await asyncio.wait_for(self._write(w, kind, doc), WRITE_TIMEOUT_MS / 1000)
 
-    async def _send(self, w, kind, text):
-        # three writes instead of one concatenated copy of the document
-        await asyncio.wait_for(w.awrite(kind), WRITE_TIMEOUT_MS / 1000)
-        await asyncio.wait_for(w.awrite(text), WRITE_TIMEOUT_MS / 1000)
-        await asyncio.wait_for(w.awrite(b"\n\n"), WRITE_TIMEOUT_MS / 1000)
+    @staticmethod
+    async def _write(w, kind, doc):
+        # the document in pieces (smartbms.jsonpieces; JSON has no newline, so the pieces
+        # make one data line): no 2 KB string and its bytes copy every period per stream.
+        # Bytes: asyncio's Stream keeps what a full socket did not take in a bytes buffer
+        # and cuts it by length.
+        await w.awrite(kind)
+        for piece in pieces(doc):
+            await w.awrite(piece.encode())
+        await w.awrite(b"\n\n")
 
     async def handle(self, req):
         if self.streams >= MAX_STREAMS:
@@ -90,8 +77,6 @@ class Live:
         finally:
             self.app.active += 1
             self.streams -= 1
-            if not self.streams:
-                self._text = None
         return Response.already_handled
 
     async def _run(self, req, w):
@@ -105,13 +90,11 @@ class Live:
                 new = events.recent(EVENTS_PER_PUSH, seq)
                 if new:
                     seq = new[-1]["seq"]
-                    text = json.dumps({"events": new, "last_seq": events.last_seq})
+                    await self._send(w, b"event: events\ndata: ", {"events": new, "last_seq": events.last_seq})
                     new = None
-                    await self._send(w, b"event: events\ndata: ", text.encode())
-                    text = None
                 else:
                     seq = events.last_seq
-            await self._send(w, b"event: status\ndata: ", self._status_text())
+            await self._send(w, b"event: status\ndata: ", self.status_doc(self.ctx))
             await clock.sleep_real_ms(self.period_ms)
 
 
