@@ -163,22 +163,7 @@ def _fit_heap():
     _overhead = _host.heap()[1] - pristine - early
 
 
-_census_base = None
-
-
-def census_line():
-    """SIM_HEAP_CENSUS=1: what the firmware holds now, by type (bytes, objects), beyond what
-    the heap held before the app was made (the host's objects and the ballast)."""
-    import _host
-
-    now = _host.census()
-    diff = []
-    for name, (n, size) in now.items():
-        n0, size0 = _census_base.get(name, (0, 0))
-        if size != size0:
-            diff.append((size - size0, n - n0, name))
-    diff.sort(reverse=True)
-    return "sim census: " + ", ".join("%r %d B/%d" % (name, size, n) for size, n, name in diff)
+_census = False  # SIM_HEAP_CENSUS=1: a census line with each heap line (see _host.census)
 
 
 class HeapWatch:
@@ -225,8 +210,10 @@ class HeapWatch:
         self.peak = used
         self.min_max_free = max_free
         self.tick_max = 0
-        if _census_base is not None:
-            print(census_line())
+        if _census:
+            import _host
+
+            _host.census(True)  # prints; allocates nothing on the heap it counts
         if env("SIM_HEAP_MAP", "0") == "1":  # the block map, to see what fragments the heap
             import micropython
 
@@ -312,7 +299,7 @@ async def run():
 
 
 def main():
-    global asyncio, clock, paths, _census_base
+    global asyncio, clock, paths, _census
     import worldlink
 
     link = worldlink.get()
@@ -323,7 +310,8 @@ def main():
         import _host
 
         gc.collect()
-        _census_base = _host.census()
+        _host.census(False)
+        _census = True
     import asyncio
     from smartbms import clock, paths
 

@@ -119,9 +119,10 @@ static mp_obj_t host_heap(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(host_heap_obj, host_heap);
 
-// _host.census() -> {type name: (objects, bytes)} of every allocated block of the heap,
-// without collecting; a block whose first word is no type object counts as "(raw)" (dict
-// tables, str data, lists' items). What lives where, for the heap budget (SIM_HEAP_CENSUS).
+// _host.census(False) records what the heap holds now, by type; _host.census(True) prints
+// what it holds beyond that record, as "sim census: 'type' bytes B/objects, ..." (largest
+// first; "_raw_": blocks whose first word is no type object: dict tables, str data, buffers).
+// Neither allocates on the heap it counts, so it can run in the middle of a load.
 #define CENSUS_MAX 1024
 #if MICROPY_GC_SPLIT_HEAP
 #define NEXT_AREA(area) ((area)->next)
@@ -129,6 +130,14 @@ static MP_DEFINE_CONST_FUN_OBJ_0(host_heap_obj, host_heap);
 #define NEXT_AREA(area) (NULL)
 #endif
 extern char __executable_start, _end;
+
+typedef struct {
+    qstr name;
+    size_t count, bytes, base_count, base_bytes;
+    bool shown;
+} census_row_t;
+static census_row_t census_rows[CENSUS_MAX];
+static size_t census_n;
 
 static bool census_is_head(const byte *p) {
     for (mp_state_mem_area_t *area = &MP_STATE_MEM(area); area != NULL; area = NEXT_AREA(area)) {
@@ -141,22 +150,39 @@ static bool census_is_head(const byte *p) {
     return false;
 }
 
-static const mp_obj_type_t *census_type_of(const byte *obj) {
+static qstr census_name_of(const byte *obj) {
     const byte *t = *(const byte *const *)obj;
     bool static_type = t >= (const byte *)&__executable_start && t + sizeof(mp_obj_type_t) <= (const byte *)&_end;
     if (!static_type && !census_is_head(t)) {
-        return NULL;
+        return MP_QSTR__raw_;
     }
-    if (((const uintptr_t)t & (sizeof(void *) - 1)) || ((const mp_obj_base_t *)t)->type != &mp_type_type) {
-        return NULL;
+    if (((uintptr_t)t & (sizeof(void *) - 1)) || ((const mp_obj_base_t *)t)->type != &mp_type_type) {
+        return MP_QSTR__raw_;
     }
-    return (const mp_obj_type_t *)t;
+    // by name: bytecode and native functions are both "function"
+    return ((const mp_obj_type_t *)t)->name;
 }
 
-static mp_obj_t host_census(void) {
-    static const mp_obj_type_t *types[CENSUS_MAX];
-    static size_t counts[CENSUS_MAX], sizes[CENSUS_MAX];
-    size_t n = 0, raw_count = 0, raw_bytes = 0;
+static census_row_t *census_row(qstr name) {
+    for (size_t i = 0; i < census_n; i++) {
+        if (census_rows[i].name == name) {
+            return &census_rows[i];
+        }
+    }
+    if (census_n == CENSUS_MAX) {
+        return NULL;
+    }
+    census_row_t *r = &census_rows[census_n++];
+    r->name = name;
+    r->count = r->bytes = r->base_count = r->base_bytes = 0;
+    return r;
+}
+
+static mp_obj_t host_census(mp_obj_t report_in) {
+    bool report = mp_obj_is_true(report_in);
+    for (size_t i = 0; i < census_n; i++) {
+        census_rows[i].count = census_rows[i].bytes = 0;
+    }
     for (mp_state_mem_area_t *area = &MP_STATE_MEM(area); area != NULL; area = NEXT_AREA(area)) {
         size_t blocks = area->gc_alloc_table_byte_len * 4;
         for (size_t b = 0; b < blocks;) {
@@ -169,49 +195,49 @@ static mp_obj_t host_census(void) {
             while (b + len < blocks && ((area->gc_alloc_table_start[(b + len) / 4] >> (2 * ((b + len) & 3))) & 3) == 2) {
                 len++;
             }
-            const byte *obj = area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK;
-            const mp_obj_type_t *t = census_type_of(obj);
-            size_t bytes = len * MICROPY_BYTES_PER_GC_BLOCK;
-            if (t == NULL) {
-                raw_count++;
-                raw_bytes += bytes;
-            } else {
-                size_t i = 0;
-                while (i < n && types[i] != t) {
-                    i++;
-                }
-                if (i == n && n < CENSUS_MAX) {
-                    types[n] = t;
-                    counts[n] = sizes[n] = 0;
-                    n++;
-                }
-                if (i < n) {
-                    counts[i]++;
-                    sizes[i] += bytes;
-                }
+            census_row_t *r = census_row(census_name_of(area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK));
+            if (r != NULL) {
+                r->count++;
+                r->bytes += len * MICROPY_BYTES_PER_GC_BLOCK;
             }
             b += len;
         }
     }
-    // the walk is done: the answer may allocate now
-    mp_obj_t out = mp_obj_new_dict(n + 1);
-    for (size_t i = 0; i < n; i++) {
-        // types may share a name (bytecode and native functions are both "function")
-        size_t c = counts[i], z = sizes[i];
-        for (size_t j = 0; j < i; j++) {
-            if (types[j]->name == types[i]->name) {
-                c += counts[j];
-                z += sizes[j];
+    if (!report) {
+        for (size_t i = 0; i < census_n; i++) {
+            census_rows[i].base_count = census_rows[i].count;
+            census_rows[i].base_bytes = census_rows[i].bytes;
+        }
+        return mp_const_none;
+    }
+    // the 16 largest growths, by selection (no allocation)
+    mp_printf(&mp_plat_print, "sim census:");
+    const char *sep = " ";
+    for (size_t i = 0; i < census_n; i++) {
+        census_rows[i].shown = false;
+    }
+    for (int k = 0; k < 16; k++) {
+        long best = 0;
+        census_row_t *pick = NULL;
+        for (size_t i = 0; i < census_n; i++) {
+            long d = (long)census_rows[i].bytes - (long)census_rows[i].base_bytes;
+            if (!census_rows[i].shown && d > best) {
+                best = d;
+                pick = &census_rows[i];
             }
         }
-        mp_obj_t item[2] = { MP_OBJ_NEW_SMALL_INT(c), MP_OBJ_NEW_SMALL_INT(z) };
-        mp_obj_dict_store(out, MP_OBJ_NEW_QSTR(types[i]->name), mp_obj_new_tuple(2, item));
+        if (pick == NULL) {
+            break;
+        }
+        pick->shown = true;
+        mp_printf(&mp_plat_print, "%s'%s' %ld B/%ld", sep, qstr_str(pick->name), best,
+            (long)pick->count - (long)pick->base_count);
+        sep = ", ";
     }
-    mp_obj_t raw[2] = { MP_OBJ_NEW_SMALL_INT(raw_count), MP_OBJ_NEW_SMALL_INT(raw_bytes) };
-    mp_obj_dict_store(out, MP_OBJ_NEW_QSTR(MP_QSTR__raw_), mp_obj_new_tuple(2, raw));
-    return out;
+    mp_printf(&mp_plat_print, "\n");
+    return mp_const_none;
 }
-static MP_DEFINE_CONST_FUN_OBJ_0(host_census_obj, host_census);
+static MP_DEFINE_CONST_FUN_OBJ_1(host_census_obj, host_census);
 
 // _host.static_buffer(n) -> a bytearray-backed memoryview of n bytes outside the GC heap
 // (at most 4 KB in all): the world link's buffers stand for NimBLE's and lwIP's, which on
