@@ -116,7 +116,7 @@ def test_push_reboots_into_pending_then_valid(sim):
     st, _, body = push(sim, img, {"X-Image-SHA256": sha})
     assert st == 200, (body, sim.output()[-3000:])
     assert body["slot"] == "ota_1" and body["version"] == "0.9.1" and body["sha256"] == sha
-    sim.wait_output("booted ota_1 (pending_verify)", timeout=60)
+    sim.wait_output("booted ota_1 (updated, on trial until it runs healthy)", timeout=60)
     wait_reboot(sim, n)
     after = ota(sim)
     assert after["running"] == "ota_1" and after["running_version"] == "0.9.1"
