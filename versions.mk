@@ -21,7 +21,8 @@ PIP_PINS := \
 	pytest==9.2.0 \
 	hypothesis==6.170.17 \
 	playwright==1.65.2 \
-	pyyaml==6.0.4
+	pyyaml==6.0.4 \
+	paho-mqtt==2.1.0
 
 # What those pull in, pinned too, so a fresh clone installs exactly what was tested
 # (regenerate from `.venv/bin/pip freeze` when a pin above changes).

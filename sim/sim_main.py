@@ -10,6 +10,7 @@
 #   SIM_PORT    the web server's port (127.0.0.1)
 #   SIM_BMS     the BMS's protocol, for the provisioning of a fresh SIM_DIR
 #   SIM_WORLD   host:port of the world
+#   SIM_MQTT    host:port of an MQTT broker: MQTT on with it at every boot (README)
 #   SIM_STATUS_S  print a one-line summary of the device's view this often (device s, default 600)
 #   SIM_HEAP_REPORT_S  print "sim heap: t=<device s> alloc=<bytes> free=<bytes> maxfree=<bytes>
 #               peak=<bytes> minmaxfree=<bytes> tickmax=<ms>" this often (device seconds):
@@ -113,6 +114,22 @@ def provision():
     log("provisioned: %s, WiFi %s, BMS %s" % (
         "admin password" if values.get("password") else "no admin password (the first-time setup page asks for one)",
         values.get("wifi_ssid", "simnet"), BMS))
+
+
+def mqtt_setting():
+    """SIM_MQTT=host:port: MQTT on with that broker (every boot, so an existing SIM_DIR too)."""
+    spec = env("SIM_MQTT", "")
+    if not spec:
+        return
+    host, _, port = spec.rpartition(":")
+    from smartbms.settings import Settings
+
+    s = Settings()
+    s.load()
+    want = {"mqtt_enabled": True, "mqtt_host": host, "mqtt_port": int(port)}
+    if any(s[k] != want[k] for k in want):
+        s.update(want)
+    log("MQTT broker %s" % spec)
 
 
 def heap_line():
@@ -322,6 +339,7 @@ def main():
     overrides.install(paths.ROOT)  # as main.py does on the chip: <littlefs>/override/ (make deploy)
     log("state in %s, clock x%d, web port %d" % (paths.ROOT, SPEED, PORT))
     provision()
+    mqtt_setting()
     seed_events()
     try:
         asyncio.run(run())

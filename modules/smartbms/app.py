@@ -124,6 +124,8 @@ class App:
         self.link_paused = False  # a BLE capture has the radio (smartbms.bms.capture)
         self._link_idle = True  # link.run() is not running
         self.failed = None
+        self.mqtt = None  # smartbms.mqtt.client.Mqtt while MQTT is on
+        self.alerts = None  # smartbms.alerts.Alerts while MQTT or alerts are on
         self.events.add("boot", "smartbms started%s%s" % (
             " in SAFE MODE (repeated failed boots): relay off" if self.safe_mode else "",
             " in setup mode" if self.setup_mode else ""))
@@ -285,7 +287,33 @@ class App:
             self.link.reconfigure()
         if "wifi_ssid" in changed or "wifi_password" in changed or "hostname" in changed:
             self.wifi.reconnect()
+        for k in changed:
+            if k.startswith("mqtt_") or k.startswith("alert_") or k == "hostname":
+                self._integrations()
+                break
         return changed
+
+    def _integrations(self):
+        """MQTT and alerts start (or restart with new settings, or stop) here. Imported only
+        when turned on: with both off they take no heap (docs/design.md)."""
+        if self.safe_mode or not self._tasks:
+            return
+        s = self.settings
+        mq = self.mqtt
+        if mq is not None and mq.done:
+            mq = self.mqtt = None
+        if mq is not None:
+            mq.reconfigure()
+        elif s["mqtt_enabled"]:
+            from smartbms.mqtt.client import Mqtt
+
+            self.mqtt = Mqtt(self)
+            self._tasks.append(asyncio.create_task(self._guarded("mqtt", self.mqtt.run(), forever=False)))
+        if self.alerts is None and (s["mqtt_enabled"] or s["alert_url"]):
+            from smartbms.alerts import Alerts
+
+            self.alerts = Alerts(self)
+            self.events.listener = self.alerts.listener
 
     async def _link_task(self):
         # link.run() returns only after link.close(): a capture closed it; run it again
@@ -476,6 +504,7 @@ class App:
         spawn(mk(self._guarded("health", self.guard.watch(self), forever=False)))
         if self.setup_mode:
             spawn(mk(self._guarded("setup", self.setup_window(), forever=False)))
+        self._integrations()
         return self._tasks
 
     async def run(self):

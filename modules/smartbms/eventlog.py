@@ -96,6 +96,7 @@ class EventLog:
         self.write_errors = 0
         self.skipped_lines = 0
         self.dropped = 0  # pending events given up because the flash refused them too long
+        self.listener = None  # fn(kind, msg) told of each event (smartbms.alerts); must not raise
         self._load()
         self._boot_seq = self._next_seq
         self._last_flush = self._now()
@@ -155,6 +156,8 @@ class EventLog:
             self.flush()
         elif self._pending >= MAX_PENDING:
             self.flush(force=True)
+        if self.listener is not None:  # alerts and MQTT events (smartbms.alerts), when on
+            self.listener(kind, msg)
         return seq
 
     def _note_wall(self, up):

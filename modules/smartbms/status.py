@@ -87,4 +87,11 @@ def status_doc(ctx):
             # modules running from the filesystem (`make deploy`) instead of the image
             "overrides": _safe(_overrides),
         },
+        "mqtt": _safe(lambda: _mqtt_status(ctx)),
     }
+
+
+def _mqtt_status(ctx):
+    from smartbms.mqtt.routes import status
+
+    return status(ctx)

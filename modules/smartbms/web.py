@@ -105,6 +105,24 @@ def _number(x):
     return not isinstance(x, bool) and isinstance(x, (int, float))
 
 
+def relay_args(doc):
+    """(mode, minutes) of a manual override {"mode": auto|on|off, "minutes": 1..1440}, or
+    ApiError 422; shared by POST /api/relay and the MQTT commands (smartbms.mqtt.commands)."""
+    _only(doc, ("mode", "minutes"))
+    mode = doc.get("mode")
+    if mode not in ("auto", "on", "off") or not isinstance(mode, str):
+        raise ApiError(422, "must be auto, on or off", "mode")
+    minutes = doc.get("minutes")
+    if mode != "auto":
+        if not _number(minutes):
+            raise ApiError(422, "a number of minutes is required", "minutes")
+        if not 1 <= minutes <= 1440:
+            raise ApiError(422, "must be 1 to 1440", "minutes")
+    elif minutes is not None and not _number(minutes):
+        raise ApiError(422, "must be a number", "minutes")
+    return mode, minutes
+
+
 # ---- static assets ----
 
 def _assets():
@@ -397,19 +415,7 @@ def create_app(ctx, assets=None):
 
     @api("/api/relay", ("POST",))
     def relay(req):
-        doc = _body_object(req)
-        _only(doc, ("mode", "minutes"))
-        mode = doc.get("mode")
-        if mode not in ("auto", "on", "off") or not isinstance(mode, str):
-            raise ApiError(422, "must be auto, on or off", "mode")
-        minutes = doc.get("minutes")
-        if mode != "auto":
-            if not _number(minutes):
-                raise ApiError(422, "a number of minutes is required", "minutes")
-            if not 1 <= minutes <= 1440:
-                raise ApiError(422, "must be 1 to 1440", "minutes")
-        elif minutes is not None and not _number(minutes):
-            raise ApiError(422, "must be a number", "minutes")
+        mode, minutes = relay_args(_body_object(req))
         ctx.set_override(mode, minutes)
         return {"ok": True, "charger": charger_doc(ctx)}
 
@@ -457,6 +463,9 @@ def create_app(ctx, assets=None):
     if "/public/login.html" in assets:
         app.route("/login")(_asset_handler("/login", assets["/public/login.html"]))
 
+    from smartbms.mqtt import routes as mqtt_routes  # MQTT status and the alert test (tiny)
+
+    mqtt_routes.install(app, ctx)
     from smartbms import live  # GET /api/live: status and events pushed (server-sent events)
 
     app.live = live.install(app, ctx, status_doc)

@@ -99,6 +99,15 @@ BAD = {
     "window_start_min": [-1, 1440, 60.0, "60", True],
     "window_end_min": [-1, 1440, 0.0, "0", False],
     "tz_offset_min": [-721, 841, 60.0, "60", True],
+    "mqtt_enabled": [1, 0, "true", None],
+    "mqtt_host": ["x" * 65, "a b", "host/x", "a\nb", 5, None],
+    "mqtt_port": [0, 65536, 1883.0, "1883", True],
+    "mqtt_user": ["x" * 65, "a\x00b", 5, None],
+    "mqtt_password": ["x" * 65, "a\nb", 5, None],
+    "mqtt_base_topic": ["a/+/b", "a/#", "/a", "a/", "a//b", "x" * 65, 5],
+    "mqtt_discovery_prefix": ["", "home/#", "x" * 65, None],
+    "alert_url": ["ntfy.sh/x", "ftp://x", "x" * 129, 5],
+    "alert_token": ["x" * 129, "a\nb", 5],
 }
 
 # key -> partial updates that must be accepted (boundaries, with companions for the rules)
@@ -139,6 +148,16 @@ GOOD = {
     "window_start_min": [{"window_start_min": 0}, {"window_start_min": 1439}],
     "window_end_min": [{"window_end_min": 0}, {"window_end_min": 1439}],
     "tz_offset_min": [{"tz_offset_min": -720}, {"tz_offset_min": 840}],
+    "mqtt_enabled": [{"mqtt_enabled": True}, {"mqtt_enabled": False}],
+    "mqtt_host": [{"mqtt_host": ""}, {"mqtt_host": "192.168.1.10"}, {"mqtt_host": "broker.local"},
+                  {"mqtt_host": "fd00::1"}, {"mqtt_host": "x" * 64}],
+    "mqtt_port": [{"mqtt_port": 1}, {"mqtt_port": 65535}],
+    "mqtt_user": [{"mqtt_user": ""}, {"mqtt_user": "x" * 64}],
+    "mqtt_password": [{"mqtt_password": ""}, {"mqtt_password": "p\u00e4ss word"}],
+    "mqtt_base_topic": [{"mqtt_base_topic": ""}, {"mqtt_base_topic": "home/garage/bms"}],
+    "mqtt_discovery_prefix": [{"mqtt_discovery_prefix": "homeassistant"}, {"mqtt_discovery_prefix": "ha"}],
+    "alert_url": [{"alert_url": ""}, {"alert_url": "https://ntfy.sh/my-bms"}, {"alert_url": "http://10.0.0.2/x"}],
+    "alert_token": [{"alert_token": ""}, {"alert_token": "tk_abc"}],
 }
 
 
@@ -149,7 +168,7 @@ def test_every_key_has_validation_cases():
             continue
         assert k in BAD and k in GOOD, k
     assert sorted(BAD) == sorted(GOOD)
-    assert len(keys) == 36
+    assert len(keys) == 45
 
 
 def test_defaults_match_the_spec():
@@ -235,7 +254,7 @@ def test_every_good_value_is_accepted_and_persisted():
             t = Settings(s.path, log=_Log())
             t.load()
             for k in partial:
-                if k == "wifi_password":
+                if k in S._SECRETS:
                     assert t.secret(k) == partial[k]
                 else:
                     assert t[k] == partial[k], (k, t[k], partial[k])

@@ -1,0 +1,340 @@
+# The MQTT session: one asyncio task (App starts it only while mqtt_enabled is on). It waits
+# for the app's WiFi (it never manages WiFi), connects within CONNECT_MS, announces itself
+# (retained "online"; the will says "offline"), publishes the discovery documents one at a
+# time, then the state on change and every STATE_EVERY_MS, and takes <base>/set/<name>
+# commands (smartbms.mqtt.commands). A lost broker means back-off with jitter, up to
+# BACKOFF_MAX_MS. Memory stays bounded: one fixed receive buffer, a packet larger than it is
+# skipped unread, events wait in a short list (oldest dropped), and writes are serialised.
+# Why not umqtt.simple (blocking sockets) or mqtt_as (manages WiFi itself): README.
+import json
+import random
+
+import asyncio
+
+from smartbms import clock, netio
+from smartbms.mqtt import codec, commands, discovery, state
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+KEEPALIVE_S = const(60)
+PING_EVERY_MS = const(30000)  # half the keepalive: the broker never sees us idle too long
+SILENT_MS = const(90000)  # nothing from the broker this long (not even PINGRESP): reconnect
+CONNECT_MS = const(10000)
+WRITE_MS = const(10000)
+STATE_EVERY_MS = const(60000)
+CHECK_MS = const(1000)
+BACKOFF_MIN_MS = const(2000)
+BACKOFF_MAX_MS = const(300000)
+RX_LIMIT = const(256)  # the largest command payload taken; bigger packets are skipped
+RX_BUF = const(RX_LIMIT + 96)  # + topic and header
+MAX_EVENTS = const(4)
+OV_MINUTES = const(60)
+
+
+class Closed(Exception):
+    pass
+
+
+class Mqtt:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.state = "connecting"
+        self.error = None
+        self.ov_minutes = OV_MINUTES  # how long an override from the select lasts
+        self._buf = bytearray(RX_BUF)
+        self._mv = memoryview(self._buf)
+        self._writer = None
+        self._lock = asyncio.Lock()
+        self._stop = False  # turned off: say goodbye and end
+        self._restart = False  # settings changed: a new session
+        self._events = []
+        self._dirty = True
+        self._rx_ms = 0
+        self._published = None  # (node, prefix, cells, temps) of the discovery documents out there
+        self._sig = None
+        self._soc_lims = None
+        self.done = False
+
+    # ---- the app's side ----
+    def status(self):
+        s = self.ctx.settings
+        return {"enabled": True, "state": self.state, "broker": "%s:%d" % (s["mqtt_host"], s["mqtt_port"]),
+                "error": self.error}
+
+    def reconfigure(self):
+        """MQTT settings changed: a new session with them, or goodbye when turned off."""
+        self._stop = not self.ctx.settings["mqtt_enabled"]
+        self._restart = True
+
+    def event(self, kind, text):
+        """An alert-worthy event (smartbms.alerts.kind_of) for <base>/events; never blocks."""
+        if len(self._events) >= MAX_EVENTS:
+            self._events.pop(0)
+        self._events.append((kind, text))
+
+    def changed(self):
+        self._dirty = True
+
+    # ---- topics ----
+    def base(self):
+        s = self.ctx.settings
+        return s["mqtt_base_topic"] or "smartbms/" + s["hostname"]
+
+    # ---- the task ----
+    async def run(self):
+        try:
+            while True:
+                await self._run()
+                await self._goodbye()
+                if not self.ctx.settings["mqtt_enabled"]:  # not turned on again meanwhile
+                    break
+                self._stop = False
+        except Exception as e:  # noqa: BLE001 - a bug here must not reset a charging device
+            self.error = "stopped: %s: %s" % (type(e).__name__, e)
+            self.ctx.events.add("error", "mqtt " + self.error)
+        finally:
+            self.state = "off"
+            self.done = True
+            await self._close()
+
+    async def _run(self):
+        backoff = BACKOFF_MIN_MS
+        while not self._stop:
+            self._restart = False
+            if not self._can_connect():
+                await clock.sleep_real_ms(CHECK_MS)
+                continue
+            self.state = "connecting"
+            try:
+                await self._session()
+                backoff = BACKOFF_MIN_MS  # a session that was up: start again quickly
+            except Exception as e:  # noqa: BLE001 - any failure: log once, back off, retry
+                msg = str(e) or type(e).__name__
+                if msg != self.error:
+                    self.ctx.events.add("mqtt", "broker %s: %s" % (self.status()["broker"], msg))
+                self.error = msg
+            await self._close()
+            if self._stop or self._restart:
+                continue
+            self.state = "waiting"
+            wait = backoff // 2 + random.getrandbits(16) % (backoff // 2 + 1)  # jitter: 50-100 %
+            backoff = min(backoff * 2, BACKOFF_MAX_MS)
+            t0 = clock.ticks_real_ms()
+            while clock.real_ms_since(t0) < wait and not (self._stop or self._restart):
+                await clock.sleep_real_ms(CHECK_MS // 2)
+
+    def _can_connect(self):
+        s = self.ctx.settings
+        if not s["mqtt_host"]:
+            self.state, self.error = "waiting", "no broker host set"
+            return False
+        w = self.ctx.wifi
+        if w is not None and not w.connected:
+            self.state, self.error = "waiting", "no WiFi"
+            return False
+        return True
+
+    async def _session(self):
+        s = self.ctx.settings
+        base = self.base()
+        reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS)
+        await self._send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
+                                       s.secret("mqtt_password"), base + "/availability", b"offline", True))
+        t, _, n = await asyncio.wait_for(self._read(reader), CONNECT_MS / 1000)
+        if t != codec.CONNACK:
+            raise codec.ProtocolError("no CONNACK")
+        rc = codec.connack(self._buf[:n])[1]
+        if rc:
+            raise codec.ProtocolError("refused: %s" % (codec.CONNACK_TEXT[rc] if rc < 6 else rc))
+        self._rx_ms = clock.ticks_real_ms()
+        await self._send(codec.subscribe(1, base + "/set/+"))
+        await self.publish(base + "/availability", "online", True)
+        self.state = "connected"
+        if self.error:
+            self.ctx.events.add("mqtt", "connected to %s" % self.status()["broker"])
+        self.error = None
+        rx = asyncio.create_task(self._receive(reader, base))
+        try:
+            await self._discovery()
+            await self._loop(base, rx)
+        finally:
+            rx.cancel()
+
+    async def _loop(self, base, rx):
+        sent = None
+        ping = clock.ticks_real_ms()
+        while not (self._stop or self._restart):
+            if rx.done():
+                raise Closed("connection closed by the broker")
+            if clock.real_ms_since(self._rx_ms) > SILENT_MS:
+                raise Closed("the broker stopped answering")
+            self._check_discovery()
+            sig = state.signature(self.ctx)
+            if sig != self._sig or self._dirty or sent is None or clock.real_ms_since(sent) >= STATE_EVERY_MS:
+                self._sig = sig
+                self._dirty = False
+                sent = clock.ticks_real_ms()
+                await self.publish(base + "/state", state.payload(self.ctx, self.ov_minutes))
+                if self._published is None:
+                    await self._discovery()
+            while self._events:
+                kind, text = self._events.pop(0)
+                await self.publish(base + "/events", json.dumps({"kind": kind, "message": text}))
+            if clock.real_ms_since(ping) >= PING_EVERY_MS:
+                ping = clock.ticks_real_ms()
+                await self._send(codec.PINGREQ_PACKET)
+            await clock.sleep_real_ms(CHECK_MS)
+
+    # ---- discovery ----
+    def _shape(self):
+        r = self.ctx.link.latest if self.ctx.link is not None else None
+        cells = len(r.cells) if r is not None and r.cells else 0
+        temps = len(r.temperatures) if r is not None and r.temperatures else 0
+        s = self.ctx.settings
+        return s["hostname"], s["mqtt_discovery_prefix"], cells, temps
+
+    def _check_discovery(self):
+        p = self._published
+        if p is None:
+            return
+        r = self.ctx.link.latest if self.ctx.link is not None else None
+        if r is not None and (len(r.cells or ()) != p[2] or len(r.temperatures or ()) != p[3]):
+            self._published = None  # the pack's shape changed (first reading): publish again
+
+    async def _discovery(self):
+        from smartbms.settings import _entry
+        from smartbms.version import VERSION
+
+        node, prefix, cells, temps = self._shape()
+        w = self.ctx.wifi
+        ip = w.status().get("ip") if w is not None else None
+        info = {"version": VERSION, "url": "http://%s/" % ip if ip else None}
+        lims = {"min_soc": _entry("min_soc")[3:5], "max_soc": _entry("max_soc")[3:5]}
+        for topic, payload in discovery.configs(node, self.base(), prefix, info, cells, temps, lims):
+            await self.publish(topic, payload, True)
+        self._published = (node, prefix, cells, temps)
+
+    async def _goodbye(self):
+        """Turned off: remove the discovery documents, say offline, disconnect (bounded)."""
+        if not self._can_connect():
+            return
+        try:
+            self.state = "connecting"
+            s = self.ctx.settings
+            base = self.base()
+            reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS)
+            await self._send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
+                                           s.secret("mqtt_password")))
+            await asyncio.wait_for(self._read(reader), CONNECT_MS / 1000)
+            node, prefix, cells, temps = self._published or self._shape()
+            for topic, payload in discovery.removals(node, prefix, cells, temps):
+                await self.publish(topic, payload, True)
+            await self.publish(base + "/availability", "offline", True)
+            await self._send(codec.DISCONNECT_PACKET)
+            self.ctx.events.add("mqtt", "turned off: discovery removed")
+        except Exception as e:  # noqa: BLE001 - the broker is away: the will says offline anyway
+            self.ctx.events.add("mqtt", "turning off: %s" % (str(e) or type(e).__name__))
+        await self._close()
+
+    # ---- packets ----
+    async def _send(self, data):
+        async with self._lock:  # the receive task answers on the same stream
+            w = self._writer
+            if w is None:
+                raise Closed("not connected")
+            w.write(data)
+            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+
+    async def publish(self, topic, payload, retain=False):
+        p = payload.encode() if type(payload) is str else payload
+        async with self._lock:
+            w = self._writer
+            if w is None:
+                raise Closed("not connected")
+            w.write(codec.publish_header(topic, len(p), retain))
+            w.write(p)
+            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+
+    async def _close(self):
+        w = self._writer
+        self._writer = None
+        if w is not None:
+            await netio.close(w)
+
+    async def _fill(self, reader, n):
+        """Read exactly n bytes into the start of the fixed buffer."""
+        mv = self._mv
+        if not hasattr(reader, "readinto"):  # CPython
+            mv[:n] = await reader.readexactly(n)
+            return
+        got = 0
+        while got < n:
+            k = await reader.readinto(mv[got:n])
+            if not k:
+                raise Closed("connection closed")
+            got += k
+
+    async def _read(self, reader):
+        """(type, flags, length) of the next packet; its body is in the buffer, or, beyond
+        RX_BUF, was skipped (length -1)."""
+        await self._fill(reader, 1)
+        first = self._buf[0]
+        n = 0
+        shift = 0
+        while True:
+            await self._fill(reader, 1)
+            d = self._buf[0]
+            n |= (d & 0x7F) << shift
+            if not d & 0x80:
+                break
+            shift += 7
+            if shift >= 28:
+                raise codec.ProtocolError("malformed remaining length")
+        if n > RX_BUF:
+            left = n
+            while left:
+                k = min(left, RX_BUF)
+                await self._fill(reader, k)
+                left -= k
+            return first & 0xF0, first & 0x0F, -1
+        await self._fill(reader, n)
+        return first & 0xF0, first & 0x0F, n
+
+    async def _receive(self, reader, base):
+        # ends (never raises: nobody awaits this task) when the connection breaks; _loop sees it
+        try:
+            await self._receive_loop(reader, base + "/set/")
+        except Exception as e:  # noqa: BLE001
+            self.error = str(e) or type(e).__name__
+
+    async def _receive_loop(self, reader, prefix):
+        while True:
+            t, flags, n = await self._read(reader)
+            self._rx_ms = clock.ticks_real_ms()
+            if t != codec.PUBLISH:
+                continue  # PINGRESP, SUBACK: only their arrival matters
+            if n < 0:
+                await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
+                continue
+            topic, payload = codec.publish_in(flags, self._mv[:n])
+            if not topic.startswith(prefix):
+                continue
+            name = topic[len(prefix):]
+            if len(payload) > RX_LIMIT:
+                await self._refuse(name, "message larger than %d bytes dropped" % RX_LIMIT, None)
+                continue
+            err = commands.apply(self.ctx, self, name, payload)
+            if err is not None:
+                await self._refuse(name, err[0], err[1])
+            self._dirty = True  # answer with the state at once
+
+    async def _refuse(self, name, message, field):
+        self.ctx.events.add("mqtt", "command %s refused: %s" % (name, message))
+        doc = {"command": name, "error": message}
+        if field is not None:
+            doc["field"] = field
+        await self.publish(self.base() + "/error", json.dumps(doc))
