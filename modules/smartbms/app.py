@@ -287,13 +287,15 @@ class App:
             self.link.reconfigure()
         if "wifi_ssid" in changed or "wifi_password" in changed or "hostname" in changed:
             self.wifi.reconnect()
+        mq = al = False
         for k in changed:
-            if k.startswith("mqtt_") or k.startswith("alert_") or k == "hostname":
-                self._integrations()
-                break
+            mq = mq or k.startswith("mqtt_") or k == "hostname"
+            al = al or k.startswith("alert_")
+        if mq or al:
+            self._integrations(mq)
         return changed
 
-    def _integrations(self):
+    def _integrations(self, mqtt_changed=True):
         """MQTT and alerts start (or restart with new settings, or stop) here. Imported only
         when turned on: with both off they take no heap (docs/design.md)."""
         if self.safe_mode or not self._tasks:
@@ -303,7 +305,8 @@ class App:
         if mq is not None and mq.done:
             mq = self.mqtt = None
         if mq is not None:
-            mq.reconfigure()
+            if mqtt_changed:
+                mq.reconfigure()
         elif s["mqtt_enabled"]:
             from smartbms.mqtt.client import Mqtt
 

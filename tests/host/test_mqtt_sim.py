@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -279,9 +280,65 @@ def test_a_bad_payload_changes_nothing_and_is_answered(rig, name, payload, field
     assert _status(sim)["mqtt"]["state"] == "connected"  # the session lives on
 
 
-def test_events_reach_the_events_topic(rig):
+class AlertSink:
+    """An ntfy stand-in: records each POST (headers, body); answers `status`."""
+
+    def __init__(self):
+        sink = self
+        self.posts = []
+        self.status = 200
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.posts.append((self.path, dict(self.headers), body.decode()))
+                self.send_response(sink.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def sink():
+    s = AlertSink()
+    yield s
+    s.server.shutdown()
+
+
+def test_the_alert_test_button(rig, sink):
+    sim, w = rig
+    st, _, body = sim.request("POST", "/api/alerts/test", json={})
+    assert st == 422 and body["field"] == "alert_url"
+    url = "http://127.0.0.1:%d/smartbms-alerts" % sink.port
+    st, _, body = sim.request("PUT", "/api/settings", json={"alert_url": url, "alert_token": "tk1"})
+    assert st == 200, body
+    st, _, body = sim.request("POST", "/api/alerts/test", json={})
+    assert (st, body) == (200, {"sent": True})
+    path, headers, text = sink.posts[-1]
+    assert path == "/smartbms-alerts" and "Test alert" in text
+    assert headers["Title"] == "smartbms: test" and headers["Authorization"] == "Bearer tk1"
+    assert headers["Priority"] and headers["Tags"]
+    sink.status = 403
+    st, _, body = sim.request("POST", "/api/alerts/test", json={})
+    assert st == 502 and "403" in body["error"]
+    sink.status = 200
+    dead = free_port()
+    sim.request("PUT", "/api/settings", json={"alert_url": "http://127.0.0.1:%d/x" % dead})
+    st, _, body = sim.request("POST", "/api/alerts/test", json={})
+    assert st == 502 and "unreachable" in body["error"]
+    sim.request("PUT", "/api/settings", json={"alert_url": url})
+
+
+def test_events_reach_the_events_topic_and_the_alert_url(rig, sink):
     sim, w = rig
     w.mark()
+    n = len(sink.posts)
     # a lost BMS (the world stops answering) -> no_data -> an alert event
     mac = sim.world("status")["peers"][0]["mac"]
     sim.world("set_peer", mac=mac, in_range=False)
@@ -289,6 +346,7 @@ def test_events_reach_the_events_topic(rig):
         _, p = w.wait(lambda t, p, r: t == BASE + "/events" and json.loads(p)["kind"] == "no_data", 60,
                       "a no_data event")
         assert json.loads(p)["message"].startswith("no_data:")
+        _wait(lambda: any(h["Title"] == "smartbms: no data" for _, h, _ in sink.posts[n:]))
     finally:
         sim.world("set_peer", mac=mac, in_range=True)
 
