@@ -31,7 +31,8 @@ SIM_PORT ?= 8080
 SIM_DIR ?= build/sim
 SIM_BMS ?= jbd
 SIM_PASSWORD ?= smartbms
-export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD
+SIM_MQTT ?=
+export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD SIM_MQTT
 # The relay wiring the firmware is built for (the C start-up hook latches it; the settings
 # accept nothing else): `make firmware RELAY_GPIO=25 RELAY_ACTIVE_LOW=0`.
 RELAY_GPIO ?= 33

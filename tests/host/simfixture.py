@@ -205,7 +205,7 @@ def start_sim(tmp_path, speed=60, bms="jbd", password="smartbms", extra_env=None
     sim_dir = os.path.join(str(tmp_path), "sim")
     port = port or free_port()
     env = dict(os.environ)
-    for k in ("SIM_ONCE", "SIM_WIFI", "SIM_HEAP"):
+    for k in ("SIM_ONCE", "SIM_WIFI", "SIM_HEAP", "SIM_MQTT"):  # a test asks for them in extra_env
         env.pop(k, None)
     env.update(SIM_SPEED=str(speed), SIM_PORT=str(port), SIM_DIR=sim_dir, SIM_BMS=bms,
                PYTHONUNBUFFERED="1")

@@ -1,5 +1,5 @@
 # The MQTT session: one asyncio task (App starts it only while mqtt_enabled is on). It waits
-# for the app's WiFi (it never manages WiFi), connects within CONNECT_MS, announces itself
+# for the app's WiFi (it never manages WiFi), connects within conn.CONNECT_MS, announces itself
 # (retained "online"; the will says "offline"), publishes the discovery documents one at a
 # time, then the state on change and every STATE_EVERY_MS, and takes <base>/set/<name>
 # commands (smartbms.mqtt.commands). A lost broker means back-off with jitter, up to
@@ -11,8 +11,9 @@ import random
 
 import asyncio
 
-from smartbms import clock, netio
+from smartbms import clock
 from smartbms.mqtt import codec, commands, discovery, state
+from smartbms.mqtt.conn import RX_LIMIT, Closed, Conn
 
 try:
     from micropython import const
@@ -20,23 +21,14 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-KEEPALIVE_S = const(60)
 PING_EVERY_MS = const(30000)  # half the keepalive: the broker never sees us idle too long
 SILENT_MS = const(90000)  # nothing from the broker this long (not even PINGRESP): reconnect
-CONNECT_MS = const(10000)
-WRITE_MS = const(10000)
 STATE_EVERY_MS = const(60000)
 CHECK_MS = const(1000)
 BACKOFF_MIN_MS = const(2000)
 BACKOFF_MAX_MS = const(300000)
-RX_LIMIT = const(256)  # the largest command payload taken; bigger packets are skipped
-RX_BUF = const(RX_LIMIT + 96)  # + topic and header
 MAX_EVENTS = const(4)
 OV_MINUTES = const(60)
-
-
-class Closed(Exception):
-    pass
 
 
 class Mqtt:
@@ -45,10 +37,7 @@ class Mqtt:
         self.state = "connecting"
         self.error = None
         self.ov_minutes = OV_MINUTES  # how long an override from the select lasts
-        self._buf = bytearray(RX_BUF)
-        self._mv = memoryview(self._buf)
-        self._writer = None
-        self._lock = asyncio.Lock()
+        self._conn = Conn()
         self._stop = False  # turned off: say goodbye and end
         self._restart = False  # settings changed: a new session
         self._events = []
@@ -139,25 +128,17 @@ class Mqtt:
         return True
 
     async def _session(self):
-        s = self.ctx.settings
         base = self.base()
-        reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS)
-        await self._send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
-                                       s.secret("mqtt_password"), base + "/availability", b"offline", True))
-        t, _, n = await asyncio.wait_for(self._read(reader), CONNECT_MS / 1000)
-        if t != codec.CONNACK:
-            raise codec.ProtocolError("no CONNACK")
-        rc = codec.connack(self._buf[:n])[1]
-        if rc:
-            raise codec.ProtocolError("refused: %s" % (codec.CONNACK_TEXT[rc] if rc < 6 else rc))
+        conn = self._conn
+        await conn.open(self.ctx.settings, base + "/availability")
         self._rx_ms = clock.ticks_real_ms()
-        await self._send(codec.subscribe(1, base + "/set/+"))
+        await conn.send(codec.subscribe(1, base + "/set/+"))
         await self.publish(base + "/availability", "online", True)
         self.state = "connected"
         if self.error:
             self.ctx.events.add("mqtt", "connected to %s" % self.status()["broker"])
         self.error = None
-        rx = asyncio.create_task(self._receive(reader, base))
+        rx = asyncio.create_task(self._receive(base))
         try:
             await self._discovery()
             await self._loop(base, rx)
@@ -186,7 +167,7 @@ class Mqtt:
                 await self.publish(base + "/events", json.dumps({"kind": kind, "message": text}))
             if clock.real_ms_since(ping) >= PING_EVERY_MS:
                 ping = clock.ticks_real_ms()
-                await self._send(codec.PINGREQ_PACKET)
+                await self._conn.send(codec.PINGREQ_PACKET)
             await clock.sleep_real_ms(CHECK_MS)
 
     # ---- discovery ----
@@ -224,103 +205,40 @@ class Mqtt:
             return
         try:
             self.state = "connecting"
-            s = self.ctx.settings
-            base = self.base()
-            reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS)
-            await self._send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
-                                           s.secret("mqtt_password")))
-            await asyncio.wait_for(self._read(reader), CONNECT_MS / 1000)
+            await self._conn.open(self.ctx.settings)
             node, prefix, cells, temps = self._published or self._shape()
             for topic, payload in discovery.removals(node, prefix, cells, temps):
                 await self.publish(topic, payload, True)
-            await self.publish(base + "/availability", "offline", True)
-            await self._send(codec.DISCONNECT_PACKET)
+            await self.publish(self.base() + "/availability", "offline", True)
+            await self._conn.send(codec.DISCONNECT_PACKET)
             self.ctx.events.add("mqtt", "turned off: discovery removed")
         except Exception as e:  # noqa: BLE001 - the broker is away: the will says offline anyway
             self.ctx.events.add("mqtt", "turning off: %s" % (str(e) or type(e).__name__))
         await self._close()
 
-    # ---- packets ----
-    async def _send(self, data):
-        async with self._lock:  # the receive task answers on the same stream
-            w = self._writer
-            if w is None:
-                raise Closed("not connected")
-            w.write(data)
-            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
-
-    async def publish(self, topic, payload, retain=False):
-        p = payload.encode() if type(payload) is str else payload
-        async with self._lock:
-            w = self._writer
-            if w is None:
-                raise Closed("not connected")
-            w.write(codec.publish_header(topic, len(p), retain))
-            w.write(p)
-            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+    def publish(self, topic, payload, retain=False):
+        return self._conn.publish(topic, payload, retain)
 
     async def _close(self):
-        w = self._writer
-        self._writer = None
-        if w is not None:
-            await netio.close(w)
+        await self._conn.close()
 
-    async def _fill(self, reader, n):
-        """Read exactly n bytes into the start of the fixed buffer."""
-        mv = self._mv
-        if not hasattr(reader, "readinto"):  # CPython
-            mv[:n] = await reader.readexactly(n)
-            return
-        got = 0
-        while got < n:
-            k = await reader.readinto(mv[got:n])
-            if not k:
-                raise Closed("connection closed")
-            got += k
-
-    async def _read(self, reader):
-        """(type, flags, length) of the next packet; its body is in the buffer, or, beyond
-        RX_BUF, was skipped (length -1)."""
-        await self._fill(reader, 1)
-        first = self._buf[0]
-        n = 0
-        shift = 0
-        while True:
-            await self._fill(reader, 1)
-            d = self._buf[0]
-            n |= (d & 0x7F) << shift
-            if not d & 0x80:
-                break
-            shift += 7
-            if shift >= 28:
-                raise codec.ProtocolError("malformed remaining length")
-        if n > RX_BUF:
-            left = n
-            while left:
-                k = min(left, RX_BUF)
-                await self._fill(reader, k)
-                left -= k
-            return first & 0xF0, first & 0x0F, -1
-        await self._fill(reader, n)
-        return first & 0xF0, first & 0x0F, n
-
-    async def _receive(self, reader, base):
+    async def _receive(self, base):
         # ends (never raises: nobody awaits this task) when the connection breaks; _loop sees it
         try:
-            await self._receive_loop(reader, base + "/set/")
+            await self._receive_loop(base + "/set/")
         except Exception as e:  # noqa: BLE001
             self.error = str(e) or type(e).__name__
 
-    async def _receive_loop(self, reader, prefix):
+    async def _receive_loop(self, prefix):
         while True:
-            t, flags, n = await self._read(reader)
+            t, flags, n = await self._conn.read()
             self._rx_ms = clock.ticks_real_ms()
             if t != codec.PUBLISH:
                 continue  # PINGRESP, SUBACK: only their arrival matters
             if n < 0:
                 await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
                 continue
-            topic, payload = codec.publish_in(flags, self._mv[:n])
+            topic, payload = codec.publish_in(flags, self._conn.mv[:n])
             if not topic.startswith(prefix):
                 continue
             name = topic[len(prefix):]
