@@ -41,6 +41,16 @@ def _pending_refusal():
                      "image a rollback returns to)" % (st.get("running_version"), HEALTHY_AFTER_S))
 
 
+def _take_slot():
+    """The refusal answer, or None once this request holds the single upload slot."""
+    refused = _pending_refusal()
+    if refused:
+        return refused
+    if not ota.acquire():
+        return _err(409, "another upload is in progress")
+    return None
+
+
 def _err(code, message, field=None):
     body = {"error": message}
     if field:
@@ -139,11 +149,9 @@ async def upload(ctx, request):
     length = request.content_length
     if length <= 0:
         return _err(400, "empty body: send micropython.bin")
-    refused = _pending_refusal()
+    refused = _take_slot()
     if refused:
         return refused
-    if not ota.acquire():
-        return _err(409, "another upload is in progress")
     try:
         return await _run(ctx, request.stream, length, request.headers.get("X-Image-SHA256"))
     finally:
@@ -175,11 +183,9 @@ async def pull_url(ctx, request):
         digest_bytes(sha)  # the same rule the image check applies to it later
     except ImageError:
         return _err(422, "sha256 (64 hex digits) is required to pull an image", "sha256")
-    refused = _pending_refusal()
+    refused = _take_slot()
     if refused:
         return refused
-    if not ota.acquire():
-        return _err(409, "another upload is in progress")
     try:
         try:
             writer, stream, length = await pull.open_image(url, int(_stall_s() * 1000))
