@@ -105,6 +105,13 @@ def _number(x):
     return not isinstance(x, bool) and isinstance(x, (int, float))
 
 
+def reset_timeout(ctx):
+    """Ends a charge-timeout hold, or ApiError 409 (nothing logged) when none is active;
+    shared by POST /api/timeout/reset and the MQTT button."""
+    if ctx.reset_timeout() is False:
+        raise ApiError(409, "no charge timeout is active: nothing to reset")
+
+
 def relay_args(doc):
     """(mode, minutes) of a manual override {"mode": auto|on|off, "minutes": 1..1440}, or
     ApiError 422; shared by POST /api/relay and the MQTT commands (smartbms.mqtt.commands)."""
@@ -422,10 +429,7 @@ def create_app(ctx, assets=None):
     @api("/api/timeout/reset", ("POST",))
     def timeout_reset(req):
         _only(_body_object(req, True), ())
-        ta = getattr(ctx.controller, "timeout_active", None)
-        if ta is not None and not ta():
-            raise ApiError(409, "no charge timeout is active: nothing to reset")
-        ctx.reset_timeout()
+        reset_timeout(ctx)
         return {"ok": True, "charger": charger_doc(ctx)}
 
     @api("/api/alarms/clear", ("POST",))

@@ -217,6 +217,7 @@ def _events(sim):
 
 def test_every_control_changes_the_device(rig):
     sim, w = rig
+    w.state()  # connected and subscribed: commands are QoS 0, one sent before is lost
     w.publish(BASE + "/set/override_minutes", "30")
     w.publish(BASE + "/set/override", "off")
     st = w.state()
@@ -234,9 +235,11 @@ def test_every_control_changes_the_device(rig):
     _wait(lambda: sim.get("/api/settings")[2]["max_soc"] == 95)
     assert sim.get("/api/settings")[2]["min_soc"] == 70
     assert w.state()["min_soc"] == 70
-    w.publish(BASE + "/set/timeout_reset", "PRESS")
+    w.mark()
+    w.publish(BASE + "/set/timeout_reset", "PRESS")  # no timeout holds charging: refused, as over HTTP
+    _, err = w.wait(lambda t, p, r: t == BASE + "/error", 15, "an error")
+    assert json.loads(err)["error"] == "no charge timeout is active: nothing to reset"
     w.publish(BASE + "/set/clear_alarms", "PRESS")
-    _wait(lambda: "charge timeout reset by the user" in _events(sim))
     _wait(lambda: any(m.startswith("alarms cleared by the user") for m in _events(sim)))
     w.publish(BASE + "/set/settings", json.dumps({"min_soc": 75}))
     _wait(lambda: sim.get("/api/settings")[2]["min_soc"] == 75)

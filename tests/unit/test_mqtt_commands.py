@@ -58,7 +58,13 @@ def test_settings_and_buttons():
     assert commands.apply(a, mq, "min_soc", b"70") is None and a.settings["min_soc"] == 70
     assert commands.apply(a, mq, "max_soc", b"95.0") is None and a.settings["max_soc"] == 95
     assert commands.apply(a, mq, "settings", b'{"min_soc": 75}') is None and a.settings["min_soc"] == 75
+    assert commands.apply(a, mq, "timeout_reset", b"PRESS")[0].startswith("no charge timeout is active")
+    assert a.controller.state == "charging", a.controller.state
+    later = a.link.latest.received = clock.now() + 5 * 3600  # a charge past its timeout
+    a.controller.update(a.link.latest, later)
+    assert a.controller.timeout_active()
     assert commands.apply(a, mq, "timeout_reset", b"PRESS") is None
+    assert not a.controller.timeout_active()
     assert commands.apply(a, mq, "clear_alarms", b"") is None
     msgs = [e["msg"] for e in a.events.recent(10)]
     assert "charge timeout reset by the user" in msgs

@@ -123,8 +123,11 @@ class FakeCtx:
     def set_override(self, mode, minutes):
         self.controller.set_override(mode, minutes, clock.now())
 
-    def reset_timeout(self):
+    def reset_timeout(self):  # as App.reset_timeout: False when no timeout holds charging
+        if not self.controller.timeout_active():
+            return False
         self.controller.reset_timeout(clock.now())
+        return True
 
     def apply_settings(self, partial):
         return self.settings.update(partial)

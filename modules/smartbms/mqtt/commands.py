@@ -1,11 +1,11 @@
 # <base>/set/<name> commands, applied through the very functions the HTTP API uses, with its
-# validation (web.relay_args, Settings.update via App.apply_settings): a payload refused
-# there is refused here and changes nothing. apply() answers None or (message, field).
+# validation (web.relay_args, web.reset_timeout, Settings.update via App.apply_settings): a
+# payload refused there is refused here and changes nothing. apply() answers None or (message, field).
 import json
 
 from smartbms import clock
 from smartbms.httpd import ApiError
-from smartbms.web import relay_args
+from smartbms.web import relay_args, reset_timeout
 
 PRESS = "PRESS"
 NAMES = ("override", "override_minutes", "min_soc", "max_soc", "timeout_reset", "clear_alarms", "settings")
@@ -49,7 +49,7 @@ def apply(ctx, mq, name, payload):
             ctx.apply_settings({name: _value(payload)})
         elif name == "timeout_reset":
             _press(payload)
-            ctx.reset_timeout()
+            reset_timeout(ctx)
         elif name == "clear_alarms":
             _press(payload)
             ctx.clear_alarms()
