@@ -7,6 +7,7 @@ import random
 from testutil import IS_MICROPYTHON, raises, skip
 from smartbms import pins
 from smartbms import settings as S
+from smartbms import settings_rules as R
 from smartbms.settings import Settings, SettingsError
 
 
@@ -409,7 +410,7 @@ def test_schema_public_lists_ranges_choices_and_rules():
     assert 0 not in f["led_pin"]["choices"] and 12 not in f["led_pin"]["choices"]
     assert f["hostname"]["max_len"] == 32 and "pattern" in f["bms_mac"]
     assert f["relay_active_low"]["type"] == "bool" and f["relay_active_low"]["default"] is True
-    assert len(sch["rules"]) == len(S.RULES)
+    assert len(sch["rules"]) == len(R.RULES)
     assert ["min_soc", "max_soc"] in [r["fields"] for r in sch["rules"]]
     json.dumps(sch)  # serialisable as is
 
@@ -485,8 +486,8 @@ V0 = {"protocol": "JK", "mac": "a4-c1-38-0b-1e-ff", "name": "shed", "soc_high": 
 
 
 def test_migration_table_covers_every_version():
-    assert len(S.MIGRATIONS) == S.VERSION
-    out = S.MIGRATIONS[0](dict(V0))
+    assert len(R.MIGRATIONS) == S.VERSION
+    out = R.MIGRATIONS[0](dict(V0))
     assert out["bms_protocol"] == "jk02_24s" and out["bms_mac"] == "a4:c1:38:0b:1e:ff"
     assert out["charge_timeout_h"] == 4 and out["poll_interval_s"] == 10
     assert out["relay_active_low"] is False and "debug" not in out
@@ -782,3 +783,19 @@ def test_event_log_object_as_logger():
     s.load()
     s.update({"bms_mode": "release"})
     assert ev.got[-1] == ("settings", "bms_mode persistent -> release")
+
+
+def test_the_checks_are_loaded_only_to_check():
+    # an idle device keeps none of settings_rules on its heap: each use loads and drops it
+    import sys
+
+    sys.modules.pop("smartbms.settings_rules", None)
+    s = Settings(_tmpdir("rules") + "/settings.json")
+    s.load()
+    assert "smartbms.settings_rules" not in sys.modules
+    assert s.update({"min_soc": 60}) == ["min_soc"]
+    assert "smartbms.settings_rules" not in sys.modules
+    raises(SettingsError, s.update, {"min_soc": 99})
+    assert "smartbms.settings_rules" not in sys.modules and s["min_soc"] == 60
+    assert S.check_value("bms_mac", "aa:bb:cc:dd:ee:ff") == "AA:BB:CC:DD:EE:FF"
+    assert "smartbms.settings_rules" not in sys.modules
