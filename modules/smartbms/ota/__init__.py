@@ -1,16 +1,9 @@
 # OTA service: whole-image updates into the other app slot (updater), the HTTP routes
 # (http.install), rollback and safe mode (health.BootGuard). The module itself is the
 # service the app hands to the web layer as ctx.ota.
-import struct
-
 from smartbms.ota import otadata
-from smartbms.ota.image import parse_desc, IMAGE_MAGIC, DESC_OFFSET
 
 _busy = False
-# The upload's 1 KB piece buffer (smartbms.ota.updater), made here because this package is
-# imported at boot, while the heap is still in one piece: an upload then never needs a
-# contiguous block of the heap, however fragmented it is by then.
-BLOCK_BUFFER = bytearray(1024)
 
 
 def busy():
@@ -32,8 +25,16 @@ def release():
     _busy = False
 
 
+def slot_changed():
+    """The updater is writing the other slot: its version is read again when next asked."""
+    global _other_version
+    _other_version = _UNKNOWN
+
+
 def slot_version(part):
     """The version in the app descriptor of the image in `part`, or None."""
+    from smartbms.ota.image import DESC_OFFSET, IMAGE_MAGIC, parse_desc  # only here: 1.5 KB
+
     buf = bytearray(DESC_OFFSET + 0x50)
     try:
         part.readblocks(0, buf)
@@ -59,6 +60,8 @@ def otadata_state(part):
 
 
 _parts = None  # (running, its label, its version, the other slot, otadata or None, slot labels)
+_UNKNOWN = ()
+_other_version = _UNKNOWN  # the other slot's version, read again after an upload
 
 
 def _partitions():
@@ -74,14 +77,17 @@ def _partitions():
         data = esp32.Partition.find(esp32.Partition.TYPE_DATA, 0, None)
         slots = sorted(p.info()[4] for p in esp32.Partition.find(esp32.Partition.TYPE_APP))
         _parts = (run, run.info()[4], slot_version(run), other, data[0] if data else None, slots)
+        slot_changed()
     return _parts
 
 
 def status():
     """{"running", "running_version", "previous_version", "pending_verify", "state", "busy"}."""
+    global _other_version
     run, label, version, other, data, slots = _partitions()
-    out = {"running": label, "running_version": version,
-           "previous_version": slot_version(other) if other is not None else None,
+    if _other_version is _UNKNOWN:
+        _other_version = slot_version(other) if other is not None else None
+    out = {"running": label, "running_version": version, "previous_version": _other_version,
            "pending_verify": False, "state": "undefined", "busy": _busy}
     if data is not None:
         seq, state = otadata_state(data)

@@ -11,11 +11,10 @@
 # a version.
 import hashlib
 
+from smartbms import ota
 from smartbms.ota.image import ImageChecker, ImageError
 
-from smartbms.ota import BLOCK_BUFFER as _buffer  # allocated at boot (see there)
-
-PIECE = len(_buffer)
+PIECE = 1024  # bytes written at a time: the one buffer an upload holds
 SECTOR = 4096  # the partition's block: the unit of an erase
 HEAD = 4  # bytes of the image held back until the end
 
@@ -39,8 +38,8 @@ class Updater:
         if length is not None:
             self.checker.check_length(length)
         self.length = length
-        self._block = _buffer
-        self._mv = memoryview(_buffer)
+        self._block = bytearray(PIECE)  # made per upload, a small block: nothing for the idle heap
+        self._mv = memoryview(self._block)
         self._fill = 0
         self._pos = 0  # slot offset of the piece in the buffer
         self._wrote = False
@@ -77,6 +76,7 @@ class Updater:
         sector, offset = divmod(self._pos, SECTOR)
         try:
             if self._pos == 0:
+                ota.slot_changed()  # the other slot's version is read again when next asked
                 self._first = bytes(self._mv[:HEAD])
                 for i in range(HEAD):
                     self._block[i] = 0xFF
@@ -100,6 +100,7 @@ class Updater:
         self.info = self.checker.finish()
         if self._fill:
             self._flush()
+        ota.slot_changed()
         try:
             self.target.writeblocks(0, self._first, 0)  # program only: no erase
         except OSError as e:
