@@ -15,8 +15,8 @@ from smartbms import clock
 
 MAX_KIND = 16
 MAX_MSG = 120
-MAX_PENDING = 20
-PENDING_BYTES = 1024  # a dozen typical lines; a longer burst flushes early
+MAX_PENDING = 8
+PENDING_BYTES = 512  # half a dozen typical lines; a longer burst flushes early
 # Kinds written to flash straight away: they often come right before a reset.
 IMPORTANT = ("fault", "boot", "reboot", "ota", "error", "safety")
 
