@@ -5,7 +5,11 @@ import asyncio
 from smartbms import overrides
 
 overrides.install()  # modules `make deploy` put on the filesystem, before anything imports them
+# The firmware's modules live as long as the device: imported into a collected heap they
+# settle at its bottom, together, instead of around the garbage of the boot (fragments).
+import gc  # noqa: E402
 
+gc.collect()
 from smartbms import app  # noqa: E402
 
 # Ctrl-C on the serial console (`make console`, mpremote before every deploy/run) stops the

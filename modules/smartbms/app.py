@@ -23,7 +23,6 @@ except ImportError:  # pragma: no cover
 import asyncio
 
 from smartbms import clock, ota, paths
-from smartbms.auth import Auth
 from smartbms.bms.link import BMSLink
 from smartbms.charge.controller import Controller
 from smartbms.charge.relay import Relay
@@ -103,7 +102,9 @@ class App:
         self.controller = Controller(self.settings, saved if type(saved) is dict else None)
         self.ota = ota
         self.link = None if self.safe_mode else BMSLink(self.settings, events=self.events)
-        self.auth = Auth(self.settings)
+        # the web's login sessions and brake (smartbms.auth, loaded with the web stack): kept
+        # here so they outlive its unloading
+        self.auth_state = {}
         from smartbms.wifi import WifiManager
 
         self.wifi = WifiManager(self.settings, events=self.events, setup_mode=self.setup_mode)
@@ -124,6 +125,7 @@ class App:
         self.link_paused = False  # a BLE capture has the radio (smartbms.bms.capture)
         self._link_idle = True  # link.run() is not running
         self.failed = None
+        self.web = None  # smartbms.webgate.WebGate once the web task runs
         self.mqtt = None  # smartbms.mqtt.client.Mqtt while MQTT is on
         self.alerts = None  # smartbms.alerts.Alerts while MQTT or alerts are on
         self.events.add("boot", "smartbms started%s%s" % (
@@ -134,14 +136,10 @@ class App:
         note = overrides.summary()
         if note:
             self.events.add("boot", note)
-        # The web app (microdot and every route) and the BMS driver live as long as the
-        # device: made now, each after a collection, they settle at the bottom of the heap
-        # instead of between the garbage of the first requests and polls, which would leave
-        # the heap in small pieces (the budget needs a free block of 16 KB at all times).
-        gc.collect()
-        from smartbms import web
-
-        self._web_app = web.create_app(self)
+        # The BMS driver lives as long as the device: made now, after a collection, it
+        # settles at the bottom of the heap instead of between the garbage of the first
+        # polls, which would leave the heap in small pieces (the budget needs a free block of
+        # 16 KB at all times). The web stack is loaded per use (smartbms.webgate).
         gc.collect()
         if self.link is not None:
             self.link.preload()
@@ -456,10 +454,11 @@ class App:
             await clock.sleep_ms(TICK_MS)
 
     async def web_task(self):
-        from smartbms import web
+        from smartbms.webgate import WebGate, default_host
 
+        self.web = WebGate(self, self.host or default_host(), self.port)
         self._web_started = True
-        await web.serve(self, host=self.host, port=self.port, app=self._web_app)
+        await self.web.serve()
 
     # ---- task supervision ----
     async def _guarded(self, name, coro, forever=True):

@@ -10,6 +10,9 @@
 #   have only one password check in flight, further ones are refused (AuthThrottled).
 # - Sessions are random 128-bit tokens from os.urandom, kept in RAM only (a reboot logs
 #   everyone out), bounded in number, expiring after idle time and after an absolute age.
+# - This module loads with the web stack and is dropped with it (smartbms.webgate); what
+#   must outlive that (sessions, the brake's memory) is one small dict the app keeps, the
+#   `state` an Auth is made over.
 import binascii
 import hashlib
 import os
@@ -158,21 +161,54 @@ def check_password_text(password):
 
 
 class Auth:
-    def __init__(self, settings, now=None):
+    def __init__(self, settings, now=None, state=None):
         self._settings = settings
         self._now = now or clock.now
-        self._sessions = {}  # token -> [created, last used]
-        self._clients = {}  # address -> [failures, last failure, busy]
-        self._gfails = 0
-        self._glast = 0
-        self._pepper = os.urandom(16)
-        self._basic_ok = None  # fast digest of the last password that passed (per boot)
-        self.failures = 0  # counters for status/tests
-        # the brake, per instance so tests can shrink it
-        self.base_ms = CLIENT_BASE_MS
-        self.step_ms = GLOBAL_STEP_MS
-        self.max_ms = MAX_DELAY_MS
-        self.successes = 0
+        st = {} if state is None else state
+        if "pepper" not in st:  # a new store: fill it once, it lasts the boot
+            st["sessions"] = {}  # token -> [created, last used]
+            st["clients"] = {}  # address -> [failures, last failure, busy]
+            st["pepper"] = os.urandom(16)
+            st["g"] = [0, 0]  # failures of all clients lately, the last one's time
+            st["ok"] = None  # fast digest of the last password that passed (per boot)
+            st["n"] = [0, 0]  # failures, successes (status, tests)
+            st["ms"] = [CLIENT_BASE_MS, GLOBAL_STEP_MS, MAX_DELAY_MS]  # the brake (tests shrink it)
+        self._st = st
+        self._sessions = st["sessions"]
+        self._clients = st["clients"]
+        self._pepper = st["pepper"]
+
+    @property
+    def failures(self):
+        return self._st["n"][0]
+
+    @property
+    def successes(self):
+        return self._st["n"][1]
+
+    @property
+    def base_ms(self):
+        return self._st["ms"][0]
+
+    @base_ms.setter
+    def base_ms(self, v):
+        self._st["ms"][0] = v
+
+    @property
+    def step_ms(self):
+        return self._st["ms"][1]
+
+    @step_ms.setter
+    def step_ms(self, v):
+        self._st["ms"][1] = v
+
+    @property
+    def max_ms(self):
+        return self._st["ms"][2]
+
+    @max_ms.setter
+    def max_ms(self, v):
+        self._st["ms"][2] = v
 
     # ---- the stored password ----
     def _stored(self):
@@ -201,8 +237,8 @@ class Auth:
             self._settings.set_secret(HASH_KEY, stored)
         else:
             self._settings.update({HASH_KEY: stored})
-        self._sessions = {}
-        self._basic_ok = None
+        self._sessions.clear()
+        self._st["ok"] = None
         return True
 
     # ---- password checks with the failure brake ----
@@ -228,12 +264,14 @@ class Auth:
         now = self._now()
         rec = self._clients.get(addr)
         n = rec[0] if rec and now - rec[1] <= FORGET_S else 0
-        g = self._gfails if now - self._glast <= FORGET_S else 0
+        g = self._st["g"]
+        g = g[0] if now - g[1] <= FORGET_S else 0
         return self._delay(n + 1, g + 1)
 
     def _delay(self, n, g):
-        c = self.base_ms << min(n - 1, 8) if n > 0 else 0
-        return min(max(c, self.step_ms * g), self.max_ms)
+        base, step, top = self._st["ms"]
+        c = base << min(n - 1, 8) if n > 0 else 0
+        return min(max(c, step * g), top)
 
     async def check_password(self, password, addr="?"):
         """True when `password` is the admin password. A failure returns False only after
@@ -245,19 +283,21 @@ class Auth:
         rec[2] = True
         try:
             ok = await self._verify(password)
+            counts = self._st["n"]
             if ok:
                 rec[0] = 0
-                self.successes += 1
+                counts[1] += 1
                 return True
             now = self._now()
             rec[0] += 1
             rec[1] = now
-            if now - self._glast > FORGET_S:
-                self._gfails = 0
-            self._gfails += 1
-            self._glast = now
-            self.failures += 1
-            await clock.sleep_real_ms(self._delay(rec[0], self._gfails))
+            g = self._st["g"]
+            if now - g[1] > FORGET_S:
+                g[0] = 0
+            g[0] += 1
+            g[1] = now
+            counts[0] += 1
+            await clock.sleep_real_ms(self._delay(rec[0], g[0]))
             return False
         finally:
             rec[2] = False
@@ -274,7 +314,7 @@ class Auth:
         it, salt, key = parsed
         got = await pbkdf2_sha256_async(pw, salt, it)
         if equal(got, key):
-            self._basic_ok = self._fast(pw)
+            self._st["ok"] = self._fast(pw)
             return True
         return False
 
@@ -310,10 +350,11 @@ class Auth:
         return await self.check_password(pw, addr)
 
     def _known(self, pw):
-        if self._basic_ok is None or not self.has_password():
+        ok = self._st["ok"]
+        if ok is None or not self.has_password():
             return False
         b = pw.encode()
-        return len(b) <= 4 * MAX_PASSWORD and equal(self._fast(b), self._basic_ok)
+        return len(b) <= 4 * MAX_PASSWORD and equal(self._fast(b), ok)
 
     # ---- sessions ----
     def new_session(self):

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover
 from microdot import Microdot, Request, Response
 
 from smartbms import clock, jsonpieces
+from smartbms.actions import ApiError  # noqa: F401 (part of this module's API)
 from smartbms.auth import AuthError
 
 try:
@@ -42,7 +43,7 @@ MAX_HEAD_BYTES = const(4096)
 LINE_PIECE = const(256)  # bytes of a head line or body piece read (and allocated) at a time
 COMPACT_FROM = const(1024)  # JSON bodies above this are read without their whitespace
 COMPACT_LIMIT = const(4096)  # bytes of content no valid JSON body of this API exceeds
-MAX_ACTIVE = const(4)
+MAX_ACTIVE = const(2)
 MAX_WAITING = const(6)
 QUEUE_WAIT_MS = const(3000)
 DISCARD_BYTES = const(64 * 1024)
@@ -53,15 +54,6 @@ MAX_LINGERING = const(4)
 _JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}  # Response copies it
 
 Request.max_readline = MAX_HEAD_BYTES + 1  # _Reader enforces the real limit (431) first
-
-
-class ApiError(Exception):
-    def __init__(self, status, message, field=None, headers=None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.headers = headers
 
 
 def error(status, message, field=None, headers=None):
@@ -405,16 +397,21 @@ def set_body_limit(app, path, nbytes):
         Request.max_content_length = nbytes
 
 
+async def serve_client(app, reader, writer):
+    """Answer one connection on `app` (what the listening socket's callback runs)."""
+    try:
+        await app.handle_request(reader, writer)
+    except Exception as e:  # noqa: BLE001 - one bad connection must not end the server
+        sys.print_exception(e) if hasattr(sys, "print_exception") else None
+        # every normal path closed it already; this one must too (wait_closed, not close:
+        # MicroPython's close() leaves the socket open)
+        await WebApp._close(writer if hasattr(writer, "aclose") else _Writer(writer))
+
+
 async def start(app, host, port):
     """Start listening; returns the asyncio server (close() to stop)."""
 
     async def on_client(reader, writer):
-        try:
-            await app.handle_request(reader, writer)
-        except Exception as e:  # noqa: BLE001 - one bad connection must not end the server
-            sys.print_exception(e) if hasattr(sys, "print_exception") else None
-            # every normal path closed it already; this one must too (wait_closed, not close:
-            # MicroPython's close() leaves the socket open)
-            await WebApp._close(writer if hasattr(writer, "aclose") else _Writer(writer))
+        await serve_client(app, reader, writer)
 
     return await asyncio.start_server(on_client, host, port, backlog=app.max_active + app.max_waiting)

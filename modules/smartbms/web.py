@@ -11,9 +11,10 @@ except ImportError:  # pragma: no cover
 
 from microdot import Response
 
-from smartbms.auth import COOKIE, AuthThrottled
+from smartbms.auth import COOKIE, Auth, AuthThrottled
+from smartbms.actions import ApiError, number as _number, only as _only, relay_args, reset_timeout  # noqa: F401
 from smartbms.httpd import (  # noqa: F401 (BODY_LIMIT and start are part of this module's API)
-    BODY_LIMIT, ApiError, WebApp, error, set_body_limit, start)
+    BODY_LIMIT, WebApp, error, set_body_limit, start)
 from smartbms.status import alarms_doc, charger_doc, status_doc
 from smartbms.version import VERSION
 
@@ -74,12 +75,6 @@ def _body_object(req, allow_empty=False):
     return doc
 
 
-def _only(doc, allowed):
-    for k in doc:
-        if k not in allowed:
-            raise ApiError(422, "unknown key", k)
-
-
 def json_object(req, allowed):
     """The body as a JSON object with only `allowed` keys; ApiError (400/415/422) otherwise.
     For routes installed outside create_app (OTA)."""
@@ -99,35 +94,6 @@ def _int_arg(req, name, default, lo, hi):
     if not lo <= n <= hi:
         raise ApiError(422, "must be %d to %d" % (lo, hi), name)
     return n
-
-
-def _number(x):
-    return not isinstance(x, bool) and isinstance(x, (int, float))
-
-
-def reset_timeout(ctx):
-    """Ends a charge-timeout hold, or ApiError 409 (nothing logged) when none is active;
-    shared by POST /api/timeout/reset and the MQTT button."""
-    if ctx.reset_timeout() is False:
-        raise ApiError(409, "no charge timeout is active: nothing to reset")
-
-
-def relay_args(doc):
-    """(mode, minutes) of a manual override {"mode": auto|on|off, "minutes": 1..1440}, or
-    ApiError 422; shared by POST /api/relay and the MQTT commands (smartbms.mqtt.commands)."""
-    _only(doc, ("mode", "minutes"))
-    mode = doc.get("mode")
-    if mode not in ("auto", "on", "off") or not isinstance(mode, str):
-        raise ApiError(422, "must be auto, on or off", "mode")
-    minutes = doc.get("minutes")
-    if mode != "auto":
-        if not _number(minutes):
-            raise ApiError(422, "a number of minutes is required", "minutes")
-        if not 1 <= minutes <= 1440:
-            raise ApiError(422, "must be 1 to 1440", "minutes")
-    elif minutes is not None and not _number(minutes):
-        raise ApiError(422, "must be a number", "minutes")
-    return mode, minutes
 
 
 # ---- static assets ----
@@ -166,7 +132,7 @@ def _asset_handler(url, entry):
 def create_app(ctx, assets=None):
     """The microdot app for `ctx`; `assets` defaults to the frozen webassets.ASSETS."""
     app = WebApp(ctx)
-    auth = ctx.auth
+    auth = Auth(ctx.settings, state=ctx.auth_state)  # the sessions live on in ctx
     set_body_limit(app, OTA_PATH, OTA_BODY_LIMIT)
     scans = {"wifi": False, "bms": False}
 
@@ -487,7 +453,7 @@ def create_app(ctx, assets=None):
     return app
 
 
-_OTA_MODULES = ("smartbms.ota.http", "smartbms.ota.updater", "smartbms.ota.pull")
+_OTA_MODULES = ("smartbms.ota.http", "smartbms.ota.updater", "smartbms.ota.pull", "smartbms.ota.image")
 
 
 async def _ota(name, ctx, req):
@@ -497,21 +463,9 @@ async def _ota(name, ctx, req):
         return await getattr(http, name)(ctx, req)
     finally:
         del http
+        from smartbms.webgate import unload
+
         unload(_OTA_MODULES)
-
-
-def unload(names):
-    """Forget modules loaded for a rare task, so their objects can be collected (a copy
-    still referenced elsewhere lives on; the next import loads them again)."""
-    import sys
-
-    for name in names:
-        if sys.modules.pop(name, None) is not None:
-            pkg, _, attr = name.rpartition(".")
-            try:
-                delattr(sys.modules[pkg], attr)
-            except (KeyError, AttributeError):
-                pass
 
 
 def _decorate(req, res):
@@ -528,21 +482,3 @@ def _event(ctx, kind, msg):
         ctx.events.add(kind, msg)
     except Exception:  # noqa: BLE001 - logging must not fail the request
         pass
-
-
-def default_host():
-    # the device listens on every interface; a host run (sim, tests) only on loopback
-    return "0.0.0.0" if sys.platform == "esp32" else "127.0.0.1"
-
-
-async def serve(ctx, host=None, port=80, app=None):
-    """Run the web server until cancelled (returns the asyncio server when `ready` wanted)."""
-    app = app or create_app(ctx)
-    if host is None:
-        host = getattr(ctx, "web_host", None) or default_host()
-    server = await start(app, host, port)
-    try:
-        while True:
-            await asyncio.sleep(3600)
-    finally:
-        server.close()

@@ -32,6 +32,23 @@ READY = "smartbms sim ready: "
 WORLD = "smartbms sim world: "
 
 
+MOSQUITTO = next((p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+
+
+def start_broker(directory):
+    """Debian's mosquitto on a free loopback port (.ci/run installs it): (port, process).
+    MOSQUITTO is None where it is not installed: callers skip with that reason."""
+    port = free_port()
+    conf = os.path.join(str(directory), "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % port)
+    proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        raise RuntimeError("mosquitto did not start: " + proc.stdout.read().decode())
+    return port, proc
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

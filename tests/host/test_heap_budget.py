@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from heap_workload import AGED, heap_lines, run_workload, summarize  # noqa: E402
 from run_sim import board_heap  # noqa: E402
-from simfixture import start_sim  # noqa: E402
+from simfixture import MOSQUITTO, start_broker, start_sim  # noqa: E402
 
 pytestmark = pytest.mark.sim
 
@@ -26,10 +26,16 @@ IDLE_S = 600  # device seconds before the load
 LOAD_S = 2400  # device seconds of load: 40 link drops
 REPORT_S = 30
 TICK_LIMIT_MS = 2000
-# What the firmware holds to today; a change that makes either worse fails here. The targets
-# (48 KB idle, a free block of 16 KB at all times) are not met yet: README "Memory".
-IDLE_LIVE_LIMIT = 66 * 1024
-PEAK_LIVE_LIMIT = 92 * 1024
+# The budget. Idle: issue 9's 48 KB, with MQTT off (the default). Under the worst case: what the
+# firmware holds to today; a change that makes it worse fails here. Issue 9's other target,
+# a free block of 16 KB at all times, is not met yet (README "Memory"): the floor below is
+# today's figure. With MQTT on (issue 14) the firmware holds more: its own limits.
+IDLE_LIVE_LIMIT = 48 * 1024
+PEAK_LIVE_LIMIT = 84 * 1024
+FREE_BLOCK_FLOOR = 6 * 1024
+MQTT_IDLE_LIVE_LIMIT = 56 * 1024
+MQTT_PEAK_LIVE_LIMIT = 90 * 1024
+MQTT_FREE_BLOCK_FLOOR = 1 * 1024
 
 
 def _is_32bit():
@@ -40,10 +46,10 @@ def _is_32bit():
         return False
 
 
-def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_path):
+def _budget(tmp_path, idle_limit, peak_limit, block_floor, **env):
     if not _is_32bit():
         pytest.skip("the host interpreter is not the 32-bit build: heap figures would not be the chip's")
-    sim = start_sim(tmp_path, speed=SPEED, extra_env=dict(AGED, SIM_HEAP_REPORT_S=str(REPORT_S)), timeout=60)
+    sim = start_sim(tmp_path, speed=SPEED, extra_env=dict(AGED, SIM_HEAP_REPORT_S=str(REPORT_S), **env), timeout=60)
     try:
         deadline = time.monotonic() + IDLE_S / SPEED + 30
         while not any(x[0] >= IDLE_S for x in heap_lines(sim.output())):
@@ -89,14 +95,34 @@ def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_
     # answers under this load 503s): under 2 % of the answers may be "retry shortly"
     assert result["codes"].get(503, 0) * 50 <= answered, result["codes"]
     assert result["settings_saves"] >= 3 and result["scan"] == 200, result
-    assert figures["idle_live"] <= IDLE_LIVE_LIMIT, figures
-    assert figures["peak_live"] <= PEAK_LIVE_LIMIT, figures
+    assert figures["idle_live"] <= idle_limit, figures
+    assert figures["peak_live"] <= peak_limit, figures
+    assert figures["min_max_free"] >= block_floor, figures
+    return status
+
+
+def test_firmware_lives_within_the_board_heap_under_the_worst_case_workload(tmp_path):
+    _budget(tmp_path, IDLE_LIVE_LIMIT, PEAK_LIVE_LIMIT, FREE_BLOCK_FLOOR)
+
+
+def test_with_mqtt_on_the_firmware_still_lives_within_the_board_heap(tmp_path):
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run does)")
+    port, broker = start_broker(tmp_path)
+    try:
+        status = _budget(tmp_path, MQTT_IDLE_LIVE_LIMIT, MQTT_PEAK_LIVE_LIMIT, MQTT_FREE_BLOCK_FLOOR,
+                         SIM_MQTT="127.0.0.1:%d" % port)
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    assert status["mqtt"]["state"] == "connected", status["mqtt"]
 
 
 def test_every_documented_request_answers_at_once_on_an_idle_aged_device(tmp_path):
     """At the board's heap, with a full event log (a device months old), every request the
-    README documents answers at the first try when the device is otherwise idle: a page of
-    200 events, a 12 KB settings body, a BMS scan, a capture, an upload to its end."""
+    README documents answers at the first try when the device is otherwise idle, the web
+    stack unloaded as it is when nobody looks (smartbms.webgate): a page of 200 events, a
+    12 KB settings body, a BMS scan, a capture, an upload to its end."""
     if not _is_32bit():
         pytest.skip("the host interpreter is not the 32-bit build: heap figures would not be the chip's")
     import hashlib
@@ -104,9 +130,14 @@ def test_every_documented_request_answers_at_once_on_an_idle_aged_device(tmp_pat
     sys.path.insert(0, os.path.join(ROOT, "sim"))
     import esp_image
 
-    sim = start_sim(tmp_path, speed=SPEED, extra_env=dict(AGED), timeout=60)
+    sim = start_sim(tmp_path, speed=SPEED, extra_env=dict(AGED, SIM_HEAP_REPORT_S="10"), timeout=60)
     try:
-        time.sleep(2)
+        # the boot's health probes loaded the web stack; a quiet minute later it is dropped
+        deadline = time.monotonic() + 30
+        while not [x for x in heap_lines(sim.output()) if x[0] >= 200]:
+            assert time.monotonic() < deadline, sim.output()[-3000:]
+            time.sleep(0.2)
+        assert heap_lines(sim.output())[-1][1] <= IDLE_LIVE_LIMIT, heap_lines(sim.output())
         mac = sim.world("status")["peers"][0]["mac"]
         seen = []
 

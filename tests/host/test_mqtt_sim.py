@@ -3,20 +3,16 @@ loopback port, the sim pointed at it (SIM_MQTT), paho-mqtt watching and commandi
 Assistant would. Skipped with the reason when mosquitto or paho-mqtt is missing (.ci/run
 installs mosquitto)."""
 import json
-import os
 import re
-import shutil
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from simfixture import free_port, start_sim
+from simfixture import MOSQUITTO, free_port, start_broker, start_sim
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (make venv)")
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 
 NODE = "smartbms"
@@ -88,12 +84,7 @@ class Watcher:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosq") / "mosquitto.conf"
-    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % port)
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(0.5)
-    assert proc.poll() is None, proc.stdout.read().decode()
+    port, proc = start_broker(tmp_path_factory.mktemp("mosq"))
     yield port
     proc.terminate()
     proc.wait(10)

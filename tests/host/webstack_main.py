@@ -70,7 +70,8 @@ class Ctx:
         self.events = EventLog(STATE + "/events")
         self.controller = Controller(self.settings)
         self.history = History()
-        self.auth = Auth(self.settings)
+        self.auth_state = {}
+        self.auth = Auth(self.settings, state=self.auth_state)
         if PASSWORD != "-" and not self.auth.has_password():
             self.auth.set_password(PASSWORD)
         self.link = Battery()

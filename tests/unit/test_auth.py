@@ -279,7 +279,7 @@ def test_parallel_first_basic_requests_all_pass():
 
     a = _fast_auth()
     a.set_password("script-password", iterations=300)
-    a._basic_ok = None  # a fresh boot: nothing verified yet
+    a._st["ok"] = None  # a fresh boot: nothing verified yet
     h = _basic("admin", "script-password")
 
     async def main():

@@ -11,6 +11,7 @@ from apputil import FakeLink, FakeMachine, fresh_root
 from battery import Battery
 from smartbms import app as app_mod
 from smartbms import clock, ota
+from smartbms.auth import Auth
 from testutil import run_async
 
 PASSWORD = "pace-password"
@@ -70,7 +71,7 @@ def test_control_loop_keeps_its_pace_during_an_upload_and_a_flood():
     port = 21000 + int.from_bytes(os.urandom(2), "big") % 30000
     a = app_mod.App(machine=FakeMachine(raises=False), log=lambda *x: None, port=port, host="127.0.0.1")
     a.link = FakeLink(Battery(soc=55.0).reading(received=clock.now()))
-    a.auth.set_password(PASSWORD, iterations=50)
+    Auth(a.settings, state=a.auth_state).set_password(PASSWORD, iterations=50)
     before = a.settings.public()
     stamps = []
     step = a.control_step

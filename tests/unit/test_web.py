@@ -102,7 +102,8 @@ class FakeCtx:
         self.history = History()
         self.history.add(0, 50, 13.2, 1.0)
         self.history.add(60, 51, 13.3, 1.5)
-        self.auth = Auth(self.settings)
+        self.auth_state = {}
+        self.auth = Auth(self.settings, state=self.auth_state)  # the web's own Auth shares it
         self.auth.base_ms, self.auth.step_ms, self.auth.max_ms = 30, 5, 200
         if password:
             self.auth.set_password(password, iterations=50)

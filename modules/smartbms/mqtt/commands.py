@@ -1,11 +1,9 @@
 # <base>/set/<name> commands, applied through the very functions the HTTP API uses, with its
-# validation (web.relay_args, web.reset_timeout, Settings.update via App.apply_settings): a
-# payload refused there is refused here and changes nothing. apply() answers None or (message, field).
+# validation (smartbms.actions, Settings.update via App.apply_settings): a payload refused
+# there is refused here and changes nothing. apply() answers None or (message, field).
 import json
 
 from smartbms import clock
-from smartbms.httpd import ApiError
-from smartbms.web import relay_args, reset_timeout
 
 PRESS = "PRESS"
 NAMES = ("override", "override_minutes", "min_soc", "max_soc", "timeout_reset", "clear_alarms", "settings")
@@ -17,6 +15,8 @@ def _text(payload):
 
 def _value(payload):
     """A number payload as JSON ("85"); Home Assistant may send a whole number as "85.0"."""
+    from smartbms.actions import ApiError
+
     try:
         v = json.loads(payload)
     except ValueError:
@@ -27,6 +27,8 @@ def _value(payload):
 
 
 def _press(payload):
+    from smartbms.actions import ApiError
+
     if payload and _text(payload) != PRESS:
         raise ApiError(422, "send PRESS (or nothing)")
 
@@ -34,6 +36,9 @@ def _press(payload):
 def apply(ctx, mq, name, payload):
     """Run the command `name` with `payload` (bytes). `mq` keeps the minutes an override
     from the select lasts (ov_minutes). None when done, else (message, field or None)."""
+    # imported per command, not held: the web stack drops actions with itself (webgate)
+    from smartbms.actions import ApiError, relay_args, reset_timeout
+
     try:
         if name == "override":
             mode = _text(payload)

@@ -1,7 +1,7 @@
 # The MQTT and alert parts of the HTTP API: GET /api/status's "mqtt" entry and
 # POST /api/alerts/test. Loaded with the web app, so it stays tiny: the client and the
 # alert sender are imported only when used.
-from smartbms.httpd import ApiError
+from smartbms.actions import ApiError
 
 
 def status(ctx):

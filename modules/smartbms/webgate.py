@@ -1,0 +1,141 @@
+# The web server's door. Only the listening socket and this small accept handler stay in
+# the heap for the device's life; the web stack behind it (microdot, smartbms.httpd, the
+# routes of smartbms.web, the status and live documents: about 14 KB of the heap) is loaded
+# at the first connection and dropped again after IDLE_S without one (device time, as the
+# rest of the firmware's timing: the simulator's fast clock drops it sooner). A device nobody
+# looks at, its normal state, keeps that heap for WiFi, BLE and MQTT.
+import gc
+
+import asyncio
+
+from smartbms import clock
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+IDLE_S = const(60)  # s with nothing open before the stack is dropped
+CHECK_MS = const(5000)
+BACKLOG = const(10)  # httpd.MAX_ACTIVE + MAX_WAITING, without importing httpd for them
+# What a request loads and nothing else holds: dropped together, so that nothing of it stays
+# pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
+# MQTT imports smartbms.actions per command and its package is empty.)
+WEB_MODULES = ("smartbms.web", "smartbms.httpd", "smartbms.auth", "smartbms.status", "smartbms.live",
+               "smartbms.jsonpieces", "smartbms.jsonbody", "smartbms.actions",
+               "smartbms.mqtt.routes", "smartbms.mqtt",
+               "smartbms.charge.plain", "smartbms.ota.image", "webassets", "microdot",
+               "microdot.microdot")
+# Answered when the stack cannot be loaded (no memory): what httpd would say, from flash.
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\n\r\n{\"error\": \"low on memory: retry shortly\"}")
+
+
+def unload(names):
+    """Forget modules loaded for a while, so their objects can be collected (a copy still
+    referenced elsewhere lives on; the next import loads them again)."""
+    import sys
+
+    for name in names:
+        if sys.modules.pop(name, None) is not None:
+            pkg, _, attr = name.rpartition(".")
+            try:
+                delattr(sys.modules[pkg], attr)
+            except (KeyError, AttributeError):
+                pass
+
+
+def default_host():
+    # the device listens on every interface; a host run (sim, tests) only on loopback
+    import sys
+
+    return "0.0.0.0" if sys.platform == "esp32" else "127.0.0.1"
+
+
+class WebGate:
+    def __init__(self, ctx, host, port, make_app=None):
+        self._ctx = ctx
+        self._host = host
+        self._port = port
+        self._make = make_app  # tests: makes the app instead of web.create_app
+        self.app = None
+        self._serve = None  # httpd.serve_client of the loaded stack
+        self.open = 0  # connections in progress
+        self.loads = 0
+        self.idle_s = IDLE_S  # per instance, so tests can shorten it
+        self._last = clock.now()
+
+    def _load(self):
+        gc.collect()  # the stack's long-lived objects then sit low in the heap, together
+        from smartbms import httpd
+
+        if self._make is not None:
+            self.app = self._make()
+        else:
+            from smartbms import web
+
+            self.app = web.create_app(self._ctx)
+        self._serve = httpd.serve_client
+        self.loads += 1
+
+    def busy(self):
+        """Something of the stack is in use: a connection, a live stream, a lingering drain."""
+        a = self.app
+        live = getattr(a, "live", None)
+        return self.open > 0 or (a is not None and (a.lingering > 0 or (live is not None and live.streams > 0)))
+
+    def trim(self):
+        """Drop the stack when it has been unused for IDLE_S; True when it did."""
+        if self.app is None or self.busy():
+            return False
+        if clock.now() - self._last < self.idle_s:
+            return False
+        self.app = self._serve = None
+        unload(WEB_MODULES)
+        gc.collect()
+        return True
+
+    async def _client(self, reader, writer):
+        self.open += 1
+        try:
+            if self.app is None:
+                try:
+                    self._load()
+                except MemoryError:
+                    self.app = self._serve = None
+                    gc.collect()
+                    await _refuse(reader, writer)
+                    return
+            await self._serve(self.app, reader, writer)
+        finally:
+            self.open -= 1
+            self._last = clock.now()
+
+    async def serve(self):
+        """Listen until cancelled; drops the stack whenever it has been unused a while."""
+        server = await asyncio.start_server(self._client, self._host, self._port, backlog=BACKLOG)
+        try:
+            while True:
+                await clock.sleep_ms(CHECK_MS)
+                self.trim()
+        finally:
+            server.close()
+
+
+async def _refuse(reader, writer):
+    try:
+        writer.write(_BUSY)
+        await asyncio.wait_for(writer.drain(), 2)
+        # closing with the request unread would send a reset that can destroy the answer:
+        # swallow what the client sent (small pieces, a short while)
+        for _ in range(32):
+            if not await asyncio.wait_for(reader.read(128), 0.2):
+                break
+    except Exception:  # noqa: BLE001 - a vanished or quiet client
+        pass
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 2)
+    except Exception:  # noqa: BLE001
+        pass
