@@ -18,7 +18,7 @@ except ImportError:  # CPython
 
 IDLE_S = const(60)  # s with nothing open before the stack is dropped
 CHECK_MS = const(5000)
-BACKLOG = const(10)  # httpd.MAX_ACTIVE + MAX_WAITING, without importing httpd for them
+BACKLOG = const(8)  # httpd.MAX_ACTIVE + MAX_WAITING, without importing httpd for them
 # What a request loads and nothing else holds: dropped together, so that nothing of it stays
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
 # MQTT imports smartbms.actions per command and its package is empty.)
