@@ -229,7 +229,11 @@ class WebApp(Microdot):
     def route(self, url_pattern, methods=None, api=False):
         if "<" in url_pattern:
             return super().route(url_pattern, methods)
-        ms = tuple(m.upper() for m in (methods or ("GET",)))
+        # a literal tuple of upper-case names is a constant in flash: kept as it is (upper()
+        # makes a new string per method and route, about 1 KB for this app)
+        ms = methods or ("GET",)
+        if type(ms) is not tuple or [m for m in ms if m != m.upper()]:
+            ms = tuple(m.upper() for m in ms)
 
         def decorated(f):
             table = self.static_routes

@@ -140,7 +140,7 @@ def create_app(ctx, assets=None):
         # handlers raise ApiError (or a validation error) for any rejected request; one shared
         # wrapper (WebApp._call_api) turns those into answers, not a closure per route
         def deco(f):
-            app.route(path, methods=list(methods), api=True)(f)
+            app.route(path, methods, api=True)(f)
             return f
 
         return deco
@@ -442,11 +442,11 @@ def create_app(ctx, assets=None):
 
     # The OTA code (its routes, the writer, the pull client: 2 KB of the heap) is loaded for
     # an upload and dropped after it; a device needs it a few times a year.
-    @app.post(OTA_PATH)
+    @app.route(OTA_PATH, ("POST",))
     async def ota_upload(req):
         return await _ota("upload", ctx, req)
 
-    @app.post(OTA_PATH + "/url")
+    @app.route(OTA_PATH + "/url", ("POST",))
     async def ota_url(req):
         return await _ota("pull_url", ctx, req)
 

@@ -15,7 +15,7 @@ def status(ctx):
 
 
 def install(app, ctx):
-    @app.route("/api/alerts/test", methods=["POST"], api=True)
+    @app.route("/api/alerts/test", ("POST",), api=True)
     async def alerts_test(req):
         s = ctx.settings
         if not s["alert_url"]:
