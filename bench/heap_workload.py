@@ -37,13 +37,19 @@ def heap_lines(output):
     return [tuple(int(x) for x in m.groups()) for m in LINE.finditer(output)]
 
 
-def request(sim, method, path, out=None, tries=20, **kw):
+def request(sim, method, path, out=None, tries=20, deadline=None, **kw):
     """One request, tried again while the device is too busy to take it (503, or a
-    connection it resets because its queue is full), as a client does: (status, body)."""
+    connection it resets because its queue is full), as a client does: (status, body).
+    No try starts after `deadline` (time.monotonic()), nor lasts past it: a device that no
+    longer answers ends the workload instead of holding it for tries x timeout."""
     st = body = None
+    timeout = kw.pop("timeout", 60)
     for _ in range(tries):
+        left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        if left <= 0:
+            break
         try:
-            st, _, body = sim.request(method, path, timeout=kw.pop("timeout", 60), **kw)
+            st, _, body = sim.request(method, path, timeout=left, **kw)
         except (OSError, http.client.HTTPException):
             st = None
             if out is not None:
@@ -97,6 +103,7 @@ def run_workload(sim, device_s, speed):
     out = {"relay_mismatches": 0, "relay_checks": 0, "settings_saves": 0, "link_drops": 0,
            "ota": None, "scan": None, "failures": []}
     t_end = time.monotonic() + device_s / speed
+    hard_end = t_end + 60  # a request running at t_end may finish; nothing waits longer
     next_drop = time.monotonic() + 60 / speed
     next_save = time.monotonic() + 1.0
     ota_at = time.monotonic() + min(5.0, device_s / speed / 3)
@@ -116,16 +123,16 @@ def run_workload(sim, device_s, speed):
             if now >= next_save:
                 next_save = now + 2.0
                 min_soc = 79 if min_soc == 80 else 80
-                st, _ = request(sim, "PUT", "/api/settings", out, json={"min_soc": min_soc})
+                st, _ = request(sim, "PUT", "/api/settings", out, deadline=hard_end, json={"min_soc": min_soc})
                 if st == 200:
                     out["settings_saves"] += 1
             if scan_at and now >= scan_at:
                 scan_at = None
-                out["scan"] = request(sim, "GET", "/api/bms/scan", out)[0]
+                out["scan"] = request(sim, "GET", "/api/bms/scan", out, deadline=hard_end)[0]
             if ota_at and now >= ota_at:
                 ota_at = None
-                out["ota"] = _upload(sim, out)
-            _check_relay(sim, out)
+                out["ota"] = _upload(sim, out, hard_end)
+            _check_relay(sim, out, hard_end)
             time.sleep(0.25)
     finally:
         clients.join()
@@ -134,19 +141,19 @@ def run_workload(sim, device_s, speed):
     return out
 
 
-def _upload(sim, out):
+def _upload(sim, out, deadline):
     """Stream a whole image whose expected SHA-256 is wrong: (status, error)."""
     img = esp_image.app_image("0.9.9", 300 * 1024)
     wrong = hashlib.sha256(img + b"x").hexdigest()
-    st, body = request(sim, "POST", "/api/ota", out, body=img, timeout=120,
+    st, body = request(sim, "POST", "/api/ota", out, deadline=deadline, body=img, timeout=120,
                        headers={"Content-Type": "application/octet-stream", "X-Image-SHA256": wrong})
     return st, body.get("error") if isinstance(body, dict) else None
 
 
-def _check_relay(sim, out):
+def _check_relay(sim, out, deadline):
     """The relay the firmware reports must be the charger the world sees (sampled twice,
     a poll apart, so a switch in between is not a mismatch)."""
-    st, body = request(sim, "GET", "/api/status", out)
+    st, body = request(sim, "GET", "/api/status", out, deadline=deadline)
     if st != 200:
         return
     if not isinstance(body, dict):  # a 200 whose JSON was cut short
@@ -156,7 +163,7 @@ def _check_relay(sim, out):
     out["relay_checks"] += 1
     if bool(body["charger"]["relay"]) != bool(world["charger_on"]):
         time.sleep(0.3)
-        st, body = request(sim, "GET", "/api/status", out)
+        st, body = request(sim, "GET", "/api/status", out, deadline=deadline)
         if st == 200 and bool(body["charger"]["relay"]) != bool(sim.world("status")["charger_on"]):
             out["relay_mismatches"] += 1
 

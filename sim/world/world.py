@@ -236,6 +236,17 @@ class World:
         self.radio.time_scale = 1.0 / speed
         return {"speed": speed}
 
+    def _ctl_bms_lie(self, **kw):
+        """How the BMS's report differs from the truth (battery.BMSLie: temps_missing, ...)."""
+        if self.battery is None:
+            raise ControlError("no battery in this world")
+        lie = self.battery.lie
+        for k, v in kw.items():
+            if k.startswith("_") or not hasattr(lie, k):
+                raise ControlError("unknown BMS lie %r" % k)
+            setattr(lie, k, v)
+        return {k: v for k, v in lie.__dict__.items()}
+
     def _ctl_battery(self, **kw):
         if self.battery is None:
             raise ControlError("no battery in this world")

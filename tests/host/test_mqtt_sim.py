@@ -345,6 +345,24 @@ def test_events_reach_the_events_topic_and_the_alert_url(rig, sink):
         sim.world("set_peer", mac=mac, in_range=True)
 
 
+def test_sensors_a_pack_no_longer_reports_leave_home_assistant(rig):
+    sim, w = rig
+    gone = [PREFIX + "/sensor/%s/temp_%d/config" % (NODE, i) for i in (1, 2)]
+    end = time.time() + 30
+    while not all(w.last.get(t) for t in gone):  # the simulated pack has two sensors
+        assert time.time() < end, sorted(w.last)[-20:]
+        time.sleep(0.2)
+    w.mark()
+    sim.world("bms_lie", temps_missing=True)
+    try:
+        for topic in gone:  # an empty retained config removes the entity
+            w.wait(lambda t, p, r: t == topic and p == b"", 60, "%s removed" % topic)
+        assert w.last.get(PREFIX + "/sensor/%s/cell_1/config" % NODE)  # the rest stays
+    finally:
+        sim.world("bms_lie", temps_missing=False)
+    w.wait(lambda t, p, r: t == gone[0] and p != b"", 60, "temp_1 published again")
+
+
 def test_killing_the_device_leaves_offline_by_the_will(rig):
     sim, w = rig
     w.mark()

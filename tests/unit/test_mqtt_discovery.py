@@ -62,6 +62,14 @@ def test_removal_names_every_document_once():
     assert [t for t, p in gone] == made and all(p == "" for t, p in gone)
 
 
+def test_a_smaller_pack_removes_the_entities_it_no_longer_has():
+    gone = list(discovery.shrunk("n", "homeassistant", 16, 4, 8, 2))
+    made16 = {t for t, d in _docs(16, 4, "n", "b")}
+    made8 = {t for t, d in _docs(8, 2, "n", "b")}
+    assert {t for t, p in gone} == made16 - made8 and all(p == "" for t, p in gone)
+    assert len(gone) == 8 + 2 and list(discovery.shrunk("n", "homeassistant", 8, 2, 16, 4)) == []
+
+
 def test_documents_are_made_one_at_a_time():
     it = discovery.configs("n", "b", "p", {}, 32, 4, LIMS)
     t, p = next(it)  # a generator: nothing else was built yet

@@ -44,6 +44,7 @@ class Mqtt:
         self._dirty = True
         self._rx_ms = 0
         self._published = None  # (node, prefix, cells, temps) of the discovery documents out there
+        self._shrunk_from = None  # (cells, temps) published before the pack's shape changed
         self._sig = None
         self._soc_lims = None
         self.done = False
@@ -185,6 +186,7 @@ class Mqtt:
         r = self.ctx.link.latest if self.ctx.link is not None else None
         if r is not None and (len(r.cells or ()) != p[2] or len(r.temperatures or ()) != p[3]):
             self._published = None  # the pack's shape changed (first reading): publish again
+            self._shrunk_from = (p[2], p[3])
 
     async def _discovery(self):
         from smartbms.settings import _entry
@@ -197,6 +199,11 @@ class Mqtt:
         lims = {"min_soc": _entry("min_soc")[3:5], "max_soc": _entry("max_soc")[3:5]}
         for topic, payload in discovery.configs(node, self.base(), prefix, info, cells, temps, lims):
             await self.publish(topic, payload, True)
+        old = self._shrunk_from
+        if old is not None:  # entities of cells and sensors the pack no longer has: removed
+            for topic, payload in discovery.shrunk(node, prefix, old[0], old[1], cells, temps):
+                await self.publish(topic, payload, True)
+            self._shrunk_from = None
         self._published = (node, prefix, cells, temps)
 
     async def _goodbye(self):

@@ -150,6 +150,15 @@ def configs(node, base, prefix, info, n_cells, n_temps, soc_ranges):
         yield _topic(prefix, "button", node, obj), json.dumps(d)
 
 
+def shrunk(node, prefix, old_cells, old_temps, n_cells, n_temps):
+    """(topic, "") for the cell and temperature entities a pack of the old shape had and one of
+    the new shape has not (another pack, a changed cell count): removed, not left stale."""
+    for i in range(n_cells, old_cells):
+        yield _topic(prefix, "sensor", node, "cell_%d" % (i + 1)), ""
+    for i in range(n_temps, old_temps):
+        yield _topic(prefix, "sensor", node, "temp_%d" % (i + 1)), ""
+
+
 def removals(node, prefix, n_cells, n_temps):
     """(topic, "") for every document configs() made: an empty retained config removes it."""
     for component, obj in objects(n_cells, n_temps):
