@@ -18,7 +18,13 @@ except ImportError:  # CPython
 
 IDLE_S = const(60)  # s with nothing open before the stack is dropped
 CHECK_MS = const(5000)
-BACKLOG = const(8)  # httpd.MAX_ACTIVE + MAX_WAITING, without importing httpd for them
+# Connections taken in at once: httpd's 2 active + 6 waiting (without importing httpd for
+# them). More wait in the TCP backlog, outside the heap, until one ends: a burst of clients
+# cannot fill the heap with connections (each costs ~1 KB before its request is read), and a
+# MemoryError can never end the listening task (asyncio's own server task dies of one, and
+# the device stays deaf).
+OPEN_MAX = const(8)
+BACKLOG = const(8)
 # What a request loads and nothing else holds: dropped together, so that nothing of it stays
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
 # MQTT imports smartbms.actions per command and its package is empty.)
@@ -96,8 +102,9 @@ class WebGate:
         gc.collect()
         return True
 
-    async def _client(self, reader, writer):
-        self.open += 1
+    async def _client(self, reader, writer, counted=False):
+        if not counted:
+            self.open += 1
         try:
             if self.app is None:
                 try:
@@ -108,19 +115,79 @@ class WebGate:
                     await _refuse(reader, writer)
                     return
             await self._serve(self.app, reader, writer)
+        except Exception:  # noqa: BLE001 - MemoryError too: this connection ends, nothing else
+            pass
         finally:
             self.open -= 1
             self._last = clock.now()
+            _drop(writer)  # closed however it ended (a socket is a scarce lwIP resource)
+
+    def _accept(self, sock):
+        # MicroPython: a generator is a coroutine; this is asyncio.stream's accept loop,
+        # taking a connection only while fewer than OPEN_MAX are open
+        from asyncio import core
+        from asyncio.stream import Stream
+
+        while True:
+            while self.open >= OPEN_MAX:
+                yield from clock.sleep_real_ms(20)
+            yield core._io_queue.queue_read(sock)
+            try:
+                s, addr = sock.accept()
+            except OSError:
+                continue
+            try:
+                s.setblocking(False)
+                st = Stream(s, {"peername": addr})
+                self.open += 1
+                try:
+                    asyncio.create_task(self._client(st, st, True))
+                except MemoryError:
+                    self.open -= 1
+                    raise
+            except MemoryError:
+                s.close()
+                gc.collect()
+                yield from clock.sleep_real_ms(100)
 
     async def serve(self):
         """Listen until cancelled; drops the stack whenever it has been unused a while."""
-        server = await asyncio.start_server(self._client, self._host, self._port, backlog=BACKLOG)
+        import sys
+
+        if sys.implementation.name == "micropython":
+            import socket
+
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(socket.getaddrinfo(self._host, self._port)[0][-1])
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            accept = asyncio.create_task(self._accept(sock))
+            close = sock.close
+        else:  # CPython (host tools, tests): asyncio's server, unbounded
+            server = await asyncio.start_server(self._client, self._host, self._port, backlog=BACKLOG)
+            accept, close = None, server.close
         try:
             while True:
                 await clock.sleep_ms(CHECK_MS)
+                if accept is not None and accept.done():  # cannot end; if it ever does: the app's supervisor
+                    raise RuntimeError("the web server's accept loop ended")
                 self.trim()
         finally:
-            server.close()
+            if accept is not None:
+                accept.cancel()
+            close()
+
+
+def _drop(writer):
+    try:
+        s = getattr(writer, "s", None)  # MicroPython's Stream: close() alone leaves the socket open
+        if s is not None:
+            s.close()
+        else:
+            writer.close()
+    except Exception:  # noqa: BLE001 - closed already
+        pass
 
 
 async def _refuse(reader, writer):

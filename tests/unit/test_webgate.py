@@ -101,3 +101,31 @@ def test_a_stack_that_cannot_load_is_a_503_and_changes_nothing():
         assert st == 503 and b"low on memory" in body and gate.app is None and gate.open == 0
 
     _with_gate(t, no_memory)
+
+
+def test_a_burst_of_connections_waits_outside_the_heap():
+    # on the device, at most OPEN_MAX connections are taken in; the rest wait in the TCP
+    # backlog (asyncio's own server would take every one: a burst filled the heap and a
+    # MemoryError ended its accept task, leaving the device deaf)
+    if not IS_MICROPYTHON:
+        from testutil import skip
+
+        skip("the bounded accept loop is the MicroPython path")
+
+    async def t(gate):
+        held = []
+        for _ in range(webgate.OPEN_MAX + 4):  # connections that send nothing yet
+            held.append(await asyncio.open_connection("127.0.0.1", gate._port))
+        await clock.sleep_real_ms(100)
+        assert gate.open == webgate.OPEN_MAX, gate.open
+        for _, w in held:
+            w.close()
+            await w.wait_closed()
+        for _ in range(300):
+            if gate.open == 0:
+                break
+            await clock.sleep_real_ms(20)
+        st, _ = await _get(gate._port)
+        assert st == 200 and gate.open == 0
+
+    _with_gate(t)
