@@ -180,6 +180,7 @@ def _fit_heap():
     _overhead = _host.heap()[1] - pristine - early
 
 
+_worst = [0]  # SIM_HEAP_WORST=1: [the smallest largest-free-block reported so far]
 _census = False  # SIM_HEAP_CENSUS=1: a census line with each heap line (see _host.census)
 
 
@@ -218,6 +219,13 @@ class HeapWatch:
             self.peak = used
         if max_free < self.min_max_free:
             self.min_max_free = max_free
+        if max_free < _worst[0]:  # SIM_HEAP_WORST=1: what the heap holds at its most fragmented
+            _worst[0] = max_free
+            print("sim worst: t=%d alloc=%d maxfree=%d" % (clock.now(), used, max_free))
+            _host.census(True)
+            import micropython
+
+            micropython.mem_info(1)
         return used, free, max_free
 
     def line(self):
@@ -235,6 +243,10 @@ class HeapWatch:
             import micropython
 
             micropython.mem_info(1)
+        if env("SIM_HEAP_OBJECTS", ""):  # every object from that offset up (see _host.objects)
+            import _host
+
+            _host.objects(int(env("SIM_HEAP_OBJECTS", "0"), 0))
         return out
 
     async def run(self, every_ms):
@@ -330,6 +342,8 @@ def main():
     if link is not None and link.inputs.get(0) == 0:
         rom_download_mode()
     _fit_heap()
+    if env("SIM_HEAP_WORST", "0") == "1":
+        _worst[0] = 1 << 30
     if env("SIM_HEAP_CENSUS", "0") == "1":  # what is in the heap now is not the firmware's
         import _host
 
@@ -347,7 +361,12 @@ def main():
     log("state in %s, clock x%d, web port %d" % (paths.ROOT, SPEED, PORT))
     provision()
     mqtt_setting()
+    # the boot's garbage collected first, so that anything of the seeding a stale pointer on
+    # the C stack keeps alive sits low in the heap, not in the middle of the firmware's free
+    # space (a "seeded" message kept at the top once cut the largest free block by 7 KB)
+    gc.collect()
     seed_events()
+    gc.collect()
     try:
         asyncio.run(run())
     except SystemExit:

@@ -18,12 +18,13 @@ except ImportError:  # CPython
 
 IDLE_S = const(60)  # s with nothing open before the stack is dropped
 CHECK_MS = const(5000)
-# Connections taken in at once: httpd's 2 active + 6 waiting (without importing httpd for
-# them). More wait in the TCP backlog, outside the heap, until one ends: a burst of clients
-# cannot fill the heap with connections (each costs ~1 KB before its request is read), and a
-# MemoryError can never end the listening task (asyncio's own server task dies of one, and
-# the device stays deaf).
-OPEN_MAX = const(8)
+# Connections taken in at once, live streams apart: httpd's 2 active + 2 waiting for a slot.
+# More wait in the TCP backlog, outside the heap, until one ends: a burst of clients cannot
+# fill the heap with connections (each costs about 1 KB in coroutines, a task and a stream
+# before its request is read; 8 open took the largest free block under load from 12-15 KB
+# down to 9-10), and a MemoryError can never end the listening task (asyncio's own server
+# task dies of one, and the device stays deaf).
+OPEN_MAX = const(4)
 BACKLOG = const(8)
 # What a request loads and nothing else holds: dropped together, so that nothing of it stays
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
@@ -85,6 +86,10 @@ class WebGate:
         self._serve = httpd.serve_client
         self.loads += 1
 
+    def _streams(self):
+        live = getattr(self.app, "live", None)
+        return live.streams if live is not None else 0
+
     def busy(self):
         """Something of the stack is in use: a connection, a live stream, a lingering drain."""
         a = self.app
@@ -129,7 +134,7 @@ class WebGate:
         from asyncio.stream import Stream
 
         while True:
-            while self.open >= OPEN_MAX:
+            while self.open - self._streams() >= OPEN_MAX:
                 yield from clock.sleep_real_ms(20)
             yield core._io_queue.queue_read(sock)
             try:

@@ -123,6 +123,7 @@ static MP_DEFINE_CONST_FUN_OBJ_0(host_heap_obj, host_heap);
 // what it holds beyond that record, as "sim census: 'type' bytes B/objects, ..." (largest
 // first; "_raw_": blocks whose first word is no type object: dict tables, str data, buffers).
 // Neither allocates on the heap it counts, so it can run in the middle of a load.
+#include "py/objstr.h"
 #define CENSUS_MAX 1024
 #if MICROPY_GC_SPLIT_HEAP
 #define NEXT_AREA(area) ((area)->next)
@@ -239,6 +240,44 @@ static mp_obj_t host_census(mp_obj_t report_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(host_census_obj, host_census);
 
+// _host.objects(offset): every object whose head lies at `offset` bytes or more into the
+// heap, as "off len type [first bytes]" (a debugging aid for fragmentation: what is it that
+// sits high in the heap at idle). Allocates nothing.
+static mp_obj_t host_objects(mp_obj_t from_in) {
+    mp_state_mem_area_t *area = &MP_STATE_MEM(area);
+    size_t blocks = area->gc_alloc_table_byte_len * 4;
+    size_t from = mp_obj_get_int(from_in) / MICROPY_BYTES_PER_GC_BLOCK;
+    for (size_t b = from; b < blocks;) {
+        size_t kind = (area->gc_alloc_table_start[b / 4] >> (2 * (b & 3))) & 3;
+        if (kind != 1 && kind != 3) {
+            b++;
+            continue;
+        }
+        size_t len = 1;
+        while (b + len < blocks && ((area->gc_alloc_table_start[(b + len) / 4] >> (2 * ((b + len) & 3))) & 3) == 2) {
+            len++;
+        }
+        const byte *obj = area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK;
+        qstr name = census_name_of(obj);
+        mp_printf(&mp_plat_print, "obj %x %u %s", (unsigned)(b * MICROPY_BYTES_PER_GC_BLOCK), (unsigned)(len * MICROPY_BYTES_PER_GC_BLOCK), qstr_str(name));
+        if (name == MP_QSTR__raw_ || name == MP_QSTR_str) {
+            const byte *d = name == MP_QSTR_str ? ((const mp_obj_str_t *)obj)->data : obj;
+            size_t n = name == MP_QSTR_str ? ((const mp_obj_str_t *)obj)->len : 16;
+            if (name == MP_QSTR_str && !census_is_head(d)) {
+                n = 0;
+            }
+            mp_printf(&mp_plat_print, " ");
+            for (size_t i = 0; i < n && i < 24; i++) {
+                mp_printf(&mp_plat_print, d[i] >= 32 && d[i] < 127 ? "%c" : "\\x%02x", d[i]);
+            }
+        }
+        mp_printf(&mp_plat_print, "\n");
+        b += len;
+    }
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(host_objects_obj, host_objects);
+
 // _host.static_buffer(n) -> a bytearray-backed memoryview of n bytes outside the GC heap
 // (at most 4 KB in all): the world link's buffers stand for NimBLE's and lwIP's, which on
 // the chip live in ESP-IDF's memory, not in the Python heap.
@@ -264,6 +303,7 @@ static const mp_rom_map_elem_t hostwake_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_wake_register), MP_ROM_PTR(&hostwake_register_obj) },
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&host_heap_obj) },
     { MP_ROM_QSTR(MP_QSTR_census), MP_ROM_PTR(&host_census_obj) },
+    { MP_ROM_QSTR(MP_QSTR_objects), MP_ROM_PTR(&host_objects_obj) },
 };
 static MP_DEFINE_CONST_DICT(hostwake_globals, hostwake_globals_table);
 
