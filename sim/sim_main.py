@@ -226,6 +226,8 @@ class HeapWatch:
             import micropython
 
             micropython.mem_info(1)
+            if env("SIM_HEAP_OBJECTS", ""):
+                _host.objects(int(env("SIM_HEAP_OBJECTS", "0"), 0))
         return used, free, max_free
 
     def line(self):
@@ -243,6 +245,12 @@ class HeapWatch:
             import micropython
 
             micropython.mem_info(1)
+        if env("SIM_HEAP_MODULES", "0") == "1":  # what is imported now (allocates: debugging only)
+            print("sim modules:", " ".join(sorted(sys.modules)))
+        if env("SIM_HEAP_TOTAL", "0") == "1":  # bytes allocated since start (host build: MEM_STATS)
+            import micropython
+
+            print("sim alloc: total=%d" % micropython.mem_total())
         if env("SIM_HEAP_OBJECTS", ""):  # every object from that offset up (see _host.objects)
             import _host
 

@@ -41,7 +41,7 @@ except ImportError:  # CPython
 TICK_MS = const(1000)  # control loop period (device time)
 WDT_TIMEOUT_MS = const(30000)  # the hardware watchdog's timeout
 WDT_STALE_S = const(10)
-GC_THRESHOLD = const(8192)  # the control loop must have ticked within this many seconds
+GC_THRESHOLD = const(2048)  # bytes allocated between collections (see start())
 FLUSH_EVERY_S = const(60)
 REBOOT_DELAY_MS = const(1500)  # real time for the answer to leave before a requested reboot
 

@@ -28,6 +28,7 @@ from microdot import Microdot, Request, Response
 from smartbms import clock, jsonpieces
 from smartbms.actions import ApiError  # noqa: F401 (part of this module's API)
 from smartbms.auth import AuthError
+from smartbms.deadlines import Deadlines
 
 try:
     from micropython import const
@@ -94,9 +95,10 @@ class _Reader:
     would grow one without bound); its Content-Length must be plain digits, once. Once the
     head is in, every further read (a streamed body) is bounded by IDLE_TIMEOUT_MS."""
 
-    def __init__(self, stream, idle_ms):
+    def __init__(self, stream, idle_ms, deadlines):
         self._s = stream
-        self._idle_s = idle_ms / 1000
+        self._idle_ms = idle_ms
+        self._dl = deadlines
         self.head = 0
         self.timed = False
         self.body = 0  # bytes of a streamed body read so far
@@ -111,7 +113,7 @@ class _Reader:
     async def _t(self, coro):
         if not self.timed:
             return await coro
-        return await asyncio.wait_for(coro, self._idle_s)
+        return await self._dl.wait(coro, self._idle_ms)
 
     async def readline(self):
         if self.timed:
@@ -183,6 +185,8 @@ class _Writer:
 
     def __init__(self, w):
         self._w = w
+        self.write = w.write
+        self.drain = w.drain
 
     async def awrite(self, data):
         self._w.write(data)
@@ -214,6 +218,7 @@ class WebApp(Microdot):
         self.dropped = 0  # connections closed for a timeout or an oversize head
         self.served = 0
         self.lingering = 0  # refused connections swallowing their unread input
+        self.deadlines = Deadlines()  # every wait of a connection is bounded by one
         # the limits, per instance so tests can shrink them
         self.head_timeout_ms = HEAD_TIMEOUT_MS
         self.idle_timeout_ms = IDLE_TIMEOUT_MS
@@ -265,8 +270,8 @@ class WebApp(Microdot):
             res = req.api_handler(req)
             if hasattr(res, "send"):  # a coroutine
                 res = await res
-            if type(res) is dict:  # written in pieces: no block as large as the answer
-                return Response(jsonpieces.pieces(res), 200, _JSON_HEADERS)
+            if type(res) is dict:  # written in chunks: no block as large as the answer
+                return Response(jsonpieces.chunks(res), 200, _JSON_HEADERS)
             return res
         except ApiError as e:
             return error(e.status, e.message, e.field, e.headers)
@@ -305,7 +310,7 @@ class WebApp(Microdot):
     async def handle_request(self, reader, writer):
         if not hasattr(writer, "awrite"):
             writer = _Writer(writer)
-        if not await self._slot():
+        if self.active >= self.max_active and not await self._slot():  # no coroutine when a slot is free
             self.rejected += 1
             await self._answer(writer, error(503, "busy: too many connections", headers={"Retry-After": "1"}), reader)
             return
@@ -316,14 +321,14 @@ class WebApp(Microdot):
             self.active -= 1
 
     async def _handle(self, reader, writer):
-        r = _Reader(reader, self.idle_timeout_ms)
+        r = _Reader(reader, self.idle_timeout_ms, self.deadlines)
         req = None
         try:
             peer = writer.get_extra_info("peername")
         except Exception:  # noqa: BLE001
             peer = None
         try:
-            req = await asyncio.wait_for(Request.create(self, r, writer, peer), self.head_timeout_ms / 1000)
+            req = await self.deadlines.wait(Request.create(self, r, writer, peer), self.head_timeout_ms)
         except _HeadTooLarge:
             self.dropped += 1
             # the client may still be sending a large head: read it away for up to DRAIN_MS
@@ -358,7 +363,7 @@ class WebApp(Microdot):
     async def _answer(self, writer, res, unread=None, nbytes=DISCARD_BYTES, limit_ms=DISCARD_MS):
         try:
             if res is not Response.already_handled:
-                await asyncio.wait_for(res.write(writer), self.write_timeout_ms / 1000)
+                await self.deadlines.wait(_send(writer, res), self.write_timeout_ms)
         except Exception:  # noqa: BLE001 - a slow or vanished reader
             self.dropped += 1
         if unread is not None and self.lingering < MAX_LINGERING:
@@ -369,8 +374,7 @@ class WebApp(Microdot):
                 self.lingering -= 1
         await self._close(writer)
 
-    @staticmethod
-    async def _discard(reader, nbytes, limit_ms):
+    async def _discard(self, reader, nbytes, limit_ms):
         # Closing a socket with unread input makes TCP send a reset, which can destroy the
         # answer before the client reads it (a browser reads it only once its upload is
         # sent): swallow the rest of the input first, nothing kept, so the client sees the
@@ -378,19 +382,56 @@ class WebApp(Microdot):
         t0 = clock.ticks_real_ms()
         try:
             while nbytes > 0 and clock.real_ms_since(t0) < limit_ms:
-                chunk = await asyncio.wait_for(reader.read(min(nbytes, 1024)), DRAIN_GAP_MS / 1000)
+                chunk = await self.deadlines.wait(reader.read(min(nbytes, 1024)), DRAIN_GAP_MS)
                 if not chunk:
                     break
                 nbytes -= len(chunk)
         except Exception:  # noqa: BLE001 - silence or reset: done either way
             pass
 
-    @staticmethod
-    async def _close(writer):
+    async def _close(self, writer):
         try:
-            await asyncio.wait_for(writer.aclose(), 2)
+            await self.deadlines.wait(writer.aclose(), 2000)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _head(res):
+    # the status line and headers as one write (microdot writes each header on its own:
+    # a coroutine, a formatted string and its bytes per line, on every answer)
+    reason = res.reason if res.reason is not None else ("OK" if res.status_code == 200 else "N/A")
+    parts = ["HTTP/1.0 %d %s\r\n" % (res.status_code, reason)]
+    for name, value in res.headers.items():
+        for one in value if type(value) is list else (value,):
+            parts.append("%s: %s\r\n" % (name, one))
+    parts.append("\r\n")
+    return "".join(parts).encode()
+
+
+async def _send(writer, res):
+    """Write `res` as microdot's Response.write does, for the bodies this API answers with
+    (bytes, or a generator of chunks such as jsonpieces.chunks) without its per-header
+    writes and the class it makes per answer to iterate a body; others go to microdot."""
+    body = res.body
+    if not (type(body) in (bytes, bytearray) or hasattr(body, "__next__")):
+        await res.write(writer)
+        return
+    res.complete()
+    writer.write(_head(res))
+    await writer.drain()
+    if res.is_head:
+        return
+    if type(body) is not bytes and type(body) is not bytearray:
+        try:
+            for chunk in body:
+                writer.write(chunk if type(chunk) is not str else chunk.encode())
+                await writer.drain()
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+    elif body:
+        writer.write(body)
+        await writer.drain()
 
 
 def set_body_limit(app, path, nbytes):
@@ -409,7 +450,7 @@ async def serve_client(app, reader, writer):
         sys.print_exception(e) if hasattr(sys, "print_exception") else None
         # every normal path closed it already; this one must too (wait_closed, not close:
         # MicroPython's close() leaves the socket open)
-        await WebApp._close(writer if hasattr(writer, "aclose") else _Writer(writer))
+        await app._close(writer if hasattr(writer, "aclose") else _Writer(writer))
 
 
 async def start(app, host, port):

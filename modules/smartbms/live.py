@@ -10,15 +10,10 @@
 # phone that vanished without closing its socket does not hold a stream for long.
 # A stream does not keep one of the server's request slots (httpd.MAX_ACTIVE): it counts
 # against MAX_STREAMS instead, so two open dashboards leave every slot to requests.
-try:
-    import asyncio
-except ImportError:  # pragma: no cover
-    asyncio = None
-
 from microdot import Response
 
 from smartbms import clock
-from smartbms.jsonpieces import pieces
+from smartbms.jsonpieces import chunks
 
 try:
     from micropython import const
@@ -50,17 +45,16 @@ class Live:
 
     async def _send(self, w, kind, doc):
         # one timeout for the whole push, not a task per write
-        await asyncio.wait_for(self._write(w, kind, doc), WRITE_TIMEOUT_MS / 1000)
+        await self.app.deadlines.wait(self._write(w, kind, doc), WRITE_TIMEOUT_MS)
 
     @staticmethod
     async def _write(w, kind, doc):
-        # the document in pieces (smartbms.jsonpieces; JSON has no newline, so the pieces
-        # make one data line): no 2 KB string and its bytes copy every period per stream.
-        # Bytes: asyncio's Stream keeps what a full socket did not take in a bytes buffer
-        # and cuts it by length.
+        # the document in chunks of one reused buffer (smartbms.jsonpieces; JSON has no
+        # newline, so they make one data line): no 2 KB string and its bytes copy every
+        # period per stream (asyncio's Stream copies what a full socket did not take)
         await w.awrite(kind)
-        for piece in pieces(doc):
-            await w.awrite(piece.encode())
+        for chunk in chunks(doc):
+            await w.awrite(chunk)
         await w.awrite(b"\n\n")
 
     async def handle(self, req):
@@ -83,7 +77,7 @@ class Live:
         events = self.ctx.events
         since = req.args.get("since")
         seq = int(since) if since and since.isdigit() else events.last_seq
-        await asyncio.wait_for(w.awrite(_HEAD), WRITE_TIMEOUT_MS / 1000)
+        await self.app.deadlines.wait(w.awrite(_HEAD), WRITE_TIMEOUT_MS)
         t0 = clock.ticks_real_ms()
         while clock.real_ms_since(t0) < self.max_stream_ms:
             if events.last_seq != seq:

@@ -463,7 +463,7 @@ async def _ota(name, ctx, req):
         return await getattr(http, name)(ctx, req)
     finally:
         del http
-        from smartbms.webgate import unload
+        from smartbms import unload
 
         unload(_OTA_MODULES)
 

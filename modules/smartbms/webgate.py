@@ -5,10 +5,11 @@
 # rest of the firmware's timing: the simulator's fast clock drops it sooner). A device nobody
 # looks at, its normal state, keeps that heap for WiFi, BLE and MQTT.
 import gc
+import sys
 
 import asyncio
 
-from smartbms import clock
+from smartbms import clock, unload
 
 try:
     from micropython import const
@@ -30,7 +31,7 @@ BACKLOG = const(8)
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
 # MQTT imports smartbms.actions per command and its package is empty.)
 WEB_MODULES = ("smartbms.web", "smartbms.httpd", "smartbms.auth", "smartbms.status", "smartbms.live",
-               "smartbms.jsonpieces", "smartbms.jsonbody", "smartbms.actions",
+               "smartbms.jsonpieces", "smartbms.jsonbody", "smartbms.actions", "smartbms.deadlines",
                "smartbms.mqtt.routes", "smartbms.mqtt",
                "smartbms.charge.plain", "smartbms.ota.image", "webassets", "microdot",
                "microdot.microdot")
@@ -39,24 +40,8 @@ _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\
          b"Connection: close\r\n\r\n{\"error\": \"low on memory: retry shortly\"}")
 
 
-def unload(names):
-    """Forget modules loaded for a while, so their objects can be collected (a copy still
-    referenced elsewhere lives on; the next import loads them again)."""
-    import sys
-
-    for name in names:
-        if sys.modules.pop(name, None) is not None:
-            pkg, _, attr = name.rpartition(".")
-            try:
-                delattr(sys.modules[pkg], attr)
-            except (KeyError, AttributeError):
-                pass
-
-
 def default_host():
     # the device listens on every interface; a host run (sim, tests) only on loopback
-    import sys
-
     return "0.0.0.0" if sys.platform == "esp32" else "127.0.0.1"
 
 
@@ -67,7 +52,6 @@ class WebGate:
         self._port = port
         self._make = make_app  # tests: makes the app instead of web.create_app
         self.app = None
-        self._serve = None  # httpd.serve_client of the loaded stack
         self.open = 0  # connections in progress
         self.loads = 0
         self.idle_s = IDLE_S  # per instance, so tests can shorten it
@@ -75,15 +59,12 @@ class WebGate:
 
     def _load(self):
         gc.collect()  # the stack's long-lived objects then sit low in the heap, together
-        from smartbms import httpd
-
         if self._make is not None:
             self.app = self._make()
         else:
             from smartbms import web
 
             self.app = web.create_app(self._ctx)
-        self._serve = httpd.serve_client
         self.loads += 1
 
     def _streams(self):
@@ -102,7 +83,7 @@ class WebGate:
             return False
         if clock.now() - self._last < self.idle_s:
             return False
-        self.app = self._serve = None
+        self.app = None
         unload(WEB_MODULES)
         gc.collect()
         return True
@@ -115,13 +96,16 @@ class WebGate:
                 try:
                     self._load()
                 except MemoryError:
-                    self.app = self._serve = None
+                    self.app = None
                     gc.collect()
                     await _refuse(reader, writer)
                     return
-            await self._serve(self.app, reader, writer)
-        except Exception:  # noqa: BLE001 - MemoryError too: this connection ends, nothing else
-            pass
+            # the app's own coroutine, no wrapper: each layer is a generator frame per
+            # connection (about 100 B)
+            await self.app.handle_request(reader, writer)
+        except Exception as e:  # noqa: BLE001 - MemoryError too: this connection ends, nothing else
+            if hasattr(sys, "print_exception") and not isinstance(e, MemoryError):
+                sys.print_exception(e)
         finally:
             self.open -= 1
             self._last = clock.now()
@@ -157,8 +141,6 @@ class WebGate:
 
     async def serve(self):
         """Listen until cancelled; drops the stack whenever it has been unused a while."""
-        import sys
-
         if sys.implementation.name == "micropython":
             import socket
 

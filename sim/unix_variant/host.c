@@ -124,6 +124,7 @@ static MP_DEFINE_CONST_FUN_OBJ_0(host_heap_obj, host_heap);
 // first; "_raw_": blocks whose first word is no type object: dict tables, str data, buffers).
 // Neither allocates on the heap it counts, so it can run in the middle of a load.
 #include "py/objstr.h"
+#include "py/objfun.h"
 #define CENSUS_MAX 1024
 #if MICROPY_GC_SPLIT_HEAP
 #define NEXT_AREA(area) ((area)->next)
@@ -270,6 +271,10 @@ static mp_obj_t host_objects(mp_obj_t from_in) {
             for (size_t i = 0; i < n && i < 24; i++) {
                 mp_printf(&mp_plat_print, d[i] >= 32 && d[i] < 127 ? "%c" : "\\x%02x", d[i]);
             }
+        }
+        if (*(const mp_obj_type_t *const *)obj == &mp_type_gen_instance) {  // its function's name
+            const mp_obj_t *w = (const mp_obj_t *)obj;
+            mp_printf(&mp_plat_print, " %s", qstr_str(mp_obj_fun_bc_get_name((const mp_obj_fun_bc_t *)w[2])));
         }
         mp_printf(&mp_plat_print, "\n");
         b += len;

@@ -1,5 +1,7 @@
 # One MQTT connection: connect + CONNACK, serialised writes, and packets read into one fixed
 # buffer (a packet larger than it is skipped, never stored). Every wait is bounded.
+import gc
+
 import asyncio
 
 from smartbms import netio
@@ -33,6 +35,7 @@ class Conn:
     async def open(self, settings, will_topic=None):
         """Connect and log in (the will: retained "offline" on will_topic); raises on refusal."""
         s = settings
+        gc.collect()  # the connection's objects live as long as it: low in the heap, out of the way
         self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS)
         await self.send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))

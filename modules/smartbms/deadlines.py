@@ -1,0 +1,68 @@
+# Time limits for the web server's waits without asyncio.wait_for. On MicroPython every
+# wait_for makes two tasks, two coroutines and an exception (about 1 KB of heap), and a
+# request waits several times (its head, each body read, the answer, the close): a third of
+# what a request allocated. Here a connection's task arms a deadline before a wait and
+# disarms it after; one reaper task, alive only while a deadline is armed, cancels a task
+# whose deadline passed, and the wait raises asyncio.TimeoutError as wait_for would.
+# Only plain stream I/O is waited on this way: a task waiting on another task would pass
+# the cancel on to that one.
+import asyncio
+
+from smartbms import clock
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+TICK_MS = const(100)  # how late a deadline may be noticed
+
+
+class Deadlines:
+    def __init__(self):
+        self._at = {}  # task -> real-time tick the wait began; None once cancelled for its deadline
+        self._ms = {}  # task -> the wait's limit in ms
+        self._reaper = None
+        self.expired = 0
+
+    async def wait(self, aw, ms):
+        """`await aw` for at most `ms` real milliseconds; asyncio.TimeoutError after that."""
+        t = asyncio.current_task()
+        self._at[t] = clock.ticks_real_ms()
+        self._ms[t] = ms
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap())
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self._at.get(t, 0) is None:  # cancelled by the reaper, not from outside
+                if hasattr(t, "uncancel"):  # CPython: the task is not being cancelled after all
+                    t.uncancel()
+                raise asyncio.TimeoutError
+            raise
+        finally:
+            self._at.pop(t, None)
+            self._ms.pop(t, None)
+
+    def armed(self):
+        return len(self._at)
+
+    async def _reap(self):
+        try:
+            while self._at:
+                await clock.sleep_real_ms(TICK_MS)
+                late = True
+                while late is not None:
+                    late = None
+                    for t in self._at:  # no allocation: by key, not items()
+                        at = self._at[t]
+                        if at is not None and clock.real_ms_since(at) >= self._ms[t]:
+                            late = t
+                            break
+                    if late is not None:
+                        self._at[late] = None
+                        self.expired += 1
+                        late.cancel()
+        finally:
+            self._reaper = None
