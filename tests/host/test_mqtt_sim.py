@@ -370,10 +370,49 @@ def test_killing_the_device_leaves_offline_by_the_will(rig):
     w.wait(lambda t, p, r: t == BASE + "/availability" and p == b"offline", 120, "the will")
 
 
-def test_turning_mqtt_off_removes_discovery(rig):
+def test_entities_of_a_pack_changed_while_the_device_was_off_are_removed(rig):
+    """After the will test: while the device is off, the broker still holds the configs of an
+    earlier, larger pack (20 cells, 4 sensors); the device boots with its own pack and removes
+    the entities that pack lacks, once it knows the pack's shape."""
     sim, w = rig
+    assert sim.proc.poll() is not None  # the device is off (killed by the will test)
+    stale = [PREFIX + "/sensor/%s/cell_%d/config" % (NODE, i) for i in range(1, 21)] + \
+        [PREFIX + "/sensor/%s/temp_%d/config" % (NODE, i) for i in range(1, 5)]
+    for t in stale:
+        w.c.publish(t, json.dumps({"name": "left by an earlier pack"}), retain=True).wait_for_publish(5)
+    w.mark()
     sim.start()
     sim.wait_ready(40)
+    end = time.time() + 30
+    st = _status(sim)
+    while not st["bms"].get("cells"):
+        assert time.time() < end, st["bms"]
+        time.sleep(0.3)
+        st = _status(sim)
+    cells, temps = len(st["bms"]["cells"]), len(st["bms"]["temperatures"])
+    assert 0 < cells < 20 and 0 < temps < 4, (cells, temps)
+    for i in range(cells + 1, 21):
+        t = PREFIX + "/sensor/%s/cell_%d/config" % (NODE, i)
+        w.wait(lambda tt, p, r: tt == t and p == b"", 60, "%s removed" % t)
+    for i in range(temps + 1, 5):
+        t = PREFIX + "/sensor/%s/temp_%d/config" % (NODE, i)
+        w.wait(lambda tt, p, r: tt == t and p == b"", 60, "%s removed" % t)
+    for i in range(1, cells + 1):  # the pack's own cells are there, with real configs
+        t = PREFIX + "/sensor/%s/cell_%d/config" % (NODE, i)
+        w.wait(lambda tt, p, r: tt == t and p and b"earlier pack" not in p, 60, "%s published" % t)
+    # a fresh client sees exactly the pack's own cell entities
+    w2 = Watcher(int(sim._env["SIM_MQTT"].rsplit(":", 1)[1]))
+    time.sleep(1.5)
+    kept = sorted(t for t in w2.last if re.search(r"/cell_\d+/", t))
+    w2.close()
+    assert len(kept) == cells, kept
+
+
+def test_turning_mqtt_off_removes_discovery(rig):
+    sim, w = rig
+    if sim.proc.poll() is not None:
+        sim.start()
+        sim.wait_ready(40)
     w.wait(lambda t, p, r: t == BASE + "/availability" and p == b"online", 30, "online again")
     w.wait(lambda t, p, r: t == PREFIX + "/button/smartbms/clear_alarms/config" and p, 30, "discovery")
     w.mark()

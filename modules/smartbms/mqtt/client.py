@@ -29,6 +29,11 @@ BACKOFF_MIN_MS = const(2000)
 BACKOFF_MAX_MS = const(300000)
 MAX_EVENTS = const(4)
 OV_MINUTES = const(60)
+# At boot the cell and temperature entities a pack before this boot may have left (another
+# pack fitted, a changed cell count while the device was off) are removed once, up to the
+# most any supported BMS reports: an empty retained config for each the pack now lacks.
+SWEEP_CELLS = const(32)
+SWEEP_TEMPS = const(16)
 
 
 class Mqtt:
@@ -44,7 +49,7 @@ class Mqtt:
         self._dirty = True
         self._rx_ms = 0
         self._published = None  # (node, prefix, cells, temps) of the discovery documents out there
-        self._shrunk_from = None  # (cells, temps) published before the pack's shape changed
+        self._shrunk_from = (SWEEP_CELLS, SWEEP_TEMPS)  # (cells, temps) that may be out there beyond the pack's
         self._sig = None
         self._soc_lims = None
         self.done = False
@@ -186,7 +191,8 @@ class Mqtt:
         r = self.ctx.link.latest if self.ctx.link is not None else None
         if r is not None and (len(r.cells or ()) != p[2] or len(r.temperatures or ()) != p[3]):
             self._published = None  # the pack's shape changed (first reading): publish again
-            self._shrunk_from = (p[2], p[3])
+            old = self._shrunk_from or (0, 0)
+            self._shrunk_from = (max(old[0], p[2]), max(old[1], p[3]))
 
     async def _discovery(self):
         from smartbms.settings import _entry
@@ -200,7 +206,8 @@ class Mqtt:
         for topic, payload in discovery.configs(node, self.base(), prefix, info, cells, temps, lims):
             await self.publish(topic, payload, True)
         old = self._shrunk_from
-        if old is not None:  # entities of cells and sensors the pack no longer has: removed
+        if old is not None and (cells or temps):  # entities of cells and sensors the pack lacks: removed
+            # (not before the first reading: the pack's shape is not known yet)
             for topic, payload in discovery.shrunk(node, prefix, old[0], old[1], cells, temps):
                 await self.publish(topic, payload, True)
             self._shrunk_from = None
