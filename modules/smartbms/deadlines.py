@@ -20,17 +20,22 @@ TICK_MS = const(100)  # how late a deadline may be noticed
 
 
 class Deadlines:
-    def __init__(self):
+    def __init__(self, squeezed=None):
         self._at = {}  # task -> real-time tick the wait began; None once cancelled for its deadline
         self._ms = {}  # task -> the wait's limit in ms
+        self._short = {}  # task -> the shorter limit that holds while squeezed() is true
+        self._squeezed = squeezed
         self._reaper = None
         self.expired = 0
 
-    async def wait(self, aw, ms):
-        """`await aw` for at most `ms` real milliseconds; asyncio.TimeoutError after that."""
+    async def wait(self, aw, ms, squeezed_ms=0):
+        """`await aw` for at most `ms` real milliseconds (`squeezed_ms` while the owner's
+        squeezed() says others wait for the room this wait takes); asyncio.TimeoutError after."""
         t = asyncio.current_task()
         self._at[t] = clock.ticks_real_ms()
         self._ms[t] = ms
+        if squeezed_ms:
+            self._short[t] = squeezed_ms
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap())
         try:
@@ -44,6 +49,7 @@ class Deadlines:
         finally:
             self._at.pop(t, None)
             self._ms.pop(t, None)
+            self._short.pop(t, None)
 
     def armed(self):
         return len(self._at)
@@ -53,11 +59,15 @@ class Deadlines:
             while self._at:
                 await clock.sleep_real_ms(TICK_MS)
                 late = True
+                squeezed = self._short and self._squeezed is not None and self._squeezed()
                 while late is not None:
                     late = None
                     for t in self._at:  # no allocation: by key, not items()
                         at = self._at[t]
-                        if at is not None and clock.real_ms_since(at) >= self._ms[t]:
+                        ms = self._ms[t]
+                        if squeezed and t in self._short:
+                            ms = min(ms, self._short[t])
+                        if at is not None and clock.real_ms_since(at) >= ms:
                             late = t
                             break
                     if late is not None:

@@ -1,8 +1,9 @@
 # The bounded HTTP server under the API (microdot's app, request reading and answering),
 # apart from the routes (smartbms.web). Defences that keep a small device alive on a LAN:
 # - the request head (line + headers, and a body up to BODY_LIMIT) must arrive within
-#   HEAD_TIMEOUT_MS; a head over MAX_HEAD_BYTES (one long line or many) is 431, never read
-#   past that cap into RAM, and the rest of it is swallowed (up to
+#   HEAD_TIMEOUT_MS (HEAD_SQUEEZED_MS while other connections wait for a slot); a head over
+#   MAX_HEAD_BYTES (one long line or many) is 431, never read past that cap into RAM, and
+#   the rest of it is swallowed (up to
 #   DRAIN_MS) so the client reads the answer instead of a reset; a Content-Length that is
 #   not plain digits, or a second one, is 400; a streamed body (OTA) may pause at most
 #   IDLE_TIMEOUT_MS between reads; a client that does not take its answer within
@@ -38,6 +39,7 @@ except ImportError:  # CPython
 
 BODY_LIMIT = const(16 * 1024)
 HEAD_TIMEOUT_MS = const(5000)
+HEAD_SQUEEZED_MS = const(1000)  # ... while other connections wait for a slot (a stalled flood)
 IDLE_TIMEOUT_MS = const(10000)
 WRITE_TIMEOUT_MS = const(10000)
 MAX_HEAD_BYTES = const(4096)
@@ -218,7 +220,7 @@ class WebApp(Microdot):
         self.dropped = 0  # connections closed for a timeout or an oversize head
         self.served = 0
         self.lingering = 0  # refused connections swallowing their unread input
-        self.deadlines = Deadlines()  # every wait of a connection is bounded by one
+        self.deadlines = Deadlines(self._squeezed)  # every wait of a connection is bounded by one
         # the limits, per instance so tests can shrink them
         self.head_timeout_ms = HEAD_TIMEOUT_MS
         self.idle_timeout_ms = IDLE_TIMEOUT_MS
@@ -290,6 +292,11 @@ class WebApp(Microdot):
         allow.append("OPTIONS")
         return {"Allow": ", ".join(allow)}
 
+    def _squeezed(self):
+        # a client that has not sent its head within HEAD_SQUEEZED_MS while others wait for
+        # its slot is cut: a flood of stalled connections cannot hold the server for long
+        return self.waiting > 0
+
     async def _slot(self):
         if self.active < self.max_active:
             return True
@@ -328,7 +335,8 @@ class WebApp(Microdot):
         except Exception:  # noqa: BLE001
             peer = None
         try:
-            req = await self.deadlines.wait(Request.create(self, r, writer, peer), self.head_timeout_ms)
+            req = await self.deadlines.wait(Request.create(self, r, writer, peer), self.head_timeout_ms,
+                                            min(HEAD_SQUEEZED_MS, self.head_timeout_ms))
         except _HeadTooLarge:
             self.dropped += 1
             # the client may still be sending a large head: read it away for up to DRAIN_MS

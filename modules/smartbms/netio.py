@@ -12,6 +12,21 @@ import asyncio
 _MICROPYTHON = sys.implementation.name == "micropython"
 
 
+def tls_context():
+    """A TLS client context that encrypts without checking the server's certificate (the
+    device has no CA store: the OTA image's hash, the broker's password are the checks);
+    None where the build has no TLS (the host build)."""
+    try:
+        import ssl
+    except ImportError:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if hasattr(ctx, "check_hostname"):  # CPython checks the name by default
+        ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 async def connect(host, port, timeout_ms, ssl=None):
     """(reader, writer) of a connection made within timeout_ms (real ms); raises
     asyncio.TimeoutError or OSError and then leaves nothing open."""

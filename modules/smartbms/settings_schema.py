@@ -72,6 +72,7 @@ SCHEMA = (
     ("mqtt_enabled", "bool", False, None, None, None, 0, "mqtt", ""),
     ("mqtt_host", "str", "", 0, 64, "broker", 0, "mqtt", ""),
     ("mqtt_port", "int", 1883, 1, 65535, None, 0, "mqtt", ""),
+    ("mqtt_tls", "bool", False, None, None, None, 0, "mqtt", ""),  # TLS to the broker (usually port 8883)
     ("mqtt_user", "str", "", 0, 64, "text", 0, "mqtt", ""),
     ("mqtt_password", "str", "", 0, 64, "text", SECRET, "mqtt", ""),
     ("mqtt_base_topic", "str", "", 0, 64, "topic", 0, "mqtt", ""),  # empty: smartbms/<hostname>

@@ -103,6 +103,7 @@ BAD = {
     "mqtt_enabled": [1, 0, "true", None],
     "mqtt_host": ["x" * 65, "a b", "host/x", "a\nb", 5, None],
     "mqtt_port": [0, 65536, 1883.0, "1883", True],
+    "mqtt_tls": [1, 0, "true", None],
     "mqtt_user": ["x" * 65, "a\x00b", 5, None],
     "mqtt_password": ["x" * 65, "a\nb", 5, None],
     "mqtt_base_topic": ["a/+/b", "a/#", "/a", "a/", "a//b", "x" * 65, 5],
@@ -153,6 +154,7 @@ GOOD = {
     "mqtt_host": [{"mqtt_host": ""}, {"mqtt_host": "192.168.1.10"}, {"mqtt_host": "broker.local"},
                   {"mqtt_host": "fd00::1"}, {"mqtt_host": "x" * 64}],
     "mqtt_port": [{"mqtt_port": 1}, {"mqtt_port": 65535}],
+    "mqtt_tls": [{"mqtt_tls": True}, {"mqtt_tls": False}],
     "mqtt_user": [{"mqtt_user": ""}, {"mqtt_user": "x" * 64}],
     "mqtt_password": [{"mqtt_password": ""}, {"mqtt_password": "p\u00e4ss word"}],
     "mqtt_base_topic": [{"mqtt_base_topic": ""}, {"mqtt_base_topic": "home/garage/bms"}],
@@ -169,7 +171,7 @@ def test_every_key_has_validation_cases():
             continue
         assert k in BAD and k in GOOD, k
     assert sorted(BAD) == sorted(GOOD)
-    assert len(keys) == 45
+    assert len(keys) == 46
 
 
 def test_defaults_match_the_spec():

@@ -67,7 +67,8 @@
     led_pin: "-1: no LED.",
     wifi_ssid: "Changing it moves the device to another network (this page then loses it).",
     wifi_password: "Leave empty to keep the stored one.",
-    hostname: "The device's name on the network: NAME.local (after a reboot)."};
+    hostname: "The device's name on the network: NAME.local (after a reboot).",
+    mqtt_tls: "Encrypts the connection (brokers use port 8883 for it); the broker's certificate is not checked."};
 
   function normSchema(s) {
     if (s && !Array.isArray(s)) s = s.fields || s.schema || s;

@@ -57,7 +57,8 @@ class Mqtt:
     # ---- the app's side ----
     def status(self):
         s = self.ctx.settings
-        return {"enabled": True, "state": self.state, "broker": "%s:%d" % (s["mqtt_host"], s["mqtt_port"]),
+        return {"enabled": True, "state": self.state,
+                "broker": "%s:%d%s" % (s["mqtt_host"], s["mqtt_port"], " (TLS)" if s["mqtt_tls"] else ""),
                 "error": self.error}
 
     def reconfigure(self):

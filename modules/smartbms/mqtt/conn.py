@@ -35,8 +35,13 @@ class Conn:
     async def open(self, settings, will_topic=None):
         """Connect and log in (the will: retained "offline" on will_topic); raises on refusal."""
         s = settings
+        tls = None
+        if s["mqtt_tls"]:
+            tls = netio.tls_context()  # encrypted; the broker is not authenticated (no CA store)
+            if tls is None:
+                raise OSError("this firmware build has no TLS: turn mqtt_tls off")
         gc.collect()  # the connection's objects live as long as it: low in the heap, out of the way
-        self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS)
+        self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         await self.send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
         t, _, n = await asyncio.wait_for(self.read(), CONNECT_MS / 1000)
