@@ -5,14 +5,16 @@
 # commands (smartbms.mqtt.commands). A lost broker means back-off with jitter, up to
 # BACKOFF_MAX_MS. Memory stays bounded: one fixed receive buffer, a packet larger than it is
 # skipped unread, events wait in a short list (oldest dropped), and writes are serialised.
+# The discovery documents (at connect) and the commands (as they come) are imported for their
+# use and dropped after: a connected client that only publishes its state holds neither.
 # Why not umqtt.simple (blocking sockets) or mqtt_as (manages WiFi itself): README.
 import json
 import random
 
 import asyncio
 
-from smartbms import clock
-from smartbms.mqtt import codec, commands, discovery, state
+from smartbms import clock, unload
+from smartbms.mqtt import codec, state
 from smartbms.mqtt.conn import RX_LIMIT, Closed, Conn
 
 try:
@@ -32,6 +34,8 @@ OV_MINUTES = const(60)
 # At boot the cell and temperature entities a pack before this boot may have left (another
 # pack fitted, a changed cell count while the device was off) are removed once, up to the
 # most any supported BMS reports: an empty retained config for each the pack now lacks.
+_DISCOVERY = ("smartbms.mqtt.discovery",)
+_COMMANDS = ("smartbms.mqtt.commands",)
 SWEEP_CELLS = const(32)
 SWEEP_TEMPS = const(16)
 
@@ -196,6 +200,13 @@ class Mqtt:
             self._shrunk_from = (max(old[0], p[2]), max(old[1], p[3]))
 
     async def _discovery(self):
+        try:
+            await self._announce()
+        finally:
+            unload(_DISCOVERY)
+
+    async def _announce(self):
+        from smartbms.mqtt import discovery
         from smartbms.settings import _entry
         from smartbms.version import VERSION
 
@@ -218,6 +229,8 @@ class Mqtt:
         """Turned off: remove the discovery documents, say offline, disconnect (bounded)."""
         if not self._can_connect():
             return
+        from smartbms.mqtt import discovery
+
         try:
             self.state = "connecting"
             await self._conn.open(self.ctx.settings)
@@ -229,6 +242,8 @@ class Mqtt:
             self.ctx.events.add("mqtt", "turned off: discovery removed")
         except Exception as e:  # noqa: BLE001 - the broker is away: the will says offline anyway
             self.ctx.events.add("mqtt", "turning off: %s" % (str(e) or type(e).__name__))
+        del discovery
+        unload(_DISCOVERY)
         await self._close()
 
     def publish(self, topic, payload, retain=False):
@@ -260,7 +275,13 @@ class Mqtt:
             if len(payload) > RX_LIMIT:
                 await self._refuse(name, "message larger than %d bytes dropped" % RX_LIMIT, None)
                 continue
-            err = commands.apply(self.ctx, self, name, payload)
+            from smartbms.mqtt import commands
+
+            try:
+                err = commands.apply(self.ctx, self, name, payload)
+            finally:
+                del commands
+                unload(_COMMANDS)
             if err is not None:
                 await self._refuse(name, err[0], err[1])
             self._dirty = True  # answer with the state at once
