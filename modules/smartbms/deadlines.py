@@ -31,6 +31,20 @@ class Deadlines:
     async def wait(self, aw, ms, squeezed_ms=0):
         """`await aw` for at most `ms` real milliseconds (`squeezed_ms` while the owner's
         squeezed() says others wait for the room this wait takes); asyncio.TimeoutError after."""
+        t = self.arm(ms, squeezed_ms)
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self.disarm(t):  # cancelled by the reaper, not from outside
+                raise asyncio.TimeoutError
+            raise
+        finally:
+            self.disarm(t)
+
+    def arm(self, ms, squeezed_ms=0):
+        """Arm the current task's deadline in place (a hot loop's wait, without wait()'s
+        coroutine): `t = arm(ms)`, await, and disarm(t) in a finally; a CancelledError for
+        which disarm(t) is true is the timeout. Returns the task."""
         t = asyncio.current_task()
         self._at[t] = clock.ticks_real_ms()
         self._ms[t] = ms
@@ -38,18 +52,16 @@ class Deadlines:
             self._short[t] = squeezed_ms
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap())
-        try:
-            return await aw
-        except asyncio.CancelledError:
-            if self._at.get(t, 0) is None:  # cancelled by the reaper, not from outside
-                if hasattr(t, "uncancel"):  # CPython: the task is not being cancelled after all
-                    t.uncancel()
-                raise asyncio.TimeoutError
-            raise
-        finally:
-            self._at.pop(t, None)
-            self._ms.pop(t, None)
-            self._short.pop(t, None)
+        return t
+
+    def disarm(self, t):
+        """End the wait of task `t`; True when the reaper cancelled it for its deadline."""
+        late = self._at.pop(t, 0) is None
+        self._ms.pop(t, None)
+        self._short.pop(t, None)
+        if late and hasattr(t, "uncancel"):  # CPython: the task is not being cancelled after all
+            t.uncancel()
+        return late
 
     def armed(self):
         return len(self._at)

@@ -42,9 +42,11 @@ def _parse_line(line):
     return e
 
 
-def _lines_of(name, chunk=512):
+def _lines_of(name, chunk=256):
     """The lines of a file, read a chunk at a time (a file's own line reading goes a byte
-    at a time); a last line without its newline is yielded too. Nothing for no file."""
+    at a time); a last line without its newline is yielded too. Nothing for no file.
+    Each line is cut from its chunk (a line across two chunks is joined alone): the blocks
+    this asks for are a chunk and a line, never a chunk plus what was left of the last."""
     try:
         f = open(name, "rb")  # bytes: damaged UTF-8 must not stop a read
     except OSError:
@@ -55,16 +57,19 @@ def _lines_of(name, chunk=512):
             data = f.read(chunk)
             if not data:
                 break
-            if rest:
-                data = rest + data
             start = 0
             while True:
                 end = data.find(b"\n", start) + 1
                 if not end:
                     break
-                yield data[start:end]
+                if rest:
+                    yield rest + data[start:end]
+                    rest = b""
+                else:
+                    yield data[start:end]
                 start = end
-            rest = data[start:]
+            if start < len(data):
+                rest = rest + data[start:] if rest else data[start:]
         if rest:
             yield rest
     finally:

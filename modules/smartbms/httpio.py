@@ -5,6 +5,8 @@
 # body of chunks written as they come).
 import sys
 
+import asyncio
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -123,11 +125,26 @@ class Reader:
         return bytes(c.out)
 
     async def readinto(self, buf):
-        if hasattr(self._s, "readinto"):
-            return self._got(await self._t(self._s.readinto(buf)))
-        data = await self._t(self._s.read(len(buf)))
-        buf[:len(data)] = data
-        return self._got(len(data))
+        s = self._s
+        if not hasattr(s, "readinto"):  # CPython's StreamReader
+            data = await self._t(s.read(len(buf)))
+            buf[:len(data)] = data
+            return self._got(len(data))
+        if not self.timed:
+            return self._got(await s.readinto(buf))
+        # a streamed body's read (the OTA upload, piece after piece): the deadline armed in
+        # place, no coroutine of its own per piece
+        dl = self._dl
+        t = dl.arm(self._idle_ms)
+        try:
+            n = await s.readinto(buf)
+        except asyncio.CancelledError:
+            if dl.disarm(t):
+                raise asyncio.TimeoutError
+            raise
+        finally:
+            dl.disarm(t)
+        return self._got(n)
 
 
 class Writer:

@@ -77,6 +77,7 @@ async def receive(stream, length, sha256=None, esp32_module=None):
     # A stream that bounds its own reads (the web layer's request stream sets `timed`) needs
     # no second wait_for: on MicroPython each one costs two tasks per read.
     timeout = None if getattr(stream, "timed", False) else _stall_s()
+    into = stream.readinto if timeout is None and hasattr(stream, "readinto") else None
     try:
         left = length
         while left > 0:
@@ -84,7 +85,9 @@ async def receive(stream, length, sha256=None, esp32_module=None):
             if len(room) > left:
                 room = room[:left]
             try:
-                if timeout is None:
+                if into is not None:  # no coroutine of ours per piece
+                    n = await into(room)
+                elif timeout is None:
                     n = await _read_into(stream, room)
                 else:
                     n = await asyncio.wait_for(_read_into(stream, room), timeout)

@@ -14,7 +14,7 @@ import hashlib
 from smartbms import ota
 from smartbms.ota.image import ImageChecker, ImageError
 
-PIECE = 1024  # bytes written at a time: the one buffer an upload holds
+PIECE = 512  # bytes written at a time: the one buffer an upload holds (a small block, found low in a busy heap)
 SECTOR = 4096  # the partition's block: the unit of an erase
 HEAD = 4  # bytes of the image held back until the end
 
