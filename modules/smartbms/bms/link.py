@@ -427,7 +427,15 @@ class BMSLink:
         self._announced = True
         t = self.request_timeout_ms
         gc.collect()  # the services and characteristics live as long: as above
-        self._nchar, self._wchar = await open_characteristics(conn, self.driver, t)
+        try:
+            self._nchar, self._wchar = await open_characteristics(conn, self.driver, t)
+        except BaseException:
+            # a discovery cut short (its timeout) stays "in progress" on aioble's connection,
+            # and aioble hands that connection back to the next connect() while it lives:
+            # every later discovery on it failed with "Discovery in progress", for good
+            conn._discover = None
+            self._device = None
+            raise
         self._write_response = not (self._wchar.properties & _FLAG_WRITE_NO_RESPONSE)
         self._nchar._notify_queue = self._capture
         self._capture.listening = False
