@@ -141,11 +141,32 @@ typedef struct {
 static census_row_t census_rows[CENSUS_MAX];
 static size_t census_n;
 
+// The allocation table's 2 bits for a block: 0 free, 1 head, 2 tail, 3 marked head.
+static size_t block_kind(const mp_state_mem_area_t *area, size_t b) {
+    return (area->gc_alloc_table_start[b / 4] >> (2 * (b & 3))) & 3;
+}
+
+// Moves *b to the first object's head at or after it; returns that object's length in
+// blocks, 0 when there is none (the census and the object list walk the heap this way).
+static size_t heap_next_object(const mp_state_mem_area_t *area, size_t *b) {
+    size_t blocks = area->gc_alloc_table_byte_len * 4;
+    while (*b < blocks && block_kind(area, *b) != 1 && block_kind(area, *b) != 3) {
+        (*b)++;
+    }
+    if (*b >= blocks) {
+        return 0;
+    }
+    size_t len = 1;
+    while (*b + len < blocks && block_kind(area, *b + len) == 2) {
+        len++;
+    }
+    return len;
+}
+
 static bool census_is_head(const byte *p) {
     for (mp_state_mem_area_t *area = &MP_STATE_MEM(area); area != NULL; area = NEXT_AREA(area)) {
         if (p >= area->gc_pool_start && p < area->gc_pool_end) {
-            size_t block = (p - area->gc_pool_start) / MICROPY_BYTES_PER_GC_BLOCK;
-            size_t kind = (area->gc_alloc_table_start[block / 4] >> (2 * (block & 3))) & 3;
+            size_t kind = block_kind(area, (p - area->gc_pool_start) / MICROPY_BYTES_PER_GC_BLOCK);
             return (kind == 1 || kind == 3) && (p - area->gc_pool_start) % MICROPY_BYTES_PER_GC_BLOCK == 0;
         }
     }
@@ -186,23 +207,13 @@ static mp_obj_t host_census(mp_obj_t report_in) {
         census_rows[i].count = census_rows[i].bytes = 0;
     }
     for (mp_state_mem_area_t *area = &MP_STATE_MEM(area); area != NULL; area = NEXT_AREA(area)) {
-        size_t blocks = area->gc_alloc_table_byte_len * 4;
-        for (size_t b = 0; b < blocks;) {
-            size_t kind = (area->gc_alloc_table_start[b / 4] >> (2 * (b & 3))) & 3;
-            if (kind != 1 && kind != 3) {
-                b++;
-                continue;
-            }
-            size_t len = 1;
-            while (b + len < blocks && ((area->gc_alloc_table_start[(b + len) / 4] >> (2 * ((b + len) & 3))) & 3) == 2) {
-                len++;
-            }
+        size_t len;
+        for (size_t b = 0; (len = heap_next_object(area, &b)) != 0; b += len) {
             census_row_t *r = census_row(census_name_of(area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK));
             if (r != NULL) {
                 r->count++;
                 r->bytes += len * MICROPY_BYTES_PER_GC_BLOCK;
             }
-            b += len;
         }
     }
     if (!report) {
@@ -246,18 +257,8 @@ static MP_DEFINE_CONST_FUN_OBJ_1(host_census_obj, host_census);
 // sits high in the heap at idle). Allocates nothing.
 static mp_obj_t host_objects(mp_obj_t from_in) {
     mp_state_mem_area_t *area = &MP_STATE_MEM(area);
-    size_t blocks = area->gc_alloc_table_byte_len * 4;
-    size_t from = mp_obj_get_int(from_in) / MICROPY_BYTES_PER_GC_BLOCK;
-    for (size_t b = from; b < blocks;) {
-        size_t kind = (area->gc_alloc_table_start[b / 4] >> (2 * (b & 3))) & 3;
-        if (kind != 1 && kind != 3) {
-            b++;
-            continue;
-        }
-        size_t len = 1;
-        while (b + len < blocks && ((area->gc_alloc_table_start[(b + len) / 4] >> (2 * ((b + len) & 3))) & 3) == 2) {
-            len++;
-        }
+    size_t len;
+    for (size_t b = mp_obj_get_int(from_in) / MICROPY_BYTES_PER_GC_BLOCK; (len = heap_next_object(area, &b)) != 0; b += len) {
         const byte *obj = area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK;
         qstr name = census_name_of(obj);
         mp_printf(&mp_plat_print, "obj %x %u %s", (unsigned)(b * MICROPY_BYTES_PER_GC_BLOCK), (unsigned)(len * MICROPY_BYTES_PER_GC_BLOCK), qstr_str(name));
@@ -277,7 +278,6 @@ static mp_obj_t host_objects(mp_obj_t from_in) {
             mp_printf(&mp_plat_print, " %s", qstr_str(mp_obj_fun_bc_get_name((const mp_obj_fun_bc_t *)w[2])));
         }
         mp_printf(&mp_plat_print, "\n");
-        b += len;
     }
     return mp_const_none;
 }
