@@ -10,7 +10,10 @@
 #   WRITE_TIMEOUT_MS is dropped;
 # - at most MAX_ACTIVE requests are handled at once, MAX_WAITING more wait a moment for a
 #   slot, anything beyond is answered 503 at once (each open connection costs ~1-2 KB of
-#   heap and an lwIP socket, of which the ESP32 build has 16 in all);
+#   heap and an lwIP socket, of which the ESP32 build has 16 in all). One at a time: the
+#   chip's one core gains nothing from interleaving two answers, and the second one's
+#   coroutines, buffers and open files cost the heap 3-4 KB at its fullest (README "Memory");
+#   live streams give their slot back (smartbms.live);
 # - bodies over BODY_LIMIT get 413 before a byte of them is read, except on the routes
 #   given a larger limit with set_body_limit() (the OTA upload), which must read
 #   request.stream;
@@ -43,7 +46,7 @@ HEAD_TIMEOUT_MS = const(5000)
 HEAD_SQUEEZED_MS = const(1000)  # ... while other connections wait for a slot (a stalled flood)
 IDLE_TIMEOUT_MS = const(10000)
 WRITE_TIMEOUT_MS = const(10000)
-MAX_ACTIVE = const(2)
+MAX_ACTIVE = const(1)
 MAX_WAITING = const(6)
 QUEUE_WAIT_MS = const(3000)
 DISCARD_BYTES = const(64 * 1024)
@@ -177,7 +180,9 @@ class WebApp(Microdot):
             writer = Writer(writer)
         if self.active >= self.max_active and not await self._slot():  # no coroutine when a slot is free
             self.rejected += 1
-            await self._answer(writer, error(503, "busy: too many connections", headers={"Retry-After": "1"}), reader)
+            ota = getattr(self.ctx, "ota", None)  # the one slot streams an upload for a while
+            why = "a firmware upload is running" if ota is not None and ota.busy() else "too many connections"
+            await self._answer(writer, error(503, "busy: " + why, headers={"Retry-After": "1"}), reader)
             return
         self.active += 1
         try:

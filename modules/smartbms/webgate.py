@@ -19,7 +19,7 @@ except ImportError:  # CPython
 
 IDLE_S = const(60)  # s with nothing open before the stack is dropped
 CHECK_MS = const(5000)
-# Connections taken in at once, live streams apart: httpd's 2 active + 2 waiting for a slot.
+# Connections taken in at once, live streams apart: httpd's 1 active + 3 waiting for a slot.
 # More wait in the TCP backlog, outside the heap, until one ends: a burst of clients cannot
 # fill the heap with connections (each costs about 1 KB in coroutines, a task and a stream
 # before its request is read; 8 open took the largest free block under load from 12-15 KB

@@ -182,12 +182,15 @@ def test_wrong_password_writes_nothing(sim):
     assert st["running"] == "ota_0" and st["previous_version"] is None
 
 
-def test_second_concurrent_push_gets_409(sim):
+def test_second_concurrent_push_is_refused_and_the_first_completes(sim):
+    # the upload holds the web server's one request slot (smartbms.httpd.MAX_ACTIVE): a second
+    # push (and any other request meanwhile) is told to come back, and changes nothing
     img = esp_image.app_image("0.9.5", 600 * 1024)
     s = raw_upload(sim, img, 100 * 1024)
     time.sleep(0.3)
-    st, _, body = push(sim, img)
-    assert st == 409, body
+    st, headers, body = push(sim, img)
+    assert st == 503 and body["error"] == "busy: a firmware upload is running", body
+    assert headers.get("retry-after") == "1", headers
     s.sendall(img[100 * 1024:])
     status, data = read_response(s)
     assert status == 200, data
