@@ -6,12 +6,14 @@
 #  2. the boot guard counts this boot; 5 unhealthy boots in a row -> safe mode;
 #  3. the relay pin is driven OFF before anything else can fail;
 #  4. BOOT button (GPIO0) held -> setup mode (access point + setup page);
-#  5. tasks: control loop, BMS link, WiFi supervisor, web server, status LED + button,
-#     health watch (confirms an OTA image after 60 s healthy), watchdog feeder.
-#     Safe mode starts only WiFi, the web server and the health watch; the relay stays off.
-# Charge control never waits on WiFi or the web server. An uncaught error in any task is
-# logged, turns the relay off and resets the device. The hardware watchdog is fed only while
-# the control loop ticked within the last WDT_STALE_S seconds.
+#  5. tasks: control loop (which also feeds the watchdog), BMS link, WiFi supervisor, web
+#     server, status LED + button, health watch (confirms an OTA image after 60 s healthy).
+#     Safe mode starts only WiFi, the web server, the health watch and a watchdog feeder; the
+#     relay stays off.
+# Charge control never waits on WiFi or the web server. An uncaught error in any task, or a
+# part that should run for ever returning, is logged, turns the relay off and resets the
+# device. The hardware watchdog is fed only while the control loop ticked within the last
+# WDT_STALE_S seconds.
 import gc
 import json
 
@@ -120,7 +122,9 @@ class App:
         self._last_flush = clock.now()
         self._web_started = False
         self._web_seen = None
-        self._tasks = []
+        self._tasks = []  # the running tasks, and for each (name, runs for ever) in _task_info
+        self._task_info = []
+        self._wdt = None  # machine.WDT once the tasks run
         self._reboot_pending = None
         self.link_paused = False  # a BLE capture has the radio (smartbms.bms.capture)
         self._link_idle = True  # link.run() is not running
@@ -309,7 +313,7 @@ class App:
             from smartbms.mqtt.client import Mqtt
 
             self.mqtt = Mqtt(self)
-            self._tasks.append(asyncio.create_task(self._guarded("mqtt", self.mqtt.run(), forever=False)))
+            self._spawn("mqtt", self.mqtt.run(), forever=False)
         if self.alerts is None and (s["mqtt_enabled"] or s["alert_url"]):
             from smartbms.alerts import Alerts
 
@@ -368,7 +372,7 @@ class App:
         self.events.add("setup", "setup mode: access point %s" % self.wifi.ap_ssid())
         self.wifi.enter_setup_mode()
         if self._tasks:
-            self._tasks.append(asyncio.create_task(self._guarded("setup", self.setup_window(), forever=False)))
+            self._spawn("setup", self.setup_window(), forever=False)
 
     def end_setup_mode(self, why):
         """Setup mode lets anyone on the access point set a new admin password: it ends once
@@ -442,15 +446,13 @@ class App:
     async def control_loop(self):
         while True:
             self.control_step()
+            self._supervise()  # fed here, by the loop it guards: a hung control loop ends in a reset
             await clock.sleep_ms(TICK_MS)
 
     async def watchdog_loop(self):
-        wdt = self._machine.WDT(timeout=WDT_TIMEOUT_MS)
+        """Safe mode's watchdog feeder and supervisor: there is no control loop to do it."""
         while True:
-            t = self._last_tick
-            # Fed only while control is alive: a hung control loop ends in a reset.
-            if self.safe_mode or (t is not None and clock.now() - t <= WDT_STALE_S):
-                wdt.feed()
+            self._supervise()
             await clock.sleep_ms(TICK_MS)
 
     async def web_task(self):
@@ -461,16 +463,34 @@ class App:
         await self.web.serve()
 
     # ---- task supervision ----
-    async def _guarded(self, name, coro, forever=True):
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self.fail(name, e)
-            return
-        if forever:  # a part that should run for ever stopped: start everything afresh
-            self.fail(name, RuntimeError("task ended"))
+    # asyncio reports an exception that ended a task to the loop's exception handler (no
+    # wrapper coroutine per task: 112 bytes of heap each); a part that should run for ever
+    # and returned is noticed at the next tick.
+    def _spawn(self, name, coro, forever=True):
+        tasks, info = self._tasks, self._task_info
+        for i in range(len(tasks) - 1, -1, -1):  # a part that ended (an MQTT session) makes room
+            if not info[i][1] and tasks[i].done():
+                tasks.pop(i)
+                info.pop(i)
+        asyncio.get_event_loop().set_exception_handler(self._task_failed)
+        tasks.append(asyncio.create_task(coro))
+        info.append((name, forever))
+
+    def _task_failed(self, loop, context):
+        exc = context.get("exception")
+        t = context.get("future")
+        tasks = self._tasks
+        name = self._task_info[tasks.index(t)][0] if t in tasks else "task"
+        self.fail(name, exc if exc is not None else RuntimeError(context.get("message")))
+
+    def _supervise(self):
+        tasks, info = self._tasks, self._task_info
+        for i in range(len(tasks)):
+            if info[i][1] and tasks[i].done() and self.failed is None:
+                self.fail(info[i][0], RuntimeError("task ended"))
+        t = self._last_tick
+        if self._wdt is not None and (self.safe_mode or (t is not None and clock.now() - t <= WDT_STALE_S)):
+            self._wdt.feed()
 
     def fail(self, name, exc):
         """An uncaught error in a task: log it, relay off, reset the device."""
@@ -493,19 +513,20 @@ class App:
 
     def start(self):
         """Create the tasks (in an event loop); returns them."""
-        spawn = self._tasks.append
-        mk = asyncio.create_task
+        self._wdt = self._machine.WDT(timeout=WDT_TIMEOUT_MS)
+        spawn = self._spawn
         if not self.safe_mode:
-            spawn(mk(self._guarded("control", self.control_loop())))
+            spawn("control", self.control_loop())
             if self.link is not None:
-                spawn(mk(self._guarded("bms", self._link_task())))
-        spawn(mk(self._guarded("watchdog", self.watchdog_loop())))
-        spawn(mk(self._guarded("wifi", self.wifi.run())))
-        spawn(mk(self._guarded("web", self.web_task())))
-        spawn(mk(self._guarded("board", self.board.run(self))))
-        spawn(mk(self._guarded("health", self.guard.watch(self), forever=False)))
+                spawn("bms", self._link_task())
+        else:
+            spawn("watchdog", self.watchdog_loop())
+        spawn("wifi", self.wifi.run())
+        spawn("web", self.web_task())
+        spawn("board", self.board.run(self))
+        spawn("health", self.guard.watch(self), forever=False)
         if self.setup_mode:
-            spawn(mk(self._guarded("setup", self.setup_window(), forever=False)))
+            spawn("setup", self.setup_window(), forever=False)
         self._integrations()
         return self._tasks
 

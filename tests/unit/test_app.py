@@ -90,6 +90,16 @@ def test_safe_mode_starts_without_bms_and_keeps_relay_off():
     assert any("SAFE MODE" in e["msg"] for e in a.events.recent(5) if e["kind"] == "boot")
 
 
+def _supervised(a, name, coro, forever=True, ticks=3):
+    """Run `coro` as the app runs its parts (App._spawn) for a few control ticks."""
+    async def main():
+        a._spawn(name, coro, forever)
+        for _ in range(ticks):
+            await app_mod.asyncio.sleep_ms(5)
+            a._supervise()  # what the control loop does at each tick
+    run_async(main())
+
+
 def test_a_crashing_task_turns_the_relay_off_logs_and_resets():
     d = fresh_root()
     a, m = _app(_fresh_reading(55.0))
@@ -97,9 +107,10 @@ def test_a_crashing_task_turns_the_relay_off_logs_and_resets():
     assert machine.pin(RELAY).value() == 0
 
     async def boom():
+        await app_mod.asyncio.sleep_ms(1)
         raise ValueError("sensor went mad")
 
-    e = raises(SystemExit, run_async, a._guarded("bms", boom()))
+    e = raises(SystemExit, _supervised, a, "bms", boom())
     assert e.args[0] == machine.RESET_EXIT and m.resets == 1
     assert machine.pin(RELAY).value() == 1 and a.relay.on is False
     last = a.events.recent(3)
@@ -115,35 +126,53 @@ def test_a_task_that_stops_counts_as_a_crash():
     async def done():
         return None
 
-    run_async(a._guarded("web", done()))
+    _supervised(a, "web", done())
     assert m.resets == 1 and "web crashed: RuntimeError: task ended" in a.events.recent(3)[-1]["msg"]
     b, m2 = _app(raises=False)
-    run_async(b._guarded("health", done(), forever=False))  # finishing is its job
+    _supervised(b, "health", done(), forever=False)  # finishing is its job
     assert m2.resets == 0
+    # a cancelled part (an MQTT session turned off) is not a crash, and ended ones make room
+    c, m3 = _app(raises=False)
+
+    async def nap(ms):
+        await app_mod.asyncio.sleep_ms(ms)
+
+    async def parts():
+        for _ in range(5):
+            c._spawn("mqtt", nap(1), forever=False)
+            await app_mod.asyncio.sleep_ms(5)
+        c._spawn("setup", nap(1000), forever=False)
+        c._tasks[-1].cancel()
+        await app_mod.asyncio.sleep_ms(5)
+        c._supervise()
+
+    run_async(parts())
+    assert m3.resets == 0 and len(c._tasks) <= 2, c._task_info
 
 
 def test_watchdog_is_fed_only_while_control_ticks():
     fresh_root()
-    CountingWDT.instances = []
     a, _ = _app(None)
 
-    async def run(ticking):
-        t = app_mod.asyncio.create_task(a.watchdog_loop())
+    async def run(loop):
+        a._wdt = wdt = CountingWDT(timeout=app_mod.WDT_TIMEOUT_MS)
+        t = app_mod.asyncio.create_task(loop())
         for _ in range(4):
-            if ticking:
-                a._last_tick = clock.now()
             await clock.sleep_ms(app_mod.TICK_MS)
         t.cancel()
+        return wdt.fed
 
     old = clock.speed()
     clock.set_speed(1000)
     try:
+        assert run_async(run(a.control_loop)) >= 3  # the control loop feeds it after each step
+        step = a.control_step
         a._last_tick = None
-        run_async(run(False))
-        assert CountingWDT.instances[-1].fed == 0
-        run_async(run(True))
-        assert CountingWDT.instances[-1].fed >= 3
-        assert CountingWDT.instances[-1].timeout == app_mod.WDT_TIMEOUT_MS
+        a.control_step = lambda: None  # a loop that goes round without control: never fed
+        assert run_async(run(a.control_loop)) == 0
+        a.control_step = step
+        a.safe_mode = True  # safe mode: no control loop, its own feeder
+        assert run_async(run(a.watchdog_loop)) >= 3
     finally:
         clock.set_speed(old)
 
