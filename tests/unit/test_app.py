@@ -95,7 +95,7 @@ def _supervised(a, name, coro, forever=True, ticks=3):
     async def main():
         a._spawn(name, coro, forever)
         for _ in range(ticks):
-            await app_mod.asyncio.sleep_ms(5)
+            await clock.sleep_real_ms(5)
             a._supervise()  # what the control loop does at each tick
     run_async(main())
 
@@ -107,7 +107,7 @@ def test_a_crashing_task_turns_the_relay_off_logs_and_resets():
     assert machine.pin(RELAY).value() == 0
 
     async def boom():
-        await app_mod.asyncio.sleep_ms(1)
+        await clock.sleep_real_ms(1)
         raise ValueError("sensor went mad")
 
     e = raises(SystemExit, _supervised, a, "bms", boom())
@@ -135,15 +135,15 @@ def test_a_task_that_stops_counts_as_a_crash():
     c, m3 = _app(raises=False)
 
     async def nap(ms):
-        await app_mod.asyncio.sleep_ms(ms)
+        await clock.sleep_real_ms(ms)
 
     async def parts():
         for _ in range(5):
             c._spawn("mqtt", nap(1), forever=False)
-            await app_mod.asyncio.sleep_ms(5)
+            await clock.sleep_real_ms(5)
         c._spawn("setup", nap(1000), forever=False)
         c._tasks[-1].cancel()
-        await app_mod.asyncio.sleep_ms(5)
+        await clock.sleep_real_ms(5)
         c._supervise()
 
     run_async(parts())
