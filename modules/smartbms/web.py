@@ -1,9 +1,6 @@
 # The HTTP API and the web UI (microdot), talking to the rest of the firmware only through
 # the app context `ctx` (docs/design.md "The application context"). The server under it,
 # with its limits, is smartbms.httpd.
-import json
-import sys
-
 try:
     import asyncio
 except ImportError:  # pragma: no cover
@@ -17,6 +14,7 @@ from smartbms.httpd import (  # noqa: F401 (BODY_LIMIT and start are part of thi
     BODY_LIMIT, WebApp, error, set_body_limit, start)
 from smartbms.status import alarms_doc, charger_doc, status_doc
 from smartbms.version import VERSION
+from smartbms.webreq import body_object, client_host, int_arg, mime
 
 try:
     from micropython import const
@@ -40,60 +38,6 @@ SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
                                 "form-action 'self'; base-uri 'none'"),
 )
-
-
-def _client(req):
-    # the client's IP only (not the port): failures are counted per host
-    a = req.client_addr
-    if isinstance(a, (tuple, list)) and a:
-        return str(a[0])
-    if isinstance(a, (bytes, bytearray)) and len(a) >= 8:  # a raw sockaddr_in (unix port)
-        return "%d.%d.%d.%d" % (a[4], a[5], a[6], a[7])
-    return str(a)
-
-
-def _mime(req):
-    ct = req.headers.get("Content-Type") or ""
-    return ct.split(";")[0].strip().lower()
-
-
-def _body_object(req, allow_empty=False):
-    """The request body as a JSON object; ApiError 400/415 otherwise."""
-    raw = req.body
-    if not raw:
-        if allow_empty:
-            return {}
-        raise ApiError(400, "a JSON object body is required")
-    if _mime(req) != "application/json":
-        raise ApiError(415, "the body must be application/json")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeError):
-        raise ApiError(400, "malformed JSON")
-    if type(doc) is not dict:
-        raise ApiError(400, "expected a JSON object")
-    return doc
-
-
-def json_object(req, allowed):
-    """The body as a JSON object with only `allowed` keys; ApiError (400/415/422) otherwise.
-    For routes installed outside create_app (OTA)."""
-    doc = _body_object(req)
-    _only(doc, allowed)
-    return doc
-
-
-def _int_arg(req, name, default, lo, hi):
-    v = req.args.get(name)
-    if v is None:
-        return default
-    try:
-        n = int(v)
-    except ValueError:
-        raise ApiError(400, "must be an integer", name)
-    if not lo <= n <= hi:
-        raise ApiError(422, "must be %d to %d" % (lo, hi), name)
-    return n
 
 
 # ---- static assets ----
@@ -134,7 +78,6 @@ def create_app(ctx, assets=None):
     app = WebApp(ctx)
     auth = Auth(ctx.settings, state=ctx.auth_state)  # the sessions live on in ctx
     set_body_limit(app, OTA_PATH, OTA_BODY_LIMIT)
-    scans = {"wifi": False, "bms": False}
 
     def api(path, methods=("GET",)):
         # handlers raise ApiError (or a validation error) for any rejected request; one shared
@@ -160,7 +103,7 @@ def create_app(ctx, assets=None):
             ok = auth.session_valid(session_token(req))
             if not ok and req.headers.get("Authorization"):
                 try:
-                    ok = await auth.check_basic(req.headers.get("Authorization"), _client(req))
+                    ok = await auth.check_basic(req.headers.get("Authorization"), client_host(req))
                 except AuthThrottled as e:
                     return error(429, "too many attempts: retry later", headers={"Retry-After": str(e.retry_after_s)})
             if not ok:
@@ -174,7 +117,7 @@ def create_app(ctx, assets=None):
             if origin and (origin == "null" or not host or origin.split("://", 1)[-1] != host):
                 return error(403, "cross-origin request refused")
             # raw-body routes (OTA) judge their own content type: a form cannot carry an image
-            if req.content_length and _mime(req) in _FORM_TYPES and path not in app.body_limits:
+            if req.content_length and mime(req) in _FORM_TYPES and path not in app.body_limits:
                 return error(415, "form submissions are not accepted: send application/json")
             if "Transfer-Encoding" in req.headers:
                 return error(411, "send a Content-Length")
@@ -228,7 +171,7 @@ def create_app(ctx, assets=None):
 
     @api("/api/login", ("POST",))
     async def login(req):
-        doc = _body_object(req)
+        doc = body_object(req)
         _only(doc, ("password",))
         pw = doc.get("password")
         if not isinstance(pw, str):
@@ -236,7 +179,7 @@ def create_app(ctx, assets=None):
         if not auth.has_password():
             raise ApiError(409, "no password is set yet: use setup")
         try:
-            ok = await auth.check_password(pw, _client(req))
+            ok = await auth.check_password(pw, client_host(req))
         except AuthThrottled as e:
             raise ApiError(429, "too many attempts: retry later", None, {"Retry-After": str(e.retry_after_s)})
         if not ok:
@@ -253,7 +196,7 @@ def create_app(ctx, assets=None):
     async def setup(req):
         if auth.has_password() and not ctx.setup_mode:
             raise ApiError(403, "a password is already set (hold the BOOT button for setup mode to reset it)")
-        doc = _body_object(req)
+        doc = body_object(req)
         _only(doc, ("password",))
         await auth.set_password_async(doc.get("password"))
         _event(ctx, "auth", "admin password set%s" % (" in setup mode" if ctx.setup_mode else ""))
@@ -272,7 +215,7 @@ def create_app(ctx, assets=None):
 
     @api("/api/settings", ("PUT",))
     def settings_put(req):
-        doc = _body_object(req)
+        doc = body_object(req)
         changed = ctx.apply_settings(doc)
         out = {"ok": True, "changed": list(changed or ()), "settings": ctx.settings.public()}
         needs = getattr(ctx.wifi, "reboot_needed", None)
@@ -294,8 +237,8 @@ def create_app(ctx, assets=None):
 
     @api("/api/events")
     def events(req):
-        limit = _int_arg(req, "limit", EVENTS_DEFAULT, 1, EVENTS_MAX)
-        since = _int_arg(req, "since", None, 0, 0x3FFFFFFF)
+        limit = int_arg(req, "limit", EVENTS_DEFAULT, 1, EVENTS_MAX)
+        since = int_arg(req, "since", None, 0, 0x3FFFFFFF)
         # read from the event files as the answer is written (smartbms.jsonpieces)
         return {"last_seq": ctx.events.last_seq, "events": ctx.events.iter_recent(limit, since)}
 
@@ -303,110 +246,31 @@ def create_app(ctx, assets=None):
     def history(req):
         return Response(ctx.history.series(), 200, {"Content-Type": "application/json"})
 
-    @api("/api/wifi", ("POST",))
-    def wifi_set(req):
-        doc = _body_object(req)
-        _only(doc, ("ssid", "password"))
-        ssid = doc.get("ssid")
-        pw = doc.get("password", "")
-        if not isinstance(ssid, str) or not ssid:
-            raise ApiError(422, "a network name is required", "ssid")
-        if len(ssid.encode()) > 32:
-            raise ApiError(422, "at most 32 bytes", "ssid")
-        if not isinstance(pw, str):
-            raise ApiError(422, "must be a string", "password")
-        if pw and not 8 <= len(pw) <= 63:
-            raise ApiError(422, "must be empty (open network) or 8 to 63 characters", "password")
-        try:
-            ctx.wifi.configure(ssid, pw)
-        except ValueError as e:  # SettingsError names the setting; answer with this route's keys
-            field = getattr(e, "field", None)
-            raise ApiError(422, getattr(e, "message", None) or str(e),
-                           {"wifi_ssid": "ssid", "wifi_password": "password"}.get(field, field))
-        return {"ok": True}
+    from smartbms import web_upkeep  # WiFi, the BMS scan and capture
 
-    async def _scan(kind, coro_fn):
-        if scans[kind]:
-            raise ApiError(409, "a scan is already running")
-        scans[kind] = True
-        try:
-            return await asyncio.wait_for(coro_fn(), SCAN_TIMEOUT_MS / 1000)
-        except ApiError:
-            raise
-        except Exception as e:  # noqa: BLE001 - timeout or radio error
-            raise ApiError(503, "scan failed: %s" % (e or type(e).__name__))
-        finally:
-            scans[kind] = False
-
-    @api("/api/wifi/scan")
-    async def wifi_scan(req):
-        return {"networks": await _scan("wifi", ctx.wifi.scan)}
-
-    @api("/api/bms/scan")
-    async def bms_scan(req):
-        cap = sys.modules.get("smartbms.bms.capture")
-        if cap is not None and cap.current() is not None and cap.current().running:
-            raise ApiError(409, "a capture is running: the radio is busy")
-        if req.args.get("all") == "1":  # every device, those of no known family too (for a capture)
-            from smartbms.bms.scan import scan
-
-            return {"devices": await _scan("bms", lambda: scan(5000, True))}
-        return {"devices": await _scan("bms", ctx.scan_bms)}
-
-    # capture mode for unknown packs (smartbms.bms.capture, imported on first use)
-    @api("/api/bms/capture")
-    def capture_state(req):
-        from smartbms.bms import capture
-
-        return capture.status()
-
-    @api("/api/bms/capture", ("POST",))
-    def capture_start(req):
-        from smartbms.bms import capture
-
-        try:
-            return capture.start(ctx, _body_object(req))
-        except capture.CaptureRefused as e:
-            raise ApiError(409, str(e))
-
-    @api("/api/bms/capture", ("DELETE",))
-    def capture_stop(req):
-        from smartbms.bms import capture
-
-        return capture.stop_or_erase()
-
-    @api("/api/bms/capture/file")
-    def capture_file(req):
-        from smartbms.bms import capture
-
-        size = capture.file_size()
-        if size is None:
-            raise ApiError(404, "no capture file: start a capture first")
-        return Response(capture.FileReader(capture.paths.path(capture.FILE), size), 200, {
-            "Content-Type": "text/plain; charset=utf-8", "Content-Length": str(size),
-            "Content-Disposition": 'attachment; filename="smartbms-capture.txt"'})
+    web_upkeep.install(app, ctx, api)
 
     @api("/api/relay", ("POST",))
     def relay(req):
-        mode, minutes = relay_args(_body_object(req))
+        mode, minutes = relay_args(body_object(req))
         ctx.set_override(mode, minutes)
         return {"ok": True, "charger": charger_doc(ctx)}
 
     @api("/api/timeout/reset", ("POST",))
     def timeout_reset(req):
-        _only(_body_object(req, True), ())
+        _only(body_object(req, True), ())
         reset_timeout(ctx)
         return {"ok": True, "charger": charger_doc(ctx)}
 
     @api("/api/alarms/clear", ("POST",))
     def alarms_clear(req):
-        _only(_body_object(req, True), ())
+        _only(body_object(req, True), ())
         cleared = ctx.clear_alarms()
         return {"ok": True, "cleared": cleared, "alarms": alarms_doc(ctx), "charger": charger_doc(ctx)}
 
     @api("/api/charge/allow", ("POST",))
     def charge_allow(req):
-        doc = _body_object(req)
+        doc = body_object(req)
         _only(doc, ("allow", "minutes"))
         allow = doc.get("allow")
         if not isinstance(allow, bool):
@@ -419,7 +283,7 @@ def create_app(ctx, assets=None):
 
     @api("/api/reboot", ("POST",))
     def reboot(req):
-        _only(_body_object(req, True), ())
+        _only(body_object(req, True), ())
         ctx.request_reboot("web request")
         return {"ok": True, "message": "rebooting"}
 

@@ -30,9 +30,9 @@ BACKLOG = const(8)
 # What a request loads and nothing else holds: dropped together, so that nothing of it stays
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
 # MQTT imports smartbms.actions per command and its package is empty.)
-WEB_MODULES = ("smartbms.web", "smartbms.httpd", "smartbms.httpio", "smartbms.auth", "smartbms.status",
-               "smartbms.live", "smartbms.jsonpieces", "smartbms.jsonbody", "smartbms.actions",
-               "smartbms.deadlines", "smartbms.mqtt.routes", "smartbms.mqtt", "smartbms.charge.plain",
+WEB_MODULES = ("smartbms.web", "smartbms.web_upkeep", "smartbms.webreq", "smartbms.httpd", "smartbms.httpio",
+               "smartbms.auth", "smartbms.status", "smartbms.live", "smartbms.jsonpieces", "smartbms.jsonbody",
+               "smartbms.actions", "smartbms.deadlines", "smartbms.mqtt.routes", "smartbms.mqtt", "smartbms.charge.plain",
                "smartbms.ota.image", "webassets", "microdot", "microdot.microdot")
 # Answered when the stack cannot be loaded (no memory): what httpd would say, from flash.
 _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"

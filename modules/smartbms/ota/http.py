@@ -163,7 +163,8 @@ async def upload(ctx, request):
 
 async def pull_url(ctx, request):
     """POST /api/ota/url {"url", "sha256"}: pull the image over HTTP(S)."""
-    from smartbms.web import ApiError, json_object  # loaded: it serves this route
+    from smartbms.actions import ApiError
+    from smartbms.webreq import json_object  # loaded with the web stack that serves this route
 
     try:
         body = json_object(request, ("url", "sha256"))
