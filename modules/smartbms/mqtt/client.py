@@ -253,38 +253,37 @@ class Mqtt:
         await self._conn.close()
 
     async def _receive(self, base):
-        # ends (never raises: nobody awaits this task) when the connection breaks; _loop sees it
+        # ends (never raises: nobody awaits this task) when the connection breaks; _loop sees
+        # it. One coroutine for the whole task: each level of one is heap for the session.
+        prefix = base + "/set/"
         try:
-            await self._receive_loop(base + "/set/")
+            while True:
+                t, flags, n = await self._conn.read()
+                self._rx_ms = clock.ticks_real_ms()
+                if t != codec.PUBLISH:
+                    continue  # PINGRESP, SUBACK: only their arrival matters
+                if n < 0:
+                    await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
+                    continue
+                topic, payload = codec.publish_in(flags, self._conn.mv[:n])
+                if not topic.startswith(prefix):
+                    continue
+                name = topic[len(prefix):]
+                if len(payload) > RX_LIMIT:
+                    await self._refuse(name, "message larger than %d bytes dropped" % RX_LIMIT, None)
+                    continue
+                from smartbms.mqtt import commands
+
+                try:
+                    err = commands.apply(self.ctx, self, name, payload)
+                finally:
+                    del commands
+                    unload(_COMMANDS)
+                if err is not None:
+                    await self._refuse(name, err[0], err[1])
+                self._dirty = True  # answer with the state at once
         except Exception as e:  # noqa: BLE001
             self.error = str(e) or type(e).__name__
-
-    async def _receive_loop(self, prefix):
-        while True:
-            t, flags, n = await self._conn.read()
-            self._rx_ms = clock.ticks_real_ms()
-            if t != codec.PUBLISH:
-                continue  # PINGRESP, SUBACK: only their arrival matters
-            if n < 0:
-                await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
-                continue
-            topic, payload = codec.publish_in(flags, self._conn.mv[:n])
-            if not topic.startswith(prefix):
-                continue
-            name = topic[len(prefix):]
-            if len(payload) > RX_LIMIT:
-                await self._refuse(name, "message larger than %d bytes dropped" % RX_LIMIT, None)
-                continue
-            from smartbms.mqtt import commands
-
-            try:
-                err = commands.apply(self.ctx, self, name, payload)
-            finally:
-                del commands
-                unload(_COMMANDS)
-            if err is not None:
-                await self._refuse(name, err[0], err[1])
-            self._dirty = True  # answer with the state at once
 
     async def _refuse(self, name, message, field):
         self.ctx.events.add("mqtt", "command %s refused: %s" % (name, message))
