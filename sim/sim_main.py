@@ -198,6 +198,7 @@ class HeapWatch:
         self.tick_max = 0
         self._last_step = None
         self._step = app.control_step
+        self._app = app
         app.control_step = self.control_step  # the loop looks the method up on the instance
 
     def control_step(self):
@@ -251,11 +252,51 @@ class HeapWatch:
             import micropython
 
             print("sim alloc: total=%d" % micropython.mem_total())
+        if env("SIM_HEAP_REACH", "0") == "1":  # what each part of the app holds (see _host.reach)
+            self.reach()
         if env("SIM_HEAP_OBJECTS", ""):  # every object from that offset up (see _host.objects)
             import _host
 
             _host.objects(int(env("SIM_HEAP_OBJECTS", "0"), 0))
         return out
+
+    def reach(self):
+        """SIM_HEAP_REACH=1: what each part of the app, each task and each module holds
+        (_host.reach: objects reached from it, not through the app's big parts, classes or
+        modules), then a partition (each object counted once, for the first that reaches it)
+        and what none of them reaches (the host's own objects among it). Allocates: debugging
+        only. SIM_HEAP_REACH_IN=link,history: the same for the attributes of those parts."""
+        import _host
+
+        app = self._app
+        stop = (app.events, app.settings, app.controller, app.link, app.wifi, sys.modules, asyncio.Task)
+        for k, v in list(app.__dict__.items()) + [("module " + k, v) for k, v in sys.modules.items()]:
+            n = _host.reach(v, tuple(x for x in stop if x is not v) + (app,))[0]
+            if n >= 256:
+                print("sim reach: %s %d" % (k, n))
+        for name in env("SIM_HEAP_REACH_IN", "").split(","):
+            if not name:
+                continue
+            obj = app
+            for a in name.split("."):
+                obj = getattr(obj, a)
+            items = obj.items() if type(obj) is dict else enumerate(obj) if type(obj) is list else \
+                obj.__dict__.items()
+            for k, v in items:
+                n = _host.reach(v, stop + (app, obj))[0]
+                if n >= 128:
+                    print("sim reach: %s.%s %d %s" % (name, k, n, getattr(v, "coro", "")))
+        roots = [("app." + k, v) for k, v in app.__dict__.items() if k != "_tasks"]
+        roots += [("task %s" % t.coro, t) for t in app._tasks]
+        roots += [("module " + k, v) for k, v in sys.modules.items()]
+        _host.reach(0, (app,), False, True)  # a fresh map with only the app itself marked
+        total = 0
+        for k, v in roots:
+            n = _host.reach(v, (asyncio.Task,), False, False)[0]
+            total += n
+            if n:
+                print("sim part: %s %d" % (k, n))
+        print("sim part: total %d, unreached %d" % (total, _host.unreached(256)))
 
     async def run(self, every_ms):
         while True:

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "py/gc.h"
@@ -283,6 +284,129 @@ static mp_obj_t host_objects(mp_obj_t from_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(host_objects_obj, host_objects);
 
+// _host.reach(obj, stop) -> (bytes, objects) on the heap reachable from obj, following every
+// word that points at an object's head (as the collector does), never into obj's in `stop`
+// (a tuple: the app, say, that everything points back to), nor into classes and modules
+// (a function's globals would reach everything). What a part costs, measured.
+// Allocates nothing.
+#define REACH_STACK 4096
+static uint8_t reach_seen[65536];  // heaps up to 8 MB
+static const byte *reach_stack[REACH_STACK];
+
+static size_t reach_block(const byte *p, bool *ok) {
+    mp_state_mem_area_t *area = &MP_STATE_MEM(area);
+    *ok = false;
+    if (p < area->gc_pool_start || p >= area->gc_pool_end || (p - area->gc_pool_start) % MICROPY_BYTES_PER_GC_BLOCK) {
+        return 0;
+    }
+    size_t b = (p - area->gc_pool_start) / MICROPY_BYTES_PER_GC_BLOCK;
+    size_t kind = block_kind(area, b);
+    *ok = kind == 1 || kind == 3;
+    return b;
+}
+
+static mp_obj_t host_reach(size_t n_args, const mp_obj_t *args) {
+    mp_obj_t obj_in = args[0], stop_in = args[1];
+    bool show = n_args > 2 && mp_obj_is_true(args[2]);  // and print each object, as objects() does
+    bool fresh = n_args < 4 || mp_obj_is_true(args[3]);  // False: not what earlier calls reached
+    mp_state_mem_area_t *area = &MP_STATE_MEM(area);
+    size_t blocks = area->gc_alloc_table_byte_len * 4;
+    if (blocks / 8 + 1 > sizeof(reach_seen)) {
+        mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("heap larger than reach() can map"));
+    }
+    if (fresh) {
+        memset(reach_seen, 0, blocks / 8 + 1);
+    }
+    size_t nstop;
+    mp_obj_t *stop;
+    mp_obj_get_array(stop_in, &nstop, &stop);
+    bool ok;
+    for (size_t i = 0; i < nstop; i++) {
+        size_t b = reach_block((const byte *)MP_OBJ_TO_PTR(stop[i]), &ok);
+        if (ok) {
+            reach_seen[b / 8] |= 1 << (b & 7);
+        }
+    }
+    size_t sp = 0, bytes = 0, count = 0;
+    size_t b0 = reach_block((const byte *)MP_OBJ_TO_PTR(obj_in), &ok);
+    if (ok && !(reach_seen[b0 / 8] & (1 << (b0 & 7)))) {
+        reach_seen[b0 / 8] |= 1 << (b0 & 7);
+        reach_stack[sp++] = area->gc_pool_start + b0 * MICROPY_BYTES_PER_GC_BLOCK;
+    }
+    while (sp) {
+        const byte *o = reach_stack[--sp];
+        const mp_obj_type_t *t = ((const mp_obj_base_t *)o)->type;
+        if (o != MP_OBJ_TO_PTR(obj_in) && (t == &mp_type_type || t == &mp_type_module)) {
+            continue;  // classes and modules are everyone's: not part of what is measured
+        }
+        bool stopped = false;
+        for (size_t i = 0; i < nstop && o != MP_OBJ_TO_PTR(obj_in); i++) {
+            stopped |= MP_OBJ_TO_PTR(stop[i]) == t;  // a class in `stop`: none of its instances
+        }
+        if (stopped) {
+            continue;
+        }
+        size_t b = (o - area->gc_pool_start) / MICROPY_BYTES_PER_GC_BLOCK;
+        size_t len = 1;
+        while (b + len < blocks && block_kind(area, b + len) == 2) {
+            len++;
+        }
+        bytes += len * MICROPY_BYTES_PER_GC_BLOCK;
+        count++;
+        if (show) {
+            qstr name = census_name_of(o);
+            mp_printf(&mp_plat_print, "reach %x %u %s", (unsigned)(b * MICROPY_BYTES_PER_GC_BLOCK), (unsigned)(len * MICROPY_BYTES_PER_GC_BLOCK), qstr_str(name));
+            if (t == &mp_type_gen_instance) {
+                mp_printf(&mp_plat_print, " %s", qstr_str(mp_obj_fun_bc_get_name((const mp_obj_fun_bc_t *)((const mp_obj_t *)o)[2])));
+            } else if (name == MP_QSTR_str && census_is_head(((const mp_obj_str_t *)o)->data)) {
+                mp_printf(&mp_plat_print, " %.*s", (int)(((const mp_obj_str_t *)o)->len < 24 ? ((const mp_obj_str_t *)o)->len : 24), ((const mp_obj_str_t *)o)->data);
+            }
+            mp_printf(&mp_plat_print, "\n");
+        }
+        const byte *const *w = (const byte *const *)o;
+        for (size_t i = 0; i < len * MICROPY_BYTES_PER_GC_BLOCK / sizeof(void *); i++) {
+            size_t c = reach_block(w[i], &ok);
+            if (ok && !(reach_seen[c / 8] & (1 << (c & 7)))) {
+                reach_seen[c / 8] |= 1 << (c & 7);
+                if (sp == REACH_STACK) {
+                    mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("reach() stack full"));
+                }
+                reach_stack[sp++] = w[i];
+            }
+        }
+    }
+    mp_obj_t t[2] = { mp_obj_new_int(bytes), mp_obj_new_int(count) };
+    return mp_obj_new_tuple(2, t);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(host_reach_obj, 2, 4, host_reach);
+
+// _host.unreached(min_bytes) prints every object no reach() since the last fresh one reached,
+// that many bytes or larger, and returns the bytes of all of them.
+static mp_obj_t host_unreached(mp_obj_t min_in) {
+    mp_state_mem_area_t *area = &MP_STATE_MEM(area);
+    size_t min = mp_obj_get_int(min_in), total = 0, len;
+    for (size_t b = 0; (len = heap_next_object(area, &b)) != 0; b += len) {
+        if (reach_seen[b / 8] & (1 << (b & 7))) {
+            continue;
+        }
+        total += len * MICROPY_BYTES_PER_GC_BLOCK;
+        if (len * MICROPY_BYTES_PER_GC_BLOCK >= min) {
+            const byte *o = area->gc_pool_start + b * MICROPY_BYTES_PER_GC_BLOCK;
+            qstr name = census_name_of(o);
+            mp_printf(&mp_plat_print, "unreached %x %u %s", (unsigned)(b * MICROPY_BYTES_PER_GC_BLOCK), (unsigned)(len * MICROPY_BYTES_PER_GC_BLOCK), qstr_str(name));
+            if (name == MP_QSTR__raw_) {
+                mp_printf(&mp_plat_print, " ");
+                for (size_t i = 0; i < 24; i++) {
+                    mp_printf(&mp_plat_print, o[i] >= 32 && o[i] < 127 ? "%c" : "\\x%02x", o[i]);
+                }
+            }
+            mp_printf(&mp_plat_print, "\n");
+        }
+    }
+    return mp_obj_new_int(total);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(host_unreached_obj, host_unreached);
+
 // _host.static_buffer(n) -> a bytearray-backed memoryview of n bytes outside the GC heap
 // (at most 4 KB in all): the world link's buffers stand for NimBLE's and lwIP's, which on
 // the chip live in ESP-IDF's memory, not in the Python heap.
@@ -309,6 +433,8 @@ static const mp_rom_map_elem_t hostwake_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&host_heap_obj) },
     { MP_ROM_QSTR(MP_QSTR_census), MP_ROM_PTR(&host_census_obj) },
     { MP_ROM_QSTR(MP_QSTR_objects), MP_ROM_PTR(&host_objects_obj) },
+    { MP_ROM_QSTR(MP_QSTR_reach), MP_ROM_PTR(&host_reach_obj) },
+    { MP_ROM_QSTR(MP_QSTR_unreached), MP_ROM_PTR(&host_unreached_obj) },
 };
 static MP_DEFINE_CONST_DICT(hostwake_globals, hostwake_globals_table);
 
