@@ -38,7 +38,8 @@ def _survived(out, result, recovered, relay_ok, figures):
     for tb in out.split("Traceback (most recent call last):")[1:]:
         if "dispatch_request" not in tb or "MemoryError" not in tb:
             return False
-    return bool(figures["samples"]) and figures["tick_max_ms"] <= 2000 and result["relay_mismatches"] == 0
+    return (bool(figures["samples"]) and figures["tick_max_ms"] <= 2000 and result["relay_mismatches"] == 0
+            and not result["failures"])
 
 
 def run(heap_kb):

@@ -157,7 +157,7 @@ def _check_relay(sim, out, deadline):
     if st != 200:
         return
     if not isinstance(body, dict):  # a 200 whose JSON was cut short
-        out["failures"].append("/api/status: not JSON: %r" % (body[-80:],))
+        out["failures"].append("/api/status: not JSON: %r" % (body[-80:] if body else body,))
         return
     world = sim.world("status")
     out["relay_checks"] += 1
