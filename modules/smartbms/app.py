@@ -342,14 +342,9 @@ class App(Owner):
     # wrapper coroutine per task: 112 bytes of heap each); a part that should run for ever
     # and returned is noticed at the next tick.
     def _spawn(self, name, coro, forever=True):
-        tasks, info = self._tasks, self._task_info
-        for i in range(len(tasks) - 1, -1, -1):  # a part that ended (an MQTT session) makes room
-            if not info[i][1] and tasks[i].done():
-                tasks.pop(i)
-                info.pop(i)
         asyncio.get_event_loop().set_exception_handler(self._task_failed)
-        tasks.append(asyncio.create_task(coro))
-        info.append((name, forever))
+        self._tasks.append(asyncio.create_task(coro))
+        self._task_info.append((name, forever))
 
     def _task_failed(self, loop, context):
         exc = context.get("exception")
@@ -359,13 +354,18 @@ class App(Owner):
         self.fail(name, exc if exc is not None else RuntimeError(context.get("message")))
 
     def _supervise(self):
+        # a task that ended is looked at once: a crash (CPython reports one only when the task
+        # is collected) or a part that should run for ever fails the device; a part whose end
+        # is its job (the health watch, an MQTT session) leaves the lists
         tasks, info = self._tasks, self._task_info
-        for i in range(len(tasks)):
-            t = tasks[i]
-            if self.failed is None and t.done():  # (CPython reports a crash only when collected)
-                exc = _error_of(t)
+        for i in range(len(tasks) - 1, -1, -1):
+            if self.failed is None and tasks[i].done():
+                exc = _error_of(tasks[i])
                 if exc is not None or info[i][1]:
                     self.fail(info[i][0], exc or RuntimeError("task ended"))
+                else:
+                    tasks.pop(i)
+                    info.pop(i)
         t = self._last_tick
         if self._wdt is not None and (self.safe_mode or (t is not None and clock.now() - t <= WDT_STALE_S)):
             self._wdt.feed()
