@@ -1,7 +1,7 @@
 # Home Assistant discovery documents and the alert picking: pure functions, no broker.
 import json
 
-from smartbms import alerts
+from smartbms import alertpost, alerts
 from smartbms.charge.alarms import NAMES
 from smartbms.mqtt import discovery
 from testutil import raises
@@ -92,8 +92,8 @@ def test_alerts_pick_the_events_owners_must_hear_about():
 
 
 def test_alert_urls():
-    assert alerts.split_url("https://ntfy.sh/my-bms") == (True, "ntfy.sh", 443, "/my-bms")
-    assert alerts.split_url("http://10.0.0.2:8080") == (False, "10.0.0.2", 8080, "/")
-    assert alerts.split_url("http://[fd00::1]:81/x") == (False, "fd00::1", 81, "/x")
-    raises(alerts.AlertError, alerts.split_url, "ftp://x/")
-    raises(alerts.AlertError, alerts.split_url, "http:///x")
+    assert alertpost.split_url("https://ntfy.sh/my-bms") == (True, "ntfy.sh", 443, "/my-bms")
+    assert alertpost.split_url("http://10.0.0.2:8080") == (False, "10.0.0.2", 8080, "/")
+    assert alertpost.split_url("http://[fd00::1]:81/x") == (False, "fd00::1", 81, "/x")
+    raises(alertpost.AlertError, alertpost.split_url, "ftp://x/")
+    raises(alertpost.AlertError, alertpost.split_url, "http:///x")

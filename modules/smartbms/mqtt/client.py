@@ -1,17 +1,17 @@
 # The MQTT session: one asyncio task (App starts it only while mqtt_enabled is on). It waits
 # for the app's WiFi (it never manages WiFi), connects within conn.CONNECT_MS, announces itself
 # (retained "online"; the will says "offline"), publishes the discovery documents one at a
-# time, then the state on change and every STATE_EVERY_MS, and takes <base>/set/<name>
-# commands (smartbms.mqtt.commands). A lost broker means back-off with jitter, up to
-# BACKOFF_MAX_MS. Memory stays bounded: one fixed receive buffer, a packet larger than it is
-# skipped unread, events wait in a short list (oldest dropped), and writes are serialised.
+# time, then the state on change and every STATE_EVERY_MS, and each tick (CHECK_MS) takes the
+# <base>/set/<name> commands that have arrived (smartbms.mqtt.commands): one task reads and
+# writes, so no receive task, lock or second coroutine chain lives on the heap. A lost broker
+# means back-off with jitter, up to BACKOFF_MAX_MS. Memory stays bounded: one fixed receive
+# buffer, a packet larger than it is skipped unread (a burst waits in the TCP window, not
+# here), events wait in a short list (oldest dropped).
 # The discovery documents (at connect) and the commands (as they come) are imported for their
 # use and dropped after: a connected client that only publishes its state holds neither.
 # Why not umqtt.simple (blocking sockets) or mqtt_as (manages WiFi itself): README.
 import json
 import random
-
-import asyncio
 
 from smartbms import clock, unload
 from smartbms.mqtt import codec, state
@@ -149,19 +149,14 @@ class Mqtt:
         if self.error:
             self.ctx.events.add("mqtt", "connected to %s" % self.status()["broker"])
         self.error = None
-        rx = asyncio.create_task(self._receive(base))
-        try:
-            await self._discovery()
-            await self._loop(base, rx)
-        finally:
-            rx.cancel()
+        await self._discovery()
+        await self._loop(base)
 
-    async def _loop(self, base, rx):
+    async def _loop(self, base):
         sent = None
         ping = clock.ticks_real_ms()
         while not (self._stop or self._restart):
-            if rx.done():
-                raise Closed("connection closed by the broker")
+            await self._receive(base)
             if clock.real_ms_since(self._rx_ms) > SILENT_MS:
                 raise Closed("the broker stopped answering")
             self._check_discovery()
@@ -170,7 +165,7 @@ class Mqtt:
                 self._sig = sig
                 self._dirty = False
                 sent = clock.ticks_real_ms()
-                await self.publish(base + "/state", state.payload(self.ctx, self.ov_minutes))
+                await self._publish_state(base)
                 if self._published is None:
                     await self._discovery()
             while self._events:
@@ -180,6 +175,11 @@ class Mqtt:
                 ping = clock.ticks_real_ms()
                 await self._conn.send(codec.PINGREQ_PACKET)
             await clock.sleep_real_ms(CHECK_MS)
+
+    def _publish_state(self, base):
+        # the document is made here, not in _loop: a coroutine's frame keeps what its stack
+        # last held, and the loop's would keep the last document alive for a whole tick
+        return self.publish(base + "/state", state.payload(self.ctx, self.ov_minutes))
 
     # ---- discovery ----
     def _shape(self):
@@ -253,37 +253,37 @@ class Mqtt:
         await self._conn.close()
 
     async def _receive(self, base):
-        # ends (never raises: nobody awaits this task) when the connection breaks; _loop sees
-        # it. One coroutine for the whole task: each level of one is heap for the session.
+        """Take the packets that have arrived (the broker's pings, commands): raises Closed
+        when the connection ended."""
         prefix = base + "/set/"
-        try:
-            while True:
-                t, flags, n = await self._conn.read()
-                self._rx_ms = clock.ticks_real_ms()
-                if t != codec.PUBLISH:
-                    continue  # PINGRESP, SUBACK: only their arrival matters
-                if n < 0:
-                    await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
-                    continue
-                topic, payload = codec.publish_in(flags, self._conn.mv[:n])
-                if not topic.startswith(prefix):
-                    continue
-                name = topic[len(prefix):]
-                if len(payload) > RX_LIMIT:
-                    await self._refuse(name, "message larger than %d bytes dropped" % RX_LIMIT, None)
-                    continue
-                from smartbms.mqtt import commands
+        while True:
+            p = await self._conn.poll()
+            if p is None:
+                return
+            t, flags, body = p
+            self._rx_ms = clock.ticks_real_ms()
+            if t != codec.PUBLISH:
+                continue  # PINGRESP, SUBACK: only their arrival matters
+            if body is None:
+                await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
+                continue
+            topic, payload = codec.publish_in(flags, body)
+            if not topic.startswith(prefix):
+                continue
+            name = topic[len(prefix):]
+            if len(payload) > RX_LIMIT:
+                await self._refuse(name, "message larger than %d bytes dropped" % RX_LIMIT, None)
+                continue
+            from smartbms.mqtt import commands
 
-                try:
-                    err = commands.apply(self.ctx, self, name, payload)
-                finally:
-                    del commands
-                    unload(_COMMANDS)
-                if err is not None:
-                    await self._refuse(name, err[0], err[1])
-                self._dirty = True  # answer with the state at once
-        except Exception as e:  # noqa: BLE001
-            self.error = str(e) or type(e).__name__
+            try:
+                err = commands.apply(self.ctx, self, name, payload)
+            finally:
+                del commands
+                unload(_COMMANDS)
+            if err is not None:
+                await self._refuse(name, err[0], err[1])
+            self._dirty = True  # answer with the state at once
 
     async def _refuse(self, name, message, field):
         self.ctx.events.add("mqtt", "command %s refused: %s" % (name, message))

@@ -1,10 +1,12 @@
-# One MQTT connection: connect + CONNACK, serialised writes, and packets read into one fixed
-# buffer (a packet larger than it is skipped, never stored). Every wait is bounded.
+# One MQTT connection: connect + CONNACK, writes, and packets taken from what has arrived
+# into one fixed buffer (a packet larger than it is skipped, never stored). Nothing waits
+# for the broker: the session's one task asks for packets each tick (poll), so no receive
+# task, no lock and no coroutine chain live beside it. Every wait is bounded.
 import gc
 
 import asyncio
 
-from smartbms import netio
+from smartbms import clock, netio
 from smartbms.mqtt import codec
 
 try:
@@ -18,6 +20,7 @@ CONNECT_MS = const(10000)
 WRITE_MS = const(10000)
 RX_LIMIT = const(256)  # the largest command payload taken; bigger ones are refused
 RX_BUF = const(RX_LIMIT + 96)  # + topic and header; larger packets are skipped unread
+_EAGAIN = const(11)
 
 
 class Closed(Exception):
@@ -30,7 +33,9 @@ class Conn:
         self.mv = memoryview(self.buf)
         self.reader = None
         self._writer = None
-        self._lock = asyncio.Lock()  # the receive task answers on the same stream
+        self._have = 0  # bytes of buf holding what arrived
+        self._used = 0  # of them, the packet poll() last gave out (dropped at the next call)
+        self._skip = 0  # bytes still to come of a packet too large for buf
 
     async def open(self, settings, will_topic=None):
         """Connect and log in (the will: retained "offline" on will_topic); raises on refusal."""
@@ -41,33 +46,39 @@ class Conn:
             if tls is None:
                 raise OSError("this firmware build has no TLS: turn mqtt_tls off")
         gc.collect()  # the connection's objects live as long as it: low in the heap, out of the way
+        self._have = self._used = self._skip = 0
         self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         await self.send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
-        t, _, n = await asyncio.wait_for(self.read(), CONNECT_MS / 1000)
-        if t != codec.CONNACK:
+        t0 = clock.ticks_real_ms()
+        while True:
+            p = await self.poll()
+            if p is not None:
+                break
+            if clock.real_ms_since(t0) > CONNECT_MS:
+                raise asyncio.TimeoutError()
+            await clock.sleep_real_ms(20)
+        if p[0] != codec.CONNACK or p[2] is None:
             raise codec.ProtocolError("no CONNACK")
-        rc = codec.connack(self.buf[:n])[1]
+        rc = codec.connack(p[2])[1]
         if rc:
             raise codec.ProtocolError("refused: %s" % (codec.CONNACK_TEXT[rc] if rc < 6 else rc))
 
     async def send(self, data):
-        async with self._lock:
-            w = self._writer
-            if w is None:
-                raise Closed("not connected")
-            w.write(data)
-            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+        w = self._writer
+        if w is None:
+            raise Closed("not connected")
+        w.write(data)
+        await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
 
     async def publish(self, topic, payload, retain=False):
         p = payload.encode() if type(payload) is str else payload
-        async with self._lock:
-            w = self._writer
-            if w is None:
-                raise Closed("not connected")
-            w.write(codec.publish_header(topic, len(p), retain))
-            w.write(p)
-            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+        w = self._writer
+        if w is None:
+            raise Closed("not connected")
+        w.write(codec.publish_header(topic, len(p), retain))
+        w.write(p)
+        await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
 
     async def close(self):
         w = self._writer
@@ -76,44 +87,60 @@ class Conn:
         if w is not None:
             await netio.close(w)
 
-    async def _fill(self, n):
-        """Read exactly n bytes into the start of the fixed buffer."""
-        mv = self.mv
+    async def poll(self):
+        """The next whole packet that has arrived, as (type, flags, body memoryview), body
+        None for one larger than the buffer (skipped); None when no whole packet is here yet.
+        Raises Closed when the broker closed the connection."""
+        if self._used:  # the packet handed out last time: gone
+            self._have -= self._used
+            if self._have:
+                self.mv[:self._have] = self.mv[self._used:self._used + self._have]
+            self._used = 0
+        while True:
+            h = codec.header(self.mv[:self._have]) if self._have else None
+            if h is not None:
+                t, flags, n, size = h
+                if size + n > RX_BUF:  # too large to hold: skip it as it comes
+                    self._skip = size + n - self._have
+                    self._have = 0
+                    return t, flags, None
+                if self._have >= size + n:
+                    self._used = size + n
+                    return t, flags, self.mv[size:size + n]
+            if not await self._recv():
+                return None
+
+    async def _recv(self):
+        # what is waiting on the connection, without waiting: into buf's free end, or dropped
+        # while a large packet is skipped. The number of bytes taken (0: nothing yet).
         r = self.reader
         if r is None:
             raise Closed("not connected")
-        if not hasattr(r, "readinto"):  # CPython
-            mv[:n] = await r.readexactly(n)
-            return
-        got = 0
-        while got < n:
-            k = await r.readinto(mv[got:n])
-            if not k:
-                raise Closed("connection closed")
-            got += k
-
-    async def read(self):
-        """(type, flags, length) of the next packet, its body at the start of buf; length -1:
-        larger than the buffer, skipped."""
-        await self._fill(1)
-        first = self.buf[0]
-        n = 0
-        shift = 0
-        while True:
-            await self._fill(1)
-            d = self.buf[0]
-            n |= (d & 0x7F) << shift
-            if not d & 0x80:
-                break
-            shift += 7
-            if shift >= 28:
-                raise codec.ProtocolError("malformed remaining length")
-        if n > RX_BUF:
-            left = n
-            while left:
-                k = min(left, RX_BUF)
-                await self._fill(k)
-                left -= k
-            return first & 0xF0, first & 0x0F, -1
-        await self._fill(n)
-        return first & 0xF0, first & 0x0F, n
+        into = self.mv  # the common case (nothing held): no slice made each tick
+        if self._skip:
+            into = into[:min(self._skip, RX_BUF)]
+        elif self._have:
+            into = into[self._have:]
+        if hasattr(r, "s"):  # MicroPython: the stream's socket is non-blocking
+            try:
+                k = r.s.readinto(into)
+            except OSError as e:
+                if e.args[0] != _EAGAIN:
+                    raise
+                k = None
+            if k is None:
+                return 0
+        else:  # CPython: a read that waits no longer than a moment
+            try:
+                data = await asyncio.wait_for(r.read(len(into)), 0.005)
+            except asyncio.TimeoutError:
+                return 0
+            k = len(data)
+            into[:k] = data
+        if not k:
+            raise Closed("connection closed")
+        if self._skip:
+            self._skip -= k
+        else:
+            self._have += k
+        return k

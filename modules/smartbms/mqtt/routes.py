@@ -20,11 +20,11 @@ def install(app, ctx):
         s = ctx.settings
         if not s["alert_url"]:
             raise ApiError(422, "set alert_url first", "alert_url")
-        from smartbms import alerts
+        from smartbms import alertpost, alerts
 
         a = ctx.alerts or alerts.Alerts(ctx)
         try:
             await a.send("test", "Test alert from %s: alerts reach you." % s["hostname"], log=False)
-        except alerts.AlertError as e:
+        except alertpost.AlertError as e:
             raise ApiError(502, str(e))
         return {"sent": True}
