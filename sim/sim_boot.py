@@ -9,12 +9,12 @@
 import gc
 
 import esp32
-from smartbms.ota import otadata
 
 
 def boot(flash_path, log=print):
     """Select and record the running slot. Returns (label, state name)."""
     esp32.configure(flash_path)
+    otadata = esp32._otadata()  # the firmware's codec, not kept loaded (ESP-IDF's is C)
     slots = esp32._app_slots()
     try:
         part = esp32._otadata_part()

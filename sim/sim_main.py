@@ -149,8 +149,9 @@ def _fit_heap():
     import machine  # noqa: F401
     import network  # noqa: F401
 
-    # The firmware's own packages that the flash stand-in and the boot code import too: they
-    # count as the firmware's, not the host's (its upload buffer among them).
+    # The firmware's own packages that the host's code imports too: they count as the
+    # firmware's, not the host's (main() drops the OTA package again: the firmware loads it
+    # for its use only).
     gc.collect()
     before = _host.heap()[1]
     import smartbms.ota  # noqa: F401
@@ -282,8 +283,9 @@ class HeapWatch:
                 obj = getattr(obj, a)
             items = obj.items() if type(obj) is dict else enumerate(obj) if type(obj) is list else \
                 obj.__dict__.items()
+            show = env("SIM_HEAP_REACH_SHOW", "")  # name.key: and list each object it reaches
             for k, v in items:
-                n = _host.reach(v, stop + (app, obj))[0]
+                n = _host.reach(v, stop + (app, obj), show == "%s.%s" % (name, k))[0]
                 if n >= 128:
                     print("sim reach: %s.%s %d %s" % (name, k, n, getattr(v, "coro", "")))
         roots = [("app." + k, v) for k, v in app.__dict__.items() if k != "_tasks"]
@@ -391,6 +393,12 @@ def main():
     if link is not None and link.inputs.get(0) == 0:
         rom_download_mode()
     _fit_heap()
+    from smartbms import unload
+
+    # the OTA package came in with the host's copy of its native code: the firmware loads it
+    # only for its use (a status answer, an upload), so it does not stay (its native part
+    # does: the host's, counted as such)
+    unload(("smartbms.ota.otadata", "smartbms.ota"))
     if env("SIM_HEAP_WORST", "0") == "1":
         _worst[0] = 1 << 30
     if env("SIM_HEAP_CENSUS", "0") == "1":  # what is in the heap now is not the firmware's

@@ -25,13 +25,13 @@ except ImportError:  # pragma: no cover
 
 import asyncio
 
-from smartbms import clock, ota, paths
+from smartbms import clock, paths
 from smartbms.bms.link import BMSLink
 from smartbms.charge.controller import Controller
 from smartbms.charge.relay import Relay
 from smartbms.eventlog import EventLog, wall_time
+from smartbms.health import BootGuard
 from smartbms.history import DEVICE_INTERVAL_S, DEVICE_SLOTS, History
-from smartbms.ota.health import BootGuard
 from smartbms.owner import REBOOT_DELAY_MS, SETUP_MODE_S, Owner  # noqa: F401 (constants re-exported)
 from smartbms.settings import Settings
 
@@ -113,7 +113,6 @@ class App(Owner):
             self.events.add("error", "boot counter: %s" % e)
         saved = _read_json(paths.path("charge.json"))
         self.controller = Controller(self.settings, saved if type(saved) is dict else None)
-        self.ota = ota
         self.link = None if self.safe_mode else BMSLink(self.settings, events=self.events)
         # the web's login sessions and brake (smartbms.auth, loaded with the web stack): kept
         # here so they outlive its unloading
@@ -206,6 +205,14 @@ class App(Owner):
             pass
         if writer is not None:
             await netio.close(writer)
+
+    @property
+    def ota(self):
+        """The OTA service (smartbms.ota), loaded for its use (a status answer, an upload, the
+        image's confirmation): at idle the device holds none of it."""
+        from smartbms import ota
+
+        return ota
 
     def health(self):
         t = self._last_tick

@@ -13,7 +13,7 @@ import sys
 
 DIR = "override"
 LIST = "modules.txt"
-# = smartbms.ota.health.LIMIT (not imported: this runs before any other smartbms module loads)
+# = smartbms.health.LIMIT (not imported: this runs before any other smartbms module loads)
 SAFE_MODE_BOOTS = 5
 
 loaded = ()  # dotted names now running from the filesystem, in load order

@@ -33,7 +33,7 @@ BACKLOG = const(8)
 WEB_MODULES = ("smartbms.web", "smartbms.web_upkeep", "smartbms.webreq", "smartbms.httpd", "smartbms.httpio",
                "smartbms.auth", "smartbms.status", "smartbms.live", "smartbms.jsonpieces", "smartbms.jsonbody",
                "smartbms.actions", "smartbms.deadlines", "smartbms.mqtt.routes", "smartbms.mqtt", "smartbms.charge.plain",
-               "smartbms.ota.image", "smartbms.alertpost", "webassets", "microdot", "microdot.microdot")
+               "smartbms.ota.image", "smartbms.ota.otadata", "smartbms.ota", "smartbms.alertpost", "webassets", "microdot", "microdot.microdot")
 # Answered when the stack cannot be loaded (no memory): what httpd would say, from flash.
 _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\n\r\n{\"error\": \"low on memory: retry shortly\"}")

@@ -4,8 +4,19 @@
 # the running slot at process start and calls set_running(). Never frozen.
 import os
 import struct
+import sys
 
-from smartbms.ota import otadata
+
+def _otadata():
+    # the firmware's otadata codec for one call, then forgotten unless the firmware holds it
+    # itself: the chip's esp32 module is C and keeps nothing of the firmware on the heap
+    names = [n for n in ("smartbms.ota", "smartbms.ota.otadata") if n not in sys.modules]
+    from smartbms import unload
+    from smartbms.ota import otadata
+
+    unload(names)
+    return otadata
+
 
 FLASH_SIZE = 0x400000
 TABLE_OFFSET = 0x8000
@@ -206,6 +217,7 @@ class Partition:
         return Partition(names[(names.index(me) + 1) % len(names)])
 
     def set_boot(self):
+        otadata = _otadata()
         t, sub, addr, size, label, _ = self._info
         if t != 0 or not 0x10 <= sub < 0x20:
             raise OSError(-258)  # ESP_ERR_INVALID_ARG
@@ -219,6 +231,7 @@ class Partition:
 
     @staticmethod
     def mark_app_valid_cancel_rollback():
+        otadata = _otadata()
         part = _otadata_part(missing=-261)
         entries = _read_entries(part)
         a = otadata.active(entries)
@@ -257,6 +270,7 @@ def _otadata_part(missing=-261):
 
 
 def _read_entries(part):
+    otadata = _otadata()
     out = []
     buf = bytearray(otadata.ENTRY_SIZE)
     for i in range(2):
@@ -266,6 +280,7 @@ def _read_entries(part):
 
 
 def _write_entry(part, sector, seq, state):
+    otadata = _otadata()
     addr = part[2] + sector * otadata.SECTOR
     _dev().erase(addr, otadata.SECTOR)
     _dev().write(addr, otadata.encode(seq, state))
@@ -273,6 +288,7 @@ def _write_entry(part, sector, seq, state):
 
 def _boot_label(table=None):
     """The slot the bootloader would pick now (ignoring rollback bookkeeping)."""
+    otadata = _otadata()
     slots = _app_slots()
     try:
         part = _otadata_part()

@@ -7,7 +7,8 @@ import esp32
 import esp_image
 import sim_boot
 from smartbms import ota
-from smartbms.ota import health, http, otadata, pull
+from smartbms import health
+from smartbms.ota import http, otadata, pull
 from smartbms.ota.image import ImageError
 from smartbms.ota.updater import Updater, UpdateError
 from smartbms import clock

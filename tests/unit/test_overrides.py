@@ -121,7 +121,7 @@ def test_the_boot_that_enters_safe_mode_loads_no_override():
 
 
 def test_safe_mode_threshold_is_the_boot_guards():
-    from smartbms.ota import health
+    from smartbms import health
 
     assert overrides.SAFE_MODE_BOOTS == health.LIMIT
 
@@ -132,7 +132,7 @@ def test_flat_file_names():
 
 
 def test_the_health_state_says_the_check_ran_with_overrides():
-    from smartbms.ota.health import BootGuard
+    from smartbms.health import BootGuard
 
     guard = BootGuard(path=_root() + "bootcount")
     assert guard.state()["overrides"] is None

@@ -34,7 +34,7 @@ def _pending_refusal():
         return None
     if not st.get("pending_verify"):
         return None
-    from smartbms.ota.health import HEALTHY_AFTER_S
+    from smartbms.health import HEALTHY_AFTER_S
     return _err(409, "the running image (%s) is not confirmed yet: it confirms itself after %d s "
                      "healthy, or rolls back on a reset. Retry once GET /api/status shows "
                      "device.ota.pending_verify false (an update now would overwrite the "
@@ -124,7 +124,7 @@ async def _run(ctx, source, length, sha256):
 
 def _after_success(ctx, info):
     try:
-        from smartbms.ota import health
+        from smartbms import health
         health.reset_counter()
     except OSError:
         pass

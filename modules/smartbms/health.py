@@ -12,6 +12,7 @@ import os
 from smartbms import clock, paths
 
 LIMIT = 5
+_OTA = ("smartbms.ota.otadata", "smartbms.ota")
 HEALTHY_AFTER_S = 60
 
 
@@ -119,6 +120,9 @@ def _mark_app_valid():
     """Confirm the running image, only if it is the one waiting for confirmation: after an
     upload the active otadata entry names the new image, and confirming from the old one
     would make the new image VALID before it ever ran (no rollback for it)."""
+    import sys
+
+    loaded = "smartbms.ota" in sys.modules
     try:
         import esp32
         from smartbms import ota
@@ -131,3 +135,8 @@ def _mark_app_valid():
         return True
     except OSError:
         return False  # no otadata partition (serial-flashed without OTA layout)
+    finally:
+        if not loaded and not ota.busy():  # loaded for this check only (the web stack drops its own)
+            from smartbms import unload
+
+            unload(_OTA)
