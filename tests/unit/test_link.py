@@ -11,6 +11,7 @@ from testutil import approx, raises, run_async
 from smartbms import clock
 from smartbms.bms import link as linkmod
 from smartbms.bms import protocols
+from smartbms.bms import scan as scanmod
 from smartbms.bms.link import BMSLink, backoff_ms
 
 _R, _W, _WNR, _N = 0x02, 0x08, 0x04, 0x10
@@ -472,13 +473,13 @@ def test_scan_lists_bms_with_family():
         _bms("jk02_32s", rssi=-50)
         _bms("daly", rssi=-60)
         worldctl.add_peer(*HEADPHONES, rssi=-40)
-        found = await linkmod.scan(400)
+        found = await scanmod.scan(400)
         assert [(d["family"], d["rssi"]) for d in found] == [("jk02_32s", -50), ("daly", -60), ("jbd", -70)]
         assert found[0]["mac"] == MAC["jk02_32s"] and found[0]["name"] == "JK-B2A8S20P"
-        everything = await linkmod.scan(400, include_unknown=True)
+        everything = await scanmod.scan(400, include_unknown=True)
         assert len(everything) == 4 and everything[0]["family"] is None
         try:
-            await linkmod.scan(0)
+            await scanmod.scan(0)
             raise AssertionError("scan(0) accepted")
         except ValueError:
             pass

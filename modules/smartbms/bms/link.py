@@ -2,11 +2,10 @@
 # smartbms.bms.session), publishes Readings, reconnects with backoff, follows the app's
 # settings and keeps stats. Poll intervals and backoff are device time (smartbms.clock);
 # radio waits are real milliseconds (smartbms.bms.session).
-from smartbms import clock
+from smartbms import clock, unload
 from smartbms.bms.connect import radio_up
 from smartbms.bms.ring import NotifyRing as _Capture  # noqa: F401 (tests use the name)
-from smartbms.bms.scan import normalize_mac, scan  # noqa: F401 (scan re-exported)
-from smartbms.bms.session import LinkError, Session  # noqa: F401 (LinkError re-exported)
+from smartbms.bms.session import _SCAN, LinkError, Session  # noqa: F401 (LinkError re-exported)
 
 try:
     from micropython import const
@@ -53,6 +52,18 @@ def backoff_ms(failures, rand8=None):
 
 _sleep_real_ms = clock.sleep_real_ms
 
+def _normal_mac(mac):
+    # the scan module (MAC forms, finding a pack) loads for its use only: boot, a settings
+    # change, a connect to a pack not yet found, a scan
+    from smartbms.bms import scan
+
+    try:
+        return scan.normalize_mac(mac)
+    finally:
+        del scan
+        unload(_SCAN)
+
+
 class BMSLink(Session):
     """Polls one BMS over BLE. `driver` comes from smartbms.bms.protocols.get(); the BMS
     is found by `mac` ('AA:BB:CC:DD:EE:FF') or by advertised `name`.
@@ -74,7 +85,7 @@ class BMSLink(Session):
             mac = name = None
             mode = "persistent"
         if mac is not None and mac != "":
-            mac = normalize_mac(mac)
+            mac = _normal_mac(mac)
         else:
             mac = None
         if name is not None:
@@ -144,15 +155,19 @@ class BMSLink(Session):
     async def scan(self, duration_ms=5000):
         """Nearby BMSes for the setup page (see smartbms.bms.scan.scan), the connected one
         (which does not advertise) first."""
-        from smartbms.bms.scan import with_connected
+        from smartbms.bms import scan
 
-        return with_connected(await scan(duration_ms), self)
+        try:
+            return scan.with_connected(await scan.scan(duration_ms), self)
+        finally:
+            del scan
+            unload(_SCAN)
 
     def _from_settings(self):
         s = self.settings
         proto = s["bms_protocol"]
         mac = s["bms_mac"] or None
-        self.mac = normalize_mac(mac) if mac else None
+        self.mac = _normal_mac(mac) if mac else None
         self.name = (s["bms_name"] or "").strip() or None
         self.mode = s["bms_mode"] if s["bms_mode"] in MODES else "persistent"
         self.interval_s = s["poll_interval_s"]

@@ -21,12 +21,13 @@
 import gc
 import time
 
-from smartbms import clock
+from smartbms import clock, unload
 from smartbms.bms.connect import connect
 from smartbms.bms.gatt import open_characteristics
 from smartbms.bms.reading import BMSError, Reading
 from smartbms.bms.ring import NotifyRing
-from smartbms.bms.scan import find
+
+_SCAN = ("smartbms.bms.scan",)  # loaded to find a pack, then dropped (smartbms.bms.link)
 
 try:
     from micropython import const
@@ -84,7 +85,13 @@ class Session:
         import aioble
 
         if self._device is None or self.driver is None:
-            dev, family = await find(self.mac, self.name, self.scan_ms)
+            from smartbms.bms import scan
+
+            try:
+                dev, family = await scan.find(self.mac, self.name, self.scan_ms)
+            finally:
+                del scan
+                unload(_SCAN)
             if self.driver is None:
                 if family is None:
                     raise LinkError("BMS %s not found or not recognised (set bms_protocol)" % (self.mac or self.name))
