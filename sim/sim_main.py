@@ -255,6 +255,8 @@ class HeapWatch:
             print("sim alloc: total=%d" % micropython.mem_total())
         if env("SIM_HEAP_REACH", "0") == "1":  # what each part of the app holds (see _host.reach)
             self.reach()
+        if env("SIM_HEAP_CODE", "0") == "1":  # what each module's code holds (see code_cost)
+            code_cost(self._app)
         if env("SIM_HEAP_OBJECTS", ""):  # every object from that offset up (see _host.objects)
             import _host
 
@@ -304,6 +306,29 @@ class HeapWatch:
         while True:
             await asyncio.sleep_ms(every_ms)
             self.sample()
+
+
+def code_cost(app):
+    """SIM_HEAP_CODE=1: what each loaded module holds of the heap by itself: its globals, its
+    functions and the classes it defines with their methods (not other modules' classes, not
+    instances: _host.reach stops at classes and modules but the one measured). Allocates:
+    debugging only."""
+    import _host
+
+    stop = (app, asyncio.Task)
+    rows = []
+    for name, mod in list(sys.modules.items()):
+        n = _host.reach(mod, stop)[0]
+        for k, v in list(mod.__dict__.items()):
+            if type(v) is type and getattr(v, "__module__", None) == name:
+                n += _host.reach(v, stop)[0]
+        rows.append((n, name))
+    rows.sort()
+    total = 0
+    for n, name in rows:
+        total += n
+        print("sim code: %s %d" % (name, n))
+    print("sim code: total %d" % total)
 
 
 async def report(app, watch, report_s):

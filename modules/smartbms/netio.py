@@ -33,16 +33,23 @@ async def connect(host, port, timeout_ms, ssl=None):
     if not _MICROPYTHON:  # CPython's open_connection cleans up after a cancel
         conn = asyncio.open_connection(host, port, ssl=ssl) if ssl else asyncio.open_connection(host, port)
         return await asyncio.wait_for(conn, timeout_ms / 1000)
-    stream = _stream(host, port, ssl)
-    try:
-        await asyncio.wait_for(_connected(stream), timeout_ms / 1000)
-    except BaseException:
-        await close(stream)
-        raise
+    stream = asyncio.StreamWriter(await connect_socket(host, port, timeout_ms, ssl), {})
     return stream, stream
 
 
-def _stream(host, port, ssl):
+async def connect_socket(host, port, timeout_ms, ssl=None):
+    """MicroPython: a connected non-blocking socket (TLS-wrapped with ssl), made within
+    timeout_ms, for a caller that reads and writes it itself (no asyncio stream module)."""
+    s = _socket(host, port, ssl)
+    try:
+        await asyncio.wait_for(_connected(s), timeout_ms / 1000)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _socket(host, port, ssl):
     # what open_connection() does before its wait: a non-blocking socket, connecting
     import socket
     from errno import EINPROGRESS
@@ -62,15 +69,15 @@ def _stream(host, port, ssl):
     except BaseException:
         s.close()
         raise
-    return asyncio.StreamWriter(s, {})
+    return s
 
 
-def _connected(stream):
+def _connected(sock):
     # a generator is a coroutine on MicroPython: the wait open_connection() does, on asyncio
     # v1.28.0's own I/O queue (writable once connected, or failed; errors show at first use)
     from asyncio import core
 
-    yield core._io_queue.queue_write(stream.s)
+    yield core._io_queue.queue_write(sock)
 
 
 async def close(writer):

@@ -84,6 +84,7 @@ class WebGate:
             return False
         self.app = None
         unload(WEB_MODULES)
+        _drop_streams()
         gc.collect()
         return True
 
@@ -114,29 +115,38 @@ class WebGate:
         # MicroPython: a generator is a coroutine; this is asyncio.stream's accept loop,
         # taking a connection only while fewer than OPEN_MAX are open
         from asyncio import core
-        from asyncio.stream import Stream
 
         while True:
             while self.open - self._streams() >= OPEN_MAX:
                 yield from clock.sleep_real_ms(20)
             yield core._io_queue.queue_read(sock)
-            try:
-                s, addr = sock.accept()
-            except OSError:
-                continue
-            try:
-                s.setblocking(False)
-                st = Stream(s, {"peername": addr})
-                self.open += 1
-                try:
-                    asyncio.create_task(self._client(st, st, True))
-                except MemoryError:
-                    self.open -= 1
-                    raise
-            except MemoryError:
-                s.close()
+            if not self._take(sock):
                 gc.collect()
                 yield from clock.sleep_real_ms(100)
+
+    def _take(self, sock):
+        # one connection, its stream and task; False when memory ran out. Its own frame: the
+        # loop's, which lives for ever, would keep the last stream and asyncio's stream
+        # module (loaded with the stack, dropped with it) alive
+        try:
+            s, addr = sock.accept()
+        except OSError:
+            return True
+        try:
+            s.setblocking(False)
+            from asyncio.stream import Stream
+
+            st = Stream(s, {"peername": addr})
+            self.open += 1
+            try:
+                asyncio.create_task(self._client(st, st, True))
+            except MemoryError:
+                self.open -= 1
+                raise
+        except MemoryError:
+            s.close()
+            return False
+        return True
 
     async def serve(self):
         """Listen until cancelled; drops the stack whenever it has been unused a while."""
@@ -163,6 +173,18 @@ class WebGate:
             if accept is not None:
                 accept.cancel()
             close()
+
+
+def _drop_streams():
+    # asyncio's stream module (1.8 KB) goes with the stack: nothing else keeps it while the
+    # device idles (MQTT uses its socket itself). asyncio's lazy loader keeps what it handed
+    # out in the package's globals: they go too. The next connection loads it again.
+    if unload(("asyncio.stream",)):
+        for name in ("StreamReader", "StreamWriter", "open_connection", "start_server"):
+            try:
+                delattr(asyncio, name)
+            except (AttributeError, KeyError):  # never handed out (MicroPython says KeyError)
+                pass
 
 
 def _drop(writer):

@@ -25,14 +25,9 @@ class Sock:
         return k
 
 
-class Stream:
-    def __init__(self, sock):
-        self.s = sock
-
-
 def _conn(sock):
     c = Conn()
-    c.reader = Stream(sock)
+    c.sock = sock
     return c
 
 
@@ -64,11 +59,11 @@ def test_packets_in_any_pieces_come_out_whole_and_in_order():
 def test_nothing_arrived_is_none_and_waits_for_nothing():
     c = _conn(Sock())
     assert asyncio.run(c.poll()) is None
-    c.reader.s.data += b"\x30"  # half a fixed header
+    c.sock.data += b"\x30"  # half a fixed header
     assert asyncio.run(c.poll()) is None
-    c.reader.s.data += b"\x05\x00\x01t"  # still two bytes short
+    c.sock.data += b"\x05\x00\x01t"  # still two bytes short
     assert asyncio.run(c.poll()) is None
-    c.reader.s.data += b"ab"
+    c.sock.data += b"ab"
     assert _packets(c) == [(codec.PUBLISH, ("t", b"ab"))]
 
 
@@ -102,3 +97,38 @@ def test_a_malformed_length_is_a_protocol_error():
         pass
     else:
         raise AssertionError("a 5-byte remaining length must be refused")
+
+
+class WSock:
+    """A non-blocking socket whose send buffer takes a few bytes at a time and is now and
+    then full (None, as MicroPython's write says EAGAIN)."""
+
+    def __init__(self):
+        self.out = bytearray()
+        self.calls = 0
+
+    def write(self, mv):
+        self.calls += 1
+        if self.calls % 3 == 0:
+            return None
+        k = min(len(mv), 7)
+        self.out += bytes(mv[:k])
+        return k
+
+
+def test_writes_go_out_whole_through_a_socket_that_takes_a_little_at_a_time():
+    c = Conn()
+    c.sock = WSock()
+    payload = b'{"soc": 61, "relay": "ON"}' * 4
+    asyncio.run(c.publish("smartbms/x/state", payload, retain=True))
+    asyncio.run(c.send(codec.PINGREQ_PACKET))
+    assert bytes(c.sock.out) == codec.publish("smartbms/x/state", payload, True) + codec.PINGREQ_PACKET
+
+
+def test_writing_without_a_connection_raises_closed():
+    try:
+        asyncio.run(Conn().send(codec.PINGREQ_PACKET))
+    except Closed:
+        pass
+    else:
+        raise AssertionError("no connection: Closed")

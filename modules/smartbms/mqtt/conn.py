@@ -1,8 +1,11 @@
 # One MQTT connection: connect + CONNACK, writes, and packets taken from what has arrived
 # into one fixed buffer (a packet larger than it is skipped, never stored). Nothing waits
 # for the broker: the session's one task asks for packets each tick (poll), so no receive
-# task, no lock and no coroutine chain live beside it. Every wait is bounded.
+# task, no lock and no coroutine chain live beside it. On MicroPython it reads and writes
+# its non-blocking socket itself: asyncio's stream module (1.8 KB of heap) need not stay
+# loaded for it. Every wait is bounded.
 import gc
+import sys
 
 import asyncio
 
@@ -21,6 +24,7 @@ WRITE_MS = const(10000)
 RX_LIMIT = const(256)  # the largest command payload taken; bigger ones are refused
 RX_BUF = const(RX_LIMIT + 96)  # + topic and header; larger packets are skipped unread
 _EAGAIN = const(11)
+_MICROPYTHON = sys.implementation.name == "micropython"
 
 
 class Closed(Exception):
@@ -31,7 +35,8 @@ class Conn:
     def __init__(self):
         self.buf = bytearray(RX_BUF)
         self.mv = memoryview(self.buf)
-        self.reader = None
+        self.sock = None  # MicroPython: the connection's non-blocking socket
+        self.reader = None  # CPython: asyncio's streams
         self._writer = None
         self._have = 0  # bytes of buf holding what arrived
         self._used = 0  # of them, the packet poll() last gave out (dropped at the next call)
@@ -47,7 +52,10 @@ class Conn:
                 raise OSError("this firmware build has no TLS: turn mqtt_tls off")
         gc.collect()  # the connection's objects live as long as it: low in the heap, out of the way
         self._have = self._used = self._skip = 0
-        self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
+        if _MICROPYTHON:
+            self.sock = await netio.connect_socket(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
+        else:
+            self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         await self.send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
         t0 = clock.ticks_real_ms()
@@ -65,25 +73,46 @@ class Conn:
             raise codec.ProtocolError("refused: %s" % (codec.CONNACK_TEXT[rc] if rc < 6 else rc))
 
     async def send(self, data):
-        w = self._writer
-        if w is None:
-            raise Closed("not connected")
-        w.write(data)
-        await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+        await self._write(data)
 
     async def publish(self, topic, payload, retain=False):
         p = payload.encode() if type(payload) is str else payload
-        w = self._writer
-        if w is None:
-            raise Closed("not connected")
-        w.write(codec.publish_header(topic, len(p), retain))
-        w.write(p)
-        await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+        await self._write(codec.publish_header(topic, len(p), retain))
+        await self._write(p)
+
+    async def _write(self, data):
+        sock = self.sock
+        if sock is None:
+            w = self._writer
+            if w is None:
+                raise Closed("not connected")
+            w.write(data)
+            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+            return
+        mv = memoryview(data)
+        t0 = clock.ticks_real_ms()
+        while len(mv):
+            try:
+                n = sock.write(mv)
+            except OSError as e:
+                if e.args[0] != _EAGAIN:
+                    raise
+                n = None
+            if n:
+                mv = mv[n:]
+            elif clock.real_ms_since(t0) > WRITE_MS:
+                raise Closed("the broker takes no data")
+            else:  # the send buffer is full (or TLS is still shaking hands): a moment
+                await clock.sleep_real_ms(10)
 
     async def close(self):
-        w = self._writer
-        self._writer = None
-        self.reader = None
+        sock, w = self.sock, self._writer
+        self.sock = self._writer = self.reader = None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
         if w is not None:
             await netio.close(w)
 
@@ -113,17 +142,17 @@ class Conn:
     async def _recv(self):
         # what is waiting on the connection, without waiting: into buf's free end, or dropped
         # while a large packet is skipped. The number of bytes taken (0: nothing yet).
-        r = self.reader
-        if r is None:
+        sock = self.sock
+        if sock is None and self.reader is None:
             raise Closed("not connected")
         into = self.mv  # the common case (nothing held): no slice made each tick
         if self._skip:
             into = into[:min(self._skip, RX_BUF)]
         elif self._have:
             into = into[self._have:]
-        if hasattr(r, "s"):  # MicroPython: the stream's socket is non-blocking
+        if sock is not None:  # non-blocking: None when nothing has arrived
             try:
-                k = r.s.readinto(into)
+                k = sock.readinto(into)
             except OSError as e:
                 if e.args[0] != _EAGAIN:
                     raise
@@ -132,7 +161,7 @@ class Conn:
                 return 0
         else:  # CPython: a read that waits no longer than a moment
             try:
-                data = await asyncio.wait_for(r.read(len(into)), 0.005)
+                data = await asyncio.wait_for(self.reader.read(len(into)), 0.005)
             except asyncio.TimeoutError:
                 return 0
             k = len(data)
