@@ -25,12 +25,11 @@ except ImportError:  # pragma: no cover
 
 import asyncio
 
-from smartbms import clock, paths
+from smartbms import clock, paths, unload
 from smartbms.bms.link import BMSLink
 from smartbms.charge.controller import Controller
 from smartbms.charge.relay import Relay
 from smartbms.eventlog import EventLog, wall_time
-from smartbms.health import BootGuard
 from smartbms.history import DEVICE_INTERVAL_S, DEVICE_SLOTS, History
 from smartbms.owner import REBOOT_DELAY_MS, SETUP_MODE_S, Owner  # noqa: F401 (constants re-exported)
 from smartbms.settings import Settings
@@ -106,6 +105,8 @@ class App(Owner):
         self.relay = self._make_relay()
         self.relay_set(False, "boot")  # before anything else can fail: the charger stays off
         self.history = History(DEVICE_SLOTS, DEVICE_INTERVAL_S)
+        from smartbms.health import BootGuard  # until the boot is judged healthy (_supervise)
+
         self.guard = BootGuard()
         try:
             self.safe_mode = self.guard.begin()
@@ -372,7 +373,9 @@ class App(Owner):
                     self.fail(info[i][0], exc or RuntimeError("task ended"))
                 else:
                     tasks.pop(i)
-                    info.pop(i)
+                    if info.pop(i)[0] == "health":  # judged healthy: the guard's work is done
+                        self.guard = None
+                        unload(("smartbms.health",))
         t = self._last_tick
         if self._wdt is not None and (self.safe_mode or (t is not None and clock.now() - t <= WDT_STALE_S)):
             self._wdt.feed()
