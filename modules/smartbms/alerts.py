@@ -2,7 +2,7 @@
 # data, a completed full charge, an OTA result), picked from the event log as they are written
 # (EventLog.listener), go to <base>/events over MQTT and, with alert_url set, to an ntfy-style
 # HTTP POST (body = the message; Title, Tags and Priority headers; a Bearer token if set).
-# At most one POST per kind per RATE_MS (what happens meanwhile is counted in the next one);
+# At most one POST per kind per _RATE_MS (what happens meanwhile is counted in the next one);
 # every wait is bounded and the POST runs in its own task: control never waits on it.
 # Loaded only while MQTT or alert_url is on (App._integrations); the POST itself
 # (smartbms.alertpost) only while one is sent.
@@ -16,7 +16,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-RATE_MS = const(1800000)  # once per 30 min per kind
+_RATE_MS = const(1800000)  # once per 30 min per kind
 _POST = ("smartbms.alertpost",)
 
 
@@ -82,7 +82,7 @@ class Alerts:
             while self._pending:
                 for k in list(self._pending):
                     t = self._sent.get(k)
-                    if t is not None and clock.real_ms_since(t) < RATE_MS:
+                    if t is not None and clock.real_ms_since(t) < _RATE_MS:
                         continue
                     msg, more = self._pending.pop(k)
                     self._sent[k] = clock.ticks_real_ms()

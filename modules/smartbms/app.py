@@ -14,7 +14,7 @@
 # Charge control never waits on WiFi or the web server. An uncaught error in any task, or a
 # part that should run for ever returning, is logged, turns the relay off and resets the
 # device. The hardware watchdog is fed only while the control loop ticked within the last
-# WDT_STALE_S seconds.
+# _WDT_STALE_S seconds.
 import gc
 import json
 
@@ -43,13 +43,13 @@ except ImportError:  # CPython
 
 TICK_MS = const(1000)  # control loop period (device time)
 WDT_TIMEOUT_MS = const(30000)  # the hardware watchdog's timeout
-WDT_STALE_S = const(10)
-GC_THRESHOLD = const(2048)  # bytes allocated between collections (see start())
-FLUSH_EVERY_S = const(60)
+_WDT_STALE_S = const(10)
+_GC_THRESHOLD = const(2048)  # bytes allocated between collections (see start())
+_FLUSH_EVERY_S = const(60)
 
-RELAY_HEALTH_S = const(5)
-WEB_HEALTH_S = const(30)  # the web server answered a request within this many seconds
-PROBE_TIMEOUT_MS = const(3000)  # real ms for the health check's request to itself
+_RELAY_HEALTH_S = const(5)
+_WEB_HEALTH_S = const(30)  # the web server answered a request within this many seconds
+_PROBE_TIMEOUT_MS = const(3000)  # real ms for the health check's request to itself
 
 
 def _write_json_atomic(path, obj):
@@ -159,13 +159,13 @@ class App(Owner):
         if self.link is not None:
             self.link.preload()
         gc.collect()
-        # Collect after every GC_THRESHOLD bytes allocated, not only when the heap is full:
+        # Collect after every _GC_THRESHOLD bytes allocated, not only when the heap is full:
         # the allocator then starts again from the lowest free block each time, so what is
         # made in steady state (readings, requests) stays at the bottom and the rest of the
         # heap remains in large pieces, instead of being peppered with objects that live a
         # while (which left no 1 KB block in 40 KB free).
         if hasattr(gc, "threshold"):
-            gc.threshold(GC_THRESHOLD)
+            gc.threshold(_GC_THRESHOLD)
 
     # ---- parts ----
     def _make_relay(self):
@@ -187,7 +187,7 @@ class App(Owner):
 
     def web_alive(self):
         t = self._web_seen
-        return t is not None and clock.now() - t <= WEB_HEALTH_S
+        return t is not None and clock.now() - t <= _WEB_HEALTH_S
 
     async def probe_web(self):
         """For the OTA health check: unless a client was answered lately, send the web server
@@ -198,10 +198,10 @@ class App(Owner):
 
         writer = None
         try:
-            reader, writer = await netio.connect("127.0.0.1", self.port, PROBE_TIMEOUT_MS)
+            reader, writer = await netio.connect("127.0.0.1", self.port, _PROBE_TIMEOUT_MS)
             writer.write(b"GET /api/auth HTTP/1.0\r\nHost: localhost\r\n\r\n")
             await writer.drain()
-            await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT_MS / 1000)
+            await asyncio.wait_for(reader.readline(), _PROBE_TIMEOUT_MS / 1000)
         except Exception:  # noqa: BLE001 - a server that does not answer is the answer
             pass
         if writer is not None:
@@ -219,7 +219,7 @@ class App(Owner):
         t = self._last_tick
         return {
             "settings": self._settings_ok,
-            "control": t is not None and clock.now() - t <= RELAY_HEALTH_S,
+            "control": t is not None and clock.now() - t <= _RELAY_HEALTH_S,
             "web": self.web_alive(),
             "ble": self.link is not None and self.link.radio_up(),
         }
@@ -311,7 +311,7 @@ class App(Owner):
             if rx != self._last_hist and reading.soc is not None:
                 self._last_hist = rx
                 self.history.add(now, reading.soc, reading.voltage, reading.current)
-        if now - self._last_flush >= FLUSH_EVERY_S:
+        if now - self._last_flush >= _FLUSH_EVERY_S:
             self._last_flush = now
             self.events.flush()
         self._last_tick = now
@@ -377,7 +377,7 @@ class App(Owner):
                         self.guard = None
                         unload(("smartbms.health",))
         t = self._last_tick
-        if self._wdt is not None and (self.safe_mode or (t is not None and clock.now() - t <= WDT_STALE_S)):
+        if self._wdt is not None and (self.safe_mode or (t is not None and clock.now() - t <= _WDT_STALE_S)):
             self._wdt.feed()
 
     def fail(self, name, exc):

@@ -1,5 +1,5 @@
 # The board's own I/O: the status LED and the BOOT button (GPIO0, pulled up, low = pressed).
-# BOOT pressed for LONG_PRESS_MS any time after start -> setup mode. Not at power-on: GPIO0
+# BOOT pressed for _LONG_PRESS_MS any time after start -> setup mode. Not at power-on: GPIO0
 # is a strapping pin, and held low at reset it starts the chip's ROM download mode, so the
 # firmware never runs. The press and the LED patterns are timed in real milliseconds (a
 # person presses and reads them; the simulator's fast device clock must not shorten them).
@@ -26,7 +26,7 @@ except ImportError:  # CPython
         return x
 
 BUTTON_PIN = BUTTON_GPIO
-LONG_PRESS_MS = const(3000)  # real time
+_LONG_PRESS_MS = const(3000)  # real time
 POLL_MS = const(50)  # real time
 
 try:
@@ -74,7 +74,7 @@ class Board:
             if self._pressed_at is None:
                 self._pressed_at = now_ms
                 self._fired = False
-            elif not self._fired and _ticks_diff(now_ms, self._pressed_at) >= LONG_PRESS_MS:
+            elif not self._fired and _ticks_diff(now_ms, self._pressed_at) >= _LONG_PRESS_MS:
                 self._fired = True
                 if self._on_long_press is not None:
                     self._on_long_press()

@@ -15,7 +15,7 @@ except ImportError:  # CPython
 
 REBOOT_DELAY_MS = const(1500)  # real time for the answer to leave before a requested reboot
 SETUP_MODE_S = const(900)  # setup mode (password reset allowed) ends after 15 min
-SETUP_CHECK_MS = const(1000)
+_SETUP_CHECK_MS = const(1000)
 
 
 class Owner:
@@ -153,4 +153,4 @@ class Owner:
             if clock.now() >= until:
                 self.end_setup_mode("%d min passed" % (SETUP_MODE_S // 60))
                 return
-            await clock.sleep_ms(SETUP_CHECK_MS)
+            await clock.sleep_ms(_SETUP_CHECK_MS)

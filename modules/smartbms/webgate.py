@@ -26,7 +26,7 @@ CHECK_MS = const(5000)
 # down to 9-10), and a MemoryError can never end the listening task (asyncio's own server
 # task dies of one, and the device stays deaf).
 OPEN_MAX = const(4)
-BACKLOG = const(8)
+_BACKLOG = const(8)
 # What a request loads and nothing else holds: dropped together, so that nothing of it stays
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
 # MQTT imports smartbms.actions per command and its package is empty.)
@@ -156,12 +156,12 @@ class WebGate:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(socket.getaddrinfo(self._host, self._port)[0][-1])
-            sock.listen(BACKLOG)
+            sock.listen(_BACKLOG)
             sock.setblocking(False)
             accept = asyncio.create_task(self._accept(sock))
             close = sock.close
         else:  # CPython (host tools, tests): asyncio's server, unbounded
-            server = await asyncio.start_server(self._client, self._host, self._port, backlog=BACKLOG)
+            server = await asyncio.start_server(self._client, self._host, self._port, backlog=_BACKLOG)
             accept, close = None, server.close
         try:
             while True:

@@ -17,7 +17,7 @@ except ImportError:  # CPython
         return x
 
 AP_AFTER_S = const(120)  # failed station time before the AP comes up as well
-CONNECT_TIMEOUT_S = const(20)  # one connection attempt
+_CONNECT_TIMEOUT_S = const(20)  # one connection attempt
 BACKOFF_MIN_S = const(5)
 BACKOFF_MAX_S = const(300)
 POLL_MS = const(500)
@@ -212,7 +212,7 @@ class WifiManager:
         if self._attempt_at is not None:
             st = self._sta.status()
             failed = st != 1001 and st != _STAT_GOT_IP and st != 1000  # not connecting/idle
-            if failed or now - self._attempt_at >= CONNECT_TIMEOUT_S:
+            if failed or now - self._attempt_at >= _CONNECT_TIMEOUT_S:
                 self.failures += 1
                 self._attempt_at = None
                 self._retry_at = now + self._backoff

@@ -16,7 +16,7 @@ except ImportError:
         return a - b
 
 
-STALL_MS = const(3000)  # a partial frame older than this is abandoned
+_STALL_MS = const(3000)  # a partial frame older than this is abandoned
 
 
 def crc16_modbus(buf, start, end):
@@ -87,7 +87,7 @@ class Assembler:
     HEAD = 1
     SIZE = 1
 
-    def __init__(self, stall_ms=STALL_MS):
+    def __init__(self, stall_ms=_STALL_MS):
         self._buf = bytearray(self.SIZE)
         self._mv = memoryview(self._buf)
         self.stall_ms = stall_ms

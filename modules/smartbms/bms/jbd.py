@@ -19,12 +19,12 @@ NAME = "jbd"
 SERVICE_UUID = const(0xFF00)
 NOTIFY_UUID = const(0xFF01)
 WRITE_UUID = const(0xFF02)
-ALT_SERVICE_UUID = const(0xFFF0)  # some JBD rebrands serve the same protocol on FFF0/FFF1/FFF2
+_ALT_SERVICE_UUID = const(0xFFF0)  # some JBD rebrands serve the same protocol on FFF0/FFF1/FFF2
 
-REG_BASIC = const(0x03)
-REG_CELLS = const(0x04)
-REG_MODEL = const(0x05)
-REG_MOSFET = const(0xE1)
+_REG_BASIC = const(0x03)
+_REG_CELLS = const(0x04)
+_REG_MODEL = const(0x05)
+_REG_MOSFET = const(0xE1)
 
 _START = const(0xDD)
 _END = const(0x77)
@@ -33,7 +33,7 @@ _WRITE = const(0x5A)
 _STATUS_ERROR = const(0x80)
 _MAX_DATA = const(128)
 _BASIC_MIN = const(23)  # basic-info data up to and including the NTC count
-_KNOWN_REGS = (REG_BASIC, REG_CELLS, REG_MODEL, REG_MOSFET)
+_KNOWN_REGS = (_REG_BASIC, _REG_CELLS, _REG_MODEL, _REG_MOSFET)
 
 # Protection bits 0..12 (protection status word of the basic info).
 PROTECTION_FAULTS = (
@@ -79,15 +79,15 @@ def request(reg, data=b"", write=False):
     return bytes(out)
 
 
-READ_BASIC = request(REG_BASIC)
-READ_CELLS = request(REG_CELLS)
-READ_MODEL = request(REG_MODEL)
+READ_BASIC = request(_REG_BASIC)
+READ_CELLS = request(_REG_CELLS)
+READ_MODEL = request(_REG_MODEL)
 
 
 def mosfet_request(charge_on, discharge_on=True):
     """Register 0xE1 write: the payload is a *disable* mask (bit0 charge, bit1 discharge)."""
     mask = (0 if charge_on else 1) | (0 if discharge_on else 2)
-    return request(REG_MOSFET, bytes((0, mask)), write=True)
+    return request(_REG_MOSFET, bytes((0, mask)), write=True)
 
 
 class Assembler(framing.Assembler):
@@ -134,10 +134,10 @@ def decode(frame, reading):
     Other valid frames (model, write acks) return False; a bad frame raises BMSError."""
     size = _validate(frame)
     reg = frame[1]
-    if reg == REG_BASIC:
+    if reg == _REG_BASIC:
         _decode_basic(frame, size, reading)
         return True
-    if reg == REG_CELLS:
+    if reg == _REG_CELLS:
         if size & 1:
             raise BMSError("JBD cell frame has an odd length")
         cells = sized(reading.cells, size >> 1)
@@ -190,7 +190,7 @@ def decode_model(frame):
     """The model string of a register 0x05 response (printable ASCII only)."""
     size = _validate(frame)
     reg = frame[1]
-    if reg != REG_MODEL:
+    if reg != _REG_MODEL:
         raise BMSError("not a JBD model frame")
     return "".join(chr(b) for b in frame[4:4 + size] if 32 <= b < 127)
 
@@ -199,16 +199,16 @@ def info(frame):
     """A small dict for a valid frame that carries no measurements, else None."""
     size = _validate(frame)
     reg = frame[1]
-    if reg == REG_MODEL:
+    if reg == _REG_MODEL:
         return {"model": decode_model(frame)}
-    if reg in (REG_BASIC, REG_CELLS):
+    if reg in (_REG_BASIC, _REG_CELLS):
         return None
     return {"register": reg, "ack": True, "data": bytes(frame[4:4 + size]).hex()}
 
 
 class Driver(driver.Driver):
     name = NAME
-    service_uuids = (SERVICE_UUID, ALT_SERVICE_UUID)  # tried in this order
+    service_uuids = (SERVICE_UUID, _ALT_SERVICE_UUID)  # tried in this order
     notify_uuid = NOTIFY_UUID
     write_uuid = WRITE_UUID
     requests = (READ_BASIC, READ_CELLS)

@@ -3,7 +3,7 @@
 #
 # Three kinds:
 #  - LATCHED (relay_stuck, overcurrent): charging stays off until the owner clears them;
-#  - WARNINGS (soc_stuck, capacity_unknown): shown, charging goes on (the voltage anchors
+#  - _WARNINGS (soc_stuck, capacity_unknown): shown, charging goes on (the voltage anchors
 #    take over from the SOC);
 #  - the others clear by themselves when the cause is gone (input problems after several good
 #    readings, charger_dead when a retry sees charge current).
@@ -29,7 +29,7 @@ NAMES = ("charger_dead", "relay_stuck", "overcurrent", "no_temperature", "no_cel
          "cell_count_changed", "voltage_mismatch", "bad_value", "bms_error", "soc_stuck",
          "capacity_unknown")
 LATCHED = const((1 << RELAY_STUCK) | (1 << OVERCURRENT))
-WARNINGS = const((1 << SOC_STUCK) | (1 << NO_CAPACITY))
+_WARNINGS = const((1 << SOC_STUCK) | (1 << NO_CAPACITY))
 
 
 class Alarms:
@@ -79,7 +79,7 @@ class Alarms:
             if self.mask & (1 << i):
                 out.append({"name": NAMES[i], "message": self.messages[i],
                             "latched": bool(LATCHED & (1 << i)),
-                            "stops_charging": not WARNINGS & (1 << i),
+                            "stops_charging": not _WARNINGS & (1 << i),
                             "since_s": max(0, now - self.since[i])})
         return out
 

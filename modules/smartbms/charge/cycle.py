@@ -15,7 +15,7 @@ from smartbms.charge.texts import BALANCING, CHARGING, RESTING, TIMEOUT, fmt
 from smartbms.charge.timing import fit_timeout_s
 
 _DAY_S = const(86400)
-HV_REARM_PTS = const(5)  # a charge ended below its target by a high cell re-arms this much lower
+_HV_REARM_PTS = const(5)  # a charge ended below its target by a high cell re-arms this much lower
 _PROGRESS_PTS = const(2)  # a timed-out charge that gained this much SOC was only slow
 
 
@@ -175,11 +175,11 @@ def time_out(c, now, r):
 
 def rest_limit(c):
     # An over-voltage stop below the target (a high cell, a BMS flag) counts as full: the
-    # next charge waits for SOC to drop HV_REARM_PTS below where it stopped, so it cannot
-    # chatter against the same cell, but never waits below min_soc - HV_REARM_PTS.
+    # next charge waits for SOC to drop _HV_REARM_PTS below where it stopped, so it cannot
+    # chatter against the same cell, but never waits below min_soc - _HV_REARM_PTS.
     lim = c._s["min_soc"]
     hv = c._hv_soc
-    if hv is not None and hv - HV_REARM_PTS < lim:
-        lo = lim - HV_REARM_PTS
-        return hv - HV_REARM_PTS if hv - HV_REARM_PTS > lo else lo
+    if hv is not None and hv - _HV_REARM_PTS < lim:
+        lo = lim - _HV_REARM_PTS
+        return hv - _HV_REARM_PTS if hv - _HV_REARM_PTS > lo else lo
     return lim

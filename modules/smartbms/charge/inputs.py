@@ -1,5 +1,5 @@
 # Plausibility of a BMS reading: a reading that is incomplete or contradicts itself stops
-# charging (with an alarm), and charging resumes only after GOOD_READINGS good ones in a row.
+# charging (with an alarm), and charging resumes only after _GOOD_READINGS good ones in a row.
 # Checks, in order: a value that is not a number, no cells, a cell count that changed, no
 # temperature while sensors are expected, a pack voltage far from the sum of its cells, and a
 # family alarm that says the BMS cannot be trusted (smartbms.bms.reading.untrusted).
@@ -12,7 +12,7 @@ except ImportError:  # CPython
 from smartbms.bms.reading import untrusted
 from smartbms.charge import alarms as A
 
-GOOD_READINGS = const(3)
+_GOOD_READINGS = const(3)
 # pack voltage vs the cell sum: a BMS measures both, wiring and timing explain a little
 _SUM_TOL_V = 0.25
 _SUM_TOL_PER_CELL_V = 0.05
@@ -53,7 +53,7 @@ class InputCheck:
         if self.bad >= 0:
             if new:
                 self._good += 1
-            if self._good >= GOOD_READINGS:
+            if self._good >= _GOOD_READINGS:
                 alarms.clear(self.bad)
                 self.bad = -1
                 self.changed = True
@@ -135,4 +135,4 @@ class InputCheck:
         return "BMS alarm: " + detail
 
     def next_text(self):
-        return "resumes after %d good BMS readings in a row" % GOOD_READINGS
+        return "resumes after %d good BMS readings in a row" % _GOOD_READINGS

@@ -17,14 +17,14 @@ except ImportError:  # CPython
 from smartbms.charge import alarms as A
 from smartbms.charge.texts import fmt
 
-DEAD_S = const(600)  # relay-on time without a rise of the current
-DEAD_BACKOFF_S = const(3600)  # first retry; doubles per failed try
-DEAD_BACKOFF_MAX_S = const(57600)
-STUCK_S = const(300)  # charge current with the relay off for this long
-OC_READINGS = const(2)  # readings in a row above the limit
-OC_TRIPS = const(3)  # BMS over-current trips ...
-OC_TRIPS_S = const(3600)  # ... within this time
-SOC_STUCK_PCT = const(6)  # % of the capacity through the pack without a SOC change
+_DEAD_S = const(600)  # relay-on time without a rise of the current
+_DEAD_BACKOFF_S = const(3600)  # first retry; doubles per failed try
+_DEAD_BACKOFF_MAX_S = const(57600)
+_STUCK_S = const(300)  # charge current with the relay off for this long
+_OC_READINGS = const(2)  # readings in a row above the limit
+_OC_TRIPS = const(3)  # BMS over-current trips ...
+_OC_TRIPS_S = const(3600)  # ... within this time
+_SOC_STUCK_PCT = const(6)  # % of the capacity through the pack without a SOC change
 _ALIVE_MIN_A = 0.5  # a charger is alive when the current rises by max(this, 1 % of C)
 _ALIVE_C = 0.01
 
@@ -34,9 +34,9 @@ def backoff_s(tries):
     if tries < 1:
         return 0
     if tries > 5:
-        return DEAD_BACKOFF_MAX_S
-    w = DEAD_BACKOFF_S << (tries - 1)
-    return w if w < DEAD_BACKOFF_MAX_S else DEAD_BACKOFF_MAX_S
+        return _DEAD_BACKOFF_MAX_S
+    w = _DEAD_BACKOFF_S << (tries - 1)
+    return w if w < _DEAD_BACKOFF_MAX_S else _DEAD_BACKOFF_MAX_S
 
 
 class Supervisor:
@@ -50,7 +50,7 @@ class Supervisor:
         self._alive_at = 0.0
         self._stuck_s = 0
         self._oc_n = 0
-        self._trips = [0] * OC_TRIPS  # device times of the last BMS over-current trips
+        self._trips = [0] * _OC_TRIPS  # device times of the last BMS over-current trips
         self._trip_i = 0
         self._ntrips = 0
         self._oc_prev = False
@@ -120,13 +120,13 @@ class Supervisor:
         if self._seen_alive:
             return False  # it charged since switching on: a taper (constant voltage), not a dead charger
         self._no_rise_s += dt
-        if self._no_rise_s < DEAD_S:
+        if self._no_rise_s < _DEAD_S:
             return False
         self._no_rise_s = 0
         self.dead_n += 1
         self.dead_left = backoff_s(self.dead_n)
         al.raise_(A.CHARGER_DEAD, "charger dead: no charge current after %d min with the relay on (%d failed %s)" % (
-            DEAD_S // 60, self.dead_n, "try" if self.dead_n == 1 else "tries in a row"), now)
+            _DEAD_S // 60, self.dead_n, "try" if self.dead_n == 1 else "tries in a row"), now)
         return True
 
     def dead_next(self):
@@ -143,7 +143,7 @@ class Supervisor:
         self._cache_cap = cap_ah
         c = cap_ah or 0
         self._cache_alive = _ALIVE_MIN_A if _ALIVE_C * c < _ALIVE_MIN_A else _ALIVE_C * c
-        self._cache_stuck_as = int(c * 36 * SOC_STUCK_PCT)  # 1 % of C = 36 A*s per Ah
+        self._cache_stuck_as = int(c * 36 * _SOC_STUCK_PCT)  # 1 % of C = 36 A*s per Ah
 
     def _check_stuck(self, s, al, now, dt, cur, relay, settled):
         thr = s["relay_stuck_a"]
@@ -151,7 +151,7 @@ class Supervisor:
             self._stuck_s = 0
             return
         self._stuck_s += dt
-        if self._stuck_s >= STUCK_S and not al.active(A.RELAY_STUCK):
+        if self._stuck_s >= _STUCK_S and not al.active(A.RELAY_STUCK):
             al.raise_(A.RELAY_STUCK, "relay stuck: %.1f A charging with the relay off for %d min" % (
                 cur, self._stuck_s // 60), now)
 
@@ -166,7 +166,7 @@ class Supervisor:
         lim = self._cache_limit
         if lim > 0 and cur > lim:
             self._oc_n += 1
-            if self._oc_n >= OC_READINGS:
+            if self._oc_n >= _OC_READINGS:
                 al.raise_(A.OVERCURRENT, "charge current %.1f A > %s A" % (cur, fmt(lim)), now)
                 return
         elif relay:
@@ -177,13 +177,13 @@ class Supervisor:
         if tripped and not self._oc_prev:
             trips = self._trips
             trips[self._trip_i] = now
-            self._trip_i = (self._trip_i + 1) % OC_TRIPS
-            if self._ntrips < OC_TRIPS:
+            self._trip_i = (self._trip_i + 1) % _OC_TRIPS
+            if self._ntrips < _OC_TRIPS:
                 self._ntrips += 1
-            # the oldest of the last OC_TRIPS trips is the slot written next
-            if self._ntrips == OC_TRIPS and now - trips[self._trip_i] <= OC_TRIPS_S:
+            # the oldest of the last _OC_TRIPS trips is the slot written next
+            if self._ntrips == _OC_TRIPS and now - trips[self._trip_i] <= _OC_TRIPS_S:
                 al.raise_(A.OVERCURRENT, "%d BMS over-current trips within %d min" % (
-                    OC_TRIPS, OC_TRIPS_S // 60), now)
+                    _OC_TRIPS, _OC_TRIPS_S // 60), now)
         self._oc_prev = tripped
 
     def _check_soc(self, r, al, now, dt, cur, cap_ah):

@@ -15,8 +15,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-MARGIN_S = const(1800)
-MAX_DOWNTIME_S = const(30 * 86400)  # a longer gap is a clock problem, not a downtime
+_MARGIN_S = const(1800)
+_MAX_DOWNTIME_S = const(30 * 86400)  # a longer gap is a clock problem, not a downtime
 
 
 def fit_timeout_s(cap_ah, target, soc, amps, eoc_max_min, cap_s):
@@ -24,7 +24,7 @@ def fit_timeout_s(cap_ah, target, soc, amps, eoc_max_min, cap_s):
     if not cap_ah or not amps or amps <= 0 or soc >= target:
         return cap_s
     need_s = cap_ah * (target - soc) * 36 / amps  # 1 % of C = 36 A*s per Ah
-    t = int(need_s * 5 / 4) + MARGIN_S + eoc_max_min * 60
+    t = int(need_s * 5 / 4) + _MARGIN_S + eoc_max_min * 60
     return t if t < cap_s else cap_s
 
 
@@ -33,7 +33,7 @@ def downtime_s(saved_wall, wall):
     if saved_wall is None or wall is None:
         return None
     d = wall - saved_wall
-    if 0 <= d <= MAX_DOWNTIME_S:
+    if 0 <= d <= _MAX_DOWNTIME_S:
         return d
     return None
 

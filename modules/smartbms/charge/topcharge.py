@@ -4,7 +4,7 @@
 #    is a fault that clears. Otherwise the charge goes on once the high cell has relaxed
 #    RELAX_V below cell_max_v: a bounded top balance (top_balance_min from the first stop
 #    of the charge; after it, the next stop or a cell that does not relax ends the charge).
-#  - The lowest cell below recharge_cell_v for LOW_V_S starts a charge whatever the SOC says.
+#  - The lowest cell below recharge_cell_v for _LOW_V_S starts a charge whatever the SOC says.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -14,7 +14,7 @@ except ImportError:  # CPython
 from smartbms.charge.texts import OV_CONFIRM, min_of
 
 OV_FAULTS = ("cell_overvoltage", "pack_overvoltage")
-LOW_V_S = const(300)
+_LOW_V_S = const(300)
 
 
 class TopOfCharge:
@@ -76,4 +76,4 @@ class TopOfCharge:
             self._low_v_s = 0
 
     def low_v(self):
-        return self._low_v_s >= LOW_V_S
+        return self._low_v_s >= _LOW_V_S

@@ -1,7 +1,7 @@
 # The MQTT session: one asyncio task (App starts it only while mqtt_enabled is on). It waits
 # for the app's WiFi (it never manages WiFi), connects within conn.CONNECT_MS, announces itself
 # (retained "online"; the will says "offline"), publishes the discovery documents one at a
-# time, then the state on change and every STATE_EVERY_MS, and each tick (CHECK_MS) takes the
+# time, then the state on change and every _STATE_EVERY_MS, and each tick (CHECK_MS) takes the
 # <base>/set/<name> commands that have arrived (smartbms.mqtt.commands): one task reads and
 # writes, so no receive task, lock or second coroutine chain lives on the heap. A lost broker
 # means back-off with jitter, up to BACKOFF_MAX_MS. Memory stays bounded: one fixed receive
@@ -23,21 +23,21 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-PING_EVERY_MS = const(30000)  # half the keepalive: the broker never sees us idle too long
-SILENT_MS = const(90000)  # nothing from the broker this long (not even PINGRESP): reconnect
-STATE_EVERY_MS = const(60000)
+_PING_EVERY_MS = const(30000)  # half the keepalive: the broker never sees us idle too long
+_SILENT_MS = const(90000)  # nothing from the broker this long (not even PINGRESP): reconnect
+_STATE_EVERY_MS = const(60000)
 CHECK_MS = const(1000)
 BACKOFF_MIN_MS = const(2000)
 BACKOFF_MAX_MS = const(300000)
-MAX_EVENTS = const(4)
-OV_MINUTES = const(60)
+_MAX_EVENTS = const(4)
+_OV_MINUTES = const(60)
 # At boot the cell and temperature entities a pack before this boot may have left (another
 # pack fitted, a changed cell count while the device was off) are removed once, up to the
 # most any supported BMS reports: an empty retained config for each the pack now lacks.
 _DISCOVERY = ("smartbms.mqtt.discovery",)
 _COMMANDS = ("smartbms.mqtt.commands",)
-SWEEP_CELLS = const(32)
-SWEEP_TEMPS = const(16)
+_SWEEP_CELLS = const(32)
+_SWEEP_TEMPS = const(16)
 
 
 class Mqtt:
@@ -45,7 +45,7 @@ class Mqtt:
         self.ctx = ctx
         self.state = "connecting"
         self.error = None
-        self.ov_minutes = OV_MINUTES  # how long an override from the select lasts
+        self.ov_minutes = _OV_MINUTES  # how long an override from the select lasts
         self._conn = Conn()
         self._stop = False  # turned off: say goodbye and end
         self._restart = False  # settings changed: a new session
@@ -53,7 +53,7 @@ class Mqtt:
         self._dirty = True
         self._rx_ms = 0
         self._published = None  # (node, prefix, cells, temps) of the discovery documents out there
-        self._shrunk_from = (SWEEP_CELLS, SWEEP_TEMPS)  # (cells, temps) that may be out there beyond the pack's
+        self._shrunk_from = (_SWEEP_CELLS, _SWEEP_TEMPS)  # (cells, temps) that may be out there beyond the pack's
         self._sig = None
         self._soc_lims = None
         self.done = False
@@ -72,7 +72,7 @@ class Mqtt:
 
     def event(self, kind, text):
         """An alert-worthy event (smartbms.alerts.kind_of) for <base>/events; never blocks."""
-        if len(self._events) >= MAX_EVENTS:
+        if len(self._events) >= _MAX_EVENTS:
             self._events.pop(0)
         self._events.append((kind, text))
 
@@ -157,11 +157,11 @@ class Mqtt:
         ping = clock.ticks_real_ms()
         while not (self._stop or self._restart):
             await self._receive(base)
-            if clock.real_ms_since(self._rx_ms) > SILENT_MS:
+            if clock.real_ms_since(self._rx_ms) > _SILENT_MS:
                 raise Closed("the broker stopped answering")
             self._check_discovery()
             sig = state.signature(self.ctx)
-            if sig != self._sig or self._dirty or sent is None or clock.real_ms_since(sent) >= STATE_EVERY_MS:
+            if sig != self._sig or self._dirty or sent is None or clock.real_ms_since(sent) >= _STATE_EVERY_MS:
                 self._sig = sig
                 self._dirty = False
                 sent = clock.ticks_real_ms()
@@ -171,7 +171,7 @@ class Mqtt:
             while self._events:
                 kind, text = self._events.pop(0)
                 await self.publish(base + "/events", json.dumps({"kind": kind, "message": text}))
-            if clock.real_ms_since(ping) >= PING_EVERY_MS:
+            if clock.real_ms_since(ping) >= _PING_EVERY_MS:
                 ping = clock.ticks_real_ms()
                 await self._conn.send(codec.PINGREQ_PACKET)
             await clock.sleep_real_ms(CHECK_MS)

@@ -18,9 +18,9 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-KEEPALIVE_S = const(60)
+_KEEPALIVE_S = const(60)
 CONNECT_MS = const(10000)
-WRITE_MS = const(10000)
+_WRITE_MS = const(10000)
 RX_LIMIT = const(256)  # the largest command payload taken; bigger ones are refused
 RX_BUF = const(RX_LIMIT + 96)  # + topic and header; larger packets are skipped unread
 _EAGAIN = const(11)
@@ -56,7 +56,7 @@ class Conn:
             self.sock = await netio.connect_socket(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         else:
             self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
-        await self.send(codec.connect("smartbms-" + s["hostname"], KEEPALIVE_S, s["mqtt_user"],
+        await self.send(codec.connect("smartbms-" + s["hostname"], _KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
         t0 = clock.ticks_real_ms()
         while True:
@@ -87,7 +87,7 @@ class Conn:
             if w is None:
                 raise Closed("not connected")
             w.write(data)
-            await asyncio.wait_for(w.drain(), WRITE_MS / 1000)
+            await asyncio.wait_for(w.drain(), _WRITE_MS / 1000)
             return
         mv = memoryview(data)
         t0 = clock.ticks_real_ms()
@@ -100,7 +100,7 @@ class Conn:
                 n = None
             if n:
                 mv = mv[n:]
-            elif clock.real_ms_since(t0) > WRITE_MS:
+            elif clock.real_ms_since(t0) > _WRITE_MS:
                 raise Closed("the broker takes no data")
             else:  # the send buffer is full (or TLS is still shaking hands): a moment
                 await clock.sleep_real_ms(10)
