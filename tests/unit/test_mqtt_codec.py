@@ -1,5 +1,5 @@
 # The MQTT 3.1.1 packets, byte for byte against the specification's layouts, and back.
-from smartbms.mqtt import codec
+from smartbms.mqtt import codec, hello
 from testutil import raises
 
 
@@ -15,7 +15,7 @@ def test_remaining_length_varint_round_trips_at_every_boundary():
 
 
 def test_connect_with_will_user_and_password():
-    p = codec.connect("dev1", 60, "u", "pw", "b/availability", b"offline", True)
+    p = hello.connect("dev1", 60, "u", "pw", "b/availability", b"offline", True)
     # fixed header, protocol name, level 4, flags: user, password, will retain, will, clean
     assert p[0] == 0x10
     n, i = codec.decode_length(p)
@@ -28,7 +28,7 @@ def test_connect_with_will_user_and_password():
 
 
 def test_connect_without_will_or_login():
-    p = codec.connect("x", 30)
+    p = hello.connect("x", 30)
     assert p == b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x1e\x00\x01x"
 
 
@@ -42,16 +42,16 @@ def test_publish_qos0_with_and_without_retain():
 
 
 def test_subscribe_ping_disconnect():
-    assert codec.subscribe(1, "b/set/+") == b"\x82\x0c\x00\x01\x00\x07b/set/+\x00"
+    assert hello.subscribe(1, "b/set/+") == b"\x82\x0c\x00\x01\x00\x07b/set/+\x00"
     assert codec.PINGREQ_PACKET == b"\xc0\x00" and codec.DISCONNECT_PACKET == b"\xe0\x00"
 
 
 def test_decoding_what_a_broker_sends():
     assert codec.header(b"\x20\x02\x00\x00") == (codec.CONNACK, 0, 2, 2)
-    assert codec.connack(b"\x00\x05") == (False, 5)
-    assert codec.CONNACK_TEXT[5] == "not authorized"
+    assert hello.connack(b"\x00\x05") == (False, 5)
+    assert hello.CONNACK_TEXT[5] == "not authorized"
     assert codec.header(b"\x90\x03\x00\x01\x00") == (codec.SUBACK, 0, 3, 2)
-    assert codec.suback(b"\x00\x01\x80") == (1, [0x80])
+    assert hello.suback(b"\x00\x01\x80") == (1, [0x80])
     assert codec.header(b"\xd0\x00") == (codec.PINGRESP, 0, 0, 2)
     assert codec.header(b"") is None and codec.header(b"\x30") is None
     pkt = codec.publish("b/set/override", b"on", True)
@@ -61,4 +61,4 @@ def test_decoding_what_a_broker_sends():
     # QoS 1 carries a packet id after the topic
     assert codec.publish_in(0x02, b"\x00\x01t\x00\x07xy") == ("t", b"xy")
     raises(codec.ProtocolError, codec.publish_in, 0, b"\x00\x09ab")
-    raises(codec.ProtocolError, codec.connack, b"\x00")
+    raises(codec.ProtocolError, hello.connack, b"\x00")

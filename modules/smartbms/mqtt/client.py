@@ -141,9 +141,8 @@ class Mqtt:
     async def _session(self):
         base = self.base()
         conn = self._conn
-        await conn.open(self.ctx.settings, base + "/availability")
+        await conn.open(self.ctx.settings, base + "/availability", base + "/set/+")
         self._rx_ms = clock.ticks_real_ms()
-        await conn.send(codec.subscribe(1, base + "/set/+"))
         await self.publish(base + "/availability", "online", True)
         self.state = "connected"
         if self.error:

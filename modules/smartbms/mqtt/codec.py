@@ -1,6 +1,7 @@
 # MQTT 3.1.1 packets as bytes, and back: pure functions, no sockets (tests/unit/test_mqtt_codec.py).
-# Only what a QoS 0 client needs: CONNECT (with a will), PUBLISH at QoS 0, SUBSCRIBE,
-# PINGREQ and DISCONNECT out; CONNACK, SUBACK, PUBLISH and PINGRESP in.
+# Only what a QoS 0 client needs: PUBLISH at QoS 0, PINGREQ and DISCONNECT out; PUBLISH and
+# PINGRESP in. A connection's start (CONNECT with a will, CONNACK, SUBSCRIBE, SUBACK) is in
+# smartbms.mqtt.hello, loaded only while connecting.
 import struct
 
 CONNECT = 0x10
@@ -15,9 +16,6 @@ DISCONNECT = 0xE0
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 MAX_REMAINING = 268435455  # the largest remaining length 4 varint bytes can hold
-
-CONNACK_TEXT = ("accepted", "unacceptable protocol version", "client id rejected",
-                "server unavailable", "bad user name or password", "not authorized")
 
 
 class ProtocolError(ValueError):
@@ -67,27 +65,6 @@ def decode_length(buf, start=1):
             raise ProtocolError("malformed remaining length")
 
 
-def _packet(first, body):
-    return bytes((first,)) + encode_length(len(body)) + body
-
-
-def connect(client_id, keepalive=60, user=None, password=None, will_topic=None, will_message=b"",
-            will_retain=False, clean=True):
-    flags = 0x02 if clean else 0
-    payload = _field(client_id)
-    if will_topic is not None:
-        flags |= 0x04 | (0x20 if will_retain else 0)  # will at QoS 0
-        payload += _field(will_topic) + _field(will_message)
-    if user:
-        flags |= 0x80
-        payload += _field(user)
-        if password:
-            flags |= 0x40
-            payload += _field(password)
-    body = _field("MQTT") + struct.pack("!BBH", 4, flags, keepalive) + payload
-    return _packet(CONNECT, body)
-
-
 def publish_header(topic, payload_len, retain=False):
     """The bytes before the payload of a QoS 0 PUBLISH (send the payload after it: no copy)."""
     t = _field(topic)
@@ -99,10 +76,6 @@ def publish(topic, payload, retain=False):
     return publish_header(topic, len(p), retain) + p
 
 
-def subscribe(packet_id, topic, qos=0):
-    return _packet(SUBSCRIBE | 0x02, struct.pack("!H", packet_id) + _field(topic) + bytes((qos,)))
-
-
 def header(buf):
     """(type, flags, remaining length, header size) of the packet at the start of buf, or None
     while its fixed header is incomplete."""
@@ -112,20 +85,6 @@ def header(buf):
     if r is None:
         return None
     return buf[0] & 0xF0, buf[0] & 0x0F, r[0], r[1]
-
-
-def connack(body):
-    """(session present, return code) of a CONNACK's 2-byte body."""
-    if len(body) != 2:
-        raise ProtocolError("CONNACK of %d bytes" % len(body))
-    return bool(body[0] & 1), body[1]
-
-
-def suback(body):
-    """(packet id, [granted QoS or 0x80 for a refusal]) of a SUBACK body."""
-    if len(body) < 3:
-        raise ProtocolError("short SUBACK")
-    return struct.unpack("!H", body[:2])[0], list(body[2:])
 
 
 def publish_in(flags, body):

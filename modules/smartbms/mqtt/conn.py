@@ -9,7 +9,7 @@ import sys
 
 import asyncio
 
-from smartbms import clock, netio
+from smartbms import clock, netio, unload
 from smartbms.mqtt import codec
 
 try:
@@ -24,6 +24,7 @@ _WRITE_MS = const(10000)
 RX_LIMIT = const(256)  # the largest command payload taken; bigger ones are refused
 RX_BUF = const(RX_LIMIT + 96)  # + topic and header; larger packets are skipped unread
 _EAGAIN = const(11)
+_HELLO = ("smartbms.mqtt.hello",)
 _MICROPYTHON = sys.implementation.name == "micropython"
 
 
@@ -42,9 +43,18 @@ class Conn:
         self._used = 0  # of them, the packet poll() last gave out (dropped at the next call)
         self._skip = 0  # bytes still to come of a packet too large for buf
 
-    async def open(self, settings, will_topic=None):
-        """Connect and log in (the will: retained "offline" on will_topic); raises on refusal."""
-        s = settings
+    async def open(self, settings, will_topic=None, subscribe=None):
+        """Connect and log in (the will: retained "offline" on will_topic), then subscribe to
+        `subscribe` if given; raises on refusal."""
+        from smartbms.mqtt import hello  # the start's packets: loaded only while connecting
+
+        try:
+            await self._open(hello, settings, will_topic, subscribe)
+        finally:
+            del hello
+            unload(_HELLO)
+
+    async def _open(self, hello, s, will_topic, subscribe):
         tls = None
         if s["mqtt_tls"]:
             tls = netio.tls_context()  # encrypted; the broker is not authenticated (no CA store)
@@ -56,7 +66,7 @@ class Conn:
             self.sock = await netio.connect_socket(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         else:
             self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
-        await self.send(codec.connect("smartbms-" + s["hostname"], _KEEPALIVE_S, s["mqtt_user"],
+        await self.send(hello.connect("smartbms-" + s["hostname"], _KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
         t0 = clock.ticks_real_ms()
         while True:
@@ -68,9 +78,11 @@ class Conn:
             await clock.sleep_real_ms(20)
         if p[0] != codec.CONNACK or p[2] is None:
             raise codec.ProtocolError("no CONNACK")
-        rc = codec.connack(p[2])[1]
+        rc = hello.connack(p[2])[1]
         if rc:
-            raise codec.ProtocolError("refused: %s" % (codec.CONNACK_TEXT[rc] if rc < 6 else rc))
+            raise codec.ProtocolError("refused: %s" % (hello.CONNACK_TEXT[rc] if rc < 6 else rc))
+        if subscribe is not None:
+            await self.send(hello.subscribe(1, subscribe))
 
     async def send(self, data):
         await self._write(data)
