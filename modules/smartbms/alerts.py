@@ -4,11 +4,12 @@
 # HTTP POST (body = the message; Title, Tags and Priority headers; a Bearer token if set).
 # At most one POST per kind per _RATE_MS (what happens meanwhile is counted in the next one);
 # every wait is bounded and the POST runs in its own task: control never waits on it.
-# Loaded only while MQTT or alert_url is on (App._integrations); the POST itself
-# (smartbms.alertpost) only while one is sent.
+# Loaded only while alert_url is set (App._integrations; with MQTT alone its client picks the
+# events itself, smartbms.alertkinds); the POST (smartbms.alertpost) only while one is sent.
 import asyncio
 
 from smartbms import clock, unload
+from smartbms.alertkinds import kind_of, pick  # noqa: F401 (kind_of: this module's API too)
 
 try:
     from micropython import const
@@ -20,34 +21,14 @@ _RATE_MS = const(1800000)  # once per 30 min per kind
 _POST = ("smartbms.alertpost",)
 
 
-def kind_of(kind, msg, last_state):
-    """The alert kind of an event-log entry, or None. last_state: the charger state before this
-    entry (a "resting" after charging/balancing is a completed full charge)."""
-    if kind == "fault":
-        if msg.startswith("alarm "):
-            return None if msg.endswith(" ended") else "alarm"
-        return None if msg.startswith("alarms cleared") else "fault"
-    if kind == "charge":
-        if msg.startswith("timeout:"):
-            return "timeout"
-        if msg.startswith("no_data:") and last_state not in (None, "startup", "no_data"):
-            return "no_data"
-        if msg.startswith("resting:") and last_state in ("charging", "balancing"):
-            return "full"
-        return None
-    if kind == "ota":
-        return "ota"
-    return None
-
-
 class Alerts:
     """The event-log listener: picks alerts, hands them to MQTT and the POST task."""
 
     def __init__(self, ctx):
         self.ctx = ctx
         self._state = ctx.controller.state if ctx.controller is not None else None
-        self._pending = {}  # kind -> [message, events folded in]: at most one per kind
-        self._sent = {}  # kind -> real ms of the last POST
+        self._pending = None  # kind -> [message, events folded in]: at most one per kind
+        self._sent = None  # kind -> real ms of the last POST (both made once alert_url is set)
         self._task = None
 
     def listener(self, kind, msg):
@@ -57,10 +38,7 @@ class Alerts:
             pass
 
     def _take(self, kind, msg):
-        last = self._state
-        if kind == "charge" and ":" in msg:
-            self._state = msg.split(":", 1)[0]
-        k = kind_of(kind, msg, last)
+        self._state, k = pick(kind, msg, self._state)
         if k is None:
             return
         mq = getattr(self.ctx, "mqtt", None)
@@ -68,6 +46,8 @@ class Alerts:
             mq.event(k, msg)
         if not self.ctx.settings["alert_url"]:
             return
+        if self._pending is None:
+            self._pending, self._sent = {}, {}
         p = self._pending.get(k)
         if p is None:
             self._pending[k] = [msg, 0]

@@ -91,11 +91,14 @@ class Owner:
 
             self.mqtt = Mqtt(self)
             self._spawn("mqtt", self.mqtt.run(), forever=False)
-        if self.alerts is None and (s["mqtt_enabled"] or s["alert_url"]):
+        if self.alerts is None and s["alert_url"]:
             from smartbms.alerts import Alerts
 
-            self.alerts = Alerts(self)
+            self.alerts = Alerts(self)  # picks the alerts, posts them and hands them to MQTT
+        if self.alerts is not None:
             self.events.listener = self.alerts.listener
+        else:  # MQTT alone picks them for its events topic (none when it is off)
+            self.events.listener = self.mqtt.listener if self.mqtt is not None else None
 
     async def pause_link(self, timeout_ms=20000):
         """Close the BMS link and wait until it let go of the radio (for a capture); charge

@@ -101,3 +101,19 @@ def test_alerts_reach_mqtt_events():
     a.events.add("fault", "alarm relay_stuck ended")
     a.events.add("override", "manual on for 5 min")
     assert Sink.got == [("ota", "image 1.4 written to ota_1; rebooting")]
+
+
+def test_mqtt_alone_picks_the_alerts_for_its_events_topic():
+    """No alert URL: the alert sender is not loaded; the MQTT client listens to the log."""
+    from smartbms.mqtt.client import Mqtt
+
+    a = _app()
+    mq = Mqtt(a)
+    a.events.listener = mq.listener
+    a.events.add("charge", "charging: SOC 62 % < 80 %")
+    a.events.add("charge", "resting: the current fell to 5 A")  # after charging: a full charge
+    a.events.add("fault", "alarm relay_stuck ended")
+    a.events.add("override", "manual on for 5 min")
+    a.events.add("ota", "image 1.4 written to ota_1; rebooting")
+    assert mq._events == [("full", "resting: the current fell to 5 A"),
+                          ("ota", "image 1.4 written to ota_1; rebooting")]

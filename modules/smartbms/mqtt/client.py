@@ -14,6 +14,7 @@ import json
 import random
 
 from smartbms import clock, unload
+from smartbms.alertkinds import pick
 from smartbms.mqtt import codec, state
 from smartbms.mqtt.conn import RX_LIMIT, Closed, Conn
 
@@ -57,6 +58,8 @@ class Mqtt:
         self._sig = None
         self._soc_lims = None
         self.done = False
+        c = ctx.controller
+        self._charger = c.state if c is not None else None  # for listener()
 
     # ---- the app's side ----
     def status(self):
@@ -70,8 +73,18 @@ class Mqtt:
         self._stop = not self.ctx.settings["mqtt_enabled"]
         self._restart = True
 
+    def listener(self, kind, msg):
+        """The event log's listener while no alert URL is set (smartbms.alerts is then not
+        loaded): the alerts among its entries go to <base>/events."""
+        try:
+            self._charger, k = pick(kind, msg, self._charger)
+            if k is not None:
+                self.event(k, msg)
+        except Exception:  # noqa: BLE001 - must never fail the event log's add()
+            pass
+
     def event(self, kind, text):
-        """An alert-worthy event (smartbms.alerts.kind_of) for <base>/events; never blocks."""
+        """An alert-worthy event (smartbms.alertkinds) for <base>/events; never blocks."""
         if len(self._events) >= _MAX_EVENTS:
             self._events.pop(0)
         self._events.append((kind, text))
@@ -110,7 +123,9 @@ class Mqtt:
                 continue
             self.state = "connecting"
             try:
-                await self._session()
+                base = self.base()
+                await self._start(base)  # returns once announced: its frame does not stay
+                await self._loop(base)
                 backoff = BACKOFF_MIN_MS  # a session that was up: start again quickly
             except Exception as e:  # noqa: BLE001 - any failure: log once, back off, retry
                 msg = str(e) or type(e).__name__
@@ -138,8 +153,7 @@ class Mqtt:
             return False
         return True
 
-    async def _session(self):
-        base = self.base()
+    async def _start(self, base):
         conn = self._conn
         await conn.open(self.ctx.settings, base + "/availability", base + "/set/+")
         self._rx_ms = clock.ticks_real_ms()
@@ -149,7 +163,6 @@ class Mqtt:
             self.ctx.events.add("mqtt", "connected to %s" % self.status()["broker"])
         self.error = None
         await self._discovery()
-        await self._loop(base)
 
     async def _loop(self, base):
         sent = None
