@@ -32,7 +32,8 @@ SIM_DIR ?= build/sim
 SIM_BMS ?= jbd
 SIM_PASSWORD ?= smartbms
 SIM_MQTT ?=
-export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD SIM_MQTT
+SIM_ALERT_URL ?=
+export SIM_SPEED SIM_PORT SIM_DIR SIM_BMS SIM_PASSWORD SIM_MQTT SIM_ALERT_URL
 # The relay wiring the firmware is built for (the C start-up hook latches it; the settings
 # accept nothing else): `make firmware RELAY_GPIO=25 RELAY_ACTIVE_LOW=0`.
 RELAY_GPIO ?= 33

@@ -7,7 +7,8 @@ While it runs: WEB_CLIENTS clients at once plus WAITING more in the server's que
 status, history, events (200) and settings; every minute of device time the BMS link is
 dropped by the world (the device reconnects); settings are saved; one BMS scan; one OTA
 upload streamed whole (a valid image whose expected SHA-256 is wrong, so every block is
-written and checked and the device keeps running). Meanwhile the relay is compared with the
+written and checked and the device keeps running); halfway, the pack goes out of reach for
+two device minutes (its data go stale: an alert where alerts are on). Meanwhile the relay is compared with the
 charger the world sees. The sim must have been started with SIM_HEAP_REPORT_S so it prints
 "sim heap:" lines (sim/sim_main.py HeapWatch); the result reads them.
 """
@@ -101,13 +102,16 @@ def run_workload(sim, device_s, speed):
     """Run the workload for `device_s` device seconds; returns a dict of what was seen."""
     clients = _Clients(sim, WEB_CLIENTS + WAITING)
     out = {"relay_mismatches": 0, "relay_checks": 0, "settings_saves": 0, "link_drops": 0,
-           "ota": None, "scan": None, "failures": []}
+           "ota": None, "scan": None, "pack_lost": False, "failures": []}
     t_end = time.monotonic() + device_s / speed
     hard_end = t_end + 60  # a request running at t_end may finish; nothing waits longer
     next_drop = time.monotonic() + 60 / speed
     next_save = time.monotonic() + 1.0
     ota_at = time.monotonic() + min(5.0, device_s / speed / 3)
     scan_at = time.monotonic() + min(3.0, device_s / speed / 4)
+    # once, the pack out of reach for 2 device minutes: the BMS data go stale (an alert)
+    lost_at = time.monotonic() + device_s / speed / 2
+    back_at = None
     clients.start()
     try:
         min_soc = 80
@@ -132,13 +136,29 @@ def run_workload(sim, device_s, speed):
             if ota_at and now >= ota_at:
                 ota_at = None
                 out["ota"] = _upload(sim, out, hard_end)
+            if lost_at and now >= lost_at:
+                lost_at, back_at = None, now + 120 / speed
+                out["pack_lost"] = _in_range(sim, False)
+            if back_at and now >= back_at:
+                back_at = None
+                _in_range(sim, True)
             _check_relay(sim, out, hard_end)
             time.sleep(0.25)
     finally:
         clients.join()
+        if back_at:
+            _in_range(sim, True)
     out["codes"] = clients.codes
     out["failures"] += clients.failures
     return out
+
+
+def _in_range(sim, yes):
+    try:
+        sim.world("set_peer", mac=sim.world("status")["peers"][0]["mac"], in_range=yes)
+        return True
+    except (RuntimeError, IndexError, OSError):
+        return False
 
 
 def _upload(sim, out, deadline):

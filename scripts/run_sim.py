@@ -15,7 +15,8 @@ panel's port, SIM_PORT + 1 by default: sim/panel.py), SIM_HEAP (the device's
 MicroPython heap, the board's by default), SIM_SOC (55, the battery's SOC at start), SIM_WIFI
 (the simulated WiFi networks, "simnet"), SIM_WORLD_PORT (the world's control port, free by
 default), SIM_ONCE=1 (same as --once), SIM_MQTT=host:port (MQTT on with that broker, set at
-every boot: README "Home Assistant and MQTT"). SIM_BUTTON_AT_BOOT=1 holds BOOT (GPIO0) at power-on:
+every boot: README "Home Assistant and MQTT"), SIM_ALERT_URL=url (alerts posted there, set
+at every boot). SIM_BUTTON_AT_BOOT=1 holds BOOT (GPIO0) at power-on:
 the chip then starts its ROM download mode and the firmware does not run.
 
 The supervisor plays the part of the chip's reset circuit: when the firmware resets itself

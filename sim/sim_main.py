@@ -117,19 +117,28 @@ def provision():
 
 
 def mqtt_setting():
-    """SIM_MQTT=host:port: MQTT on with that broker (every boot, so an existing SIM_DIR too)."""
+    """SIM_MQTT=host:port: MQTT on with that broker; SIM_ALERT_URL=url: alerts posted there
+    (every boot, so an existing SIM_DIR too)."""
     spec = env("SIM_MQTT", "")
-    if not spec:
+    url = env("SIM_ALERT_URL", "")
+    want = {}
+    if spec:
+        host, _, port = spec.rpartition(":")
+        want = {"mqtt_enabled": True, "mqtt_host": host, "mqtt_port": int(port)}
+    if url:
+        want["alert_url"] = url
+    if not want:
         return
-    host, _, port = spec.rpartition(":")
     from smartbms.settings import Settings
 
     s = Settings()
     s.load()
-    want = {"mqtt_enabled": True, "mqtt_host": host, "mqtt_port": int(port)}
     if any(s[k] != want[k] for k in want):
         s.update(want)
-    log("MQTT broker %s" % spec)
+    if spec:
+        log("MQTT broker %s" % spec)
+    if url:
+        log("alerts to %s" % url)
 
 
 def heap_line():

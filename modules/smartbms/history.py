@@ -1,9 +1,10 @@
 # The last 24 h of SOC, voltage and current in RAM, one averaged sample per interval.
 #
-# Three fixed arrays of 16-bit integers (0.1 %, 0.01 V, 0.1 A) indexed by absolute interval
-# ("minute" below) modulo the length; adding a reading never allocates. The device keeps
-# DEVICE_SLOTS samples of DEVICE_INTERVAL_S (24 h at 3 min: 2.9 KB of its 96 KB heap; a
-# minute's resolution would cost 8.6 KB for a chart no wider than a phone).
+# Three fixed arrays (SOC in half percent in bytes: BMSes report whole percent, mostly; volts
+# in 0.01 V and amps in 0.1 A in 16 bits) indexed by absolute interval ("minute" below)
+# modulo the length; adding a reading never allocates. The device keeps DEVICE_SLOTS samples
+# of DEVICE_INTERVAL_S (24 h at 3 min: 2.4 KB of its 96 KB heap; a minute's resolution would
+# cost 7.2 KB for a chart no wider than a phone).
 # Minutes without data are stored as a "missing" marker and come out as JSON null, so the
 # time axis stays implicit (sample i is i minutes after the first). The JSON answer is
 # produced in chunks by a generator: 1440 boxed floats would not fit the ESP32 heap.
@@ -20,6 +21,7 @@ INTERVAL_S = const(60)
 DEVICE_SLOTS = const(480)
 DEVICE_INTERVAL_S = const(180)
 _MISSING_U = const(0xFFFF)
+_MISSING_B = const(0xFF)
 _MISSING_S = const(-32768)
 _CHUNK = const(48)  # samples per yielded JSON piece
 
@@ -36,6 +38,11 @@ def _fixed1(v):
     return "%d.%d" % (v // 10, v % 10)
 
 
+def _half(v):
+    # half units as "61.5" / "61.0"
+    return "%d.%d" % (v >> 1, 5 * (v & 1))
+
+
 def _fixed2(v):
     return "%d.%02d" % (v // 100, v % 100)
 
@@ -46,7 +53,7 @@ class History:
             raise ValueError("history needs at least 2 slots")
         self.slots = slots
         self.interval_s = interval_s
-        self._soc = array("H", bytes(2 * slots))  # 0.1 %
+        self._soc = array("B", bytes(slots))  # 0.5 %
         self._volt = array("H", bytes(2 * slots))  # 0.01 V
         self._amp = array("h", bytes(2 * slots))  # 0.1 A
         for i in range(slots):
@@ -77,7 +84,7 @@ class History:
             self._fill_gap(self._minute + 1, minute)
             self._minute = minute
         self._n += 1
-        self._sum_soc += _clamp(int(round(soc * 10)), 0, 1000)
+        self._sum_soc += _clamp(int(round(soc * 2)), 0, 200)
         self._sum_v += _clamp(int(round(voltage * 100)), 0, 0xFFFE)
         self._sum_a += _clamp(int(round(current * 10)), -32767, 32767)
         return True
@@ -94,7 +101,7 @@ class History:
         self._n = self._sum_soc = self._sum_v = self._sum_a = 0
 
     def _mark_missing(self, i):
-        self._soc[i] = _MISSING_U
+        self._soc[i] = _MISSING_B
         self._volt[i] = _MISSING_U
         self._amp[i] = _MISSING_S
 
@@ -131,7 +138,7 @@ class History:
         i = m % self.slots
         if col == 0:
             v = self._soc[i]
-            return None if v == _MISSING_U else v
+            return None if v == _MISSING_B else v
         if col == 1:
             v = self._volt[i]
             return None if v == _MISSING_U else v
@@ -147,7 +154,7 @@ class History:
             return out
         for m in range(r[0], r[1] + 1):
             s, v, a = self._value(0, m), self._value(1, m), self._value(2, m)
-            out.append((m * self.interval_s, None if s is None else s / 10,
+            out.append((m * self.interval_s, None if s is None else s / 2,
                         None if v is None else v / 100, None if a is None else a / 10))
         return out
 
@@ -162,7 +169,7 @@ class History:
         first, last = r
         iv = self.interval_s
         yield '{"interval_s": %d, "start_s": %d, "count": %d' % (iv, first * iv, last - first + 1)
-        for col, name, fmt in ((0, "soc", _fixed1), (1, "voltage", _fixed2), (2, "current", _fixed1)):
+        for col, name, fmt in ((0, "soc", _half), (1, "voltage", _fixed2), (2, "current", _fixed1)):
             parts = []
             m = first
             sep = ', "%s": [' % name

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY = "smartbms sim ready: "
@@ -47,6 +48,30 @@ def start_broker(directory):
     if proc.poll() is not None:
         raise RuntimeError("mosquitto did not start: " + proc.stdout.read().decode())
     return port, proc
+
+
+class AlertSink:
+    """An ntfy stand-in: records each POST (headers, body); answers `status`."""
+
+    def __init__(self):
+        sink = self
+        self.posts = []
+        self.status = 200
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.posts.append((self.path, dict(self.headers), body.decode()))
+                self.send_response(sink.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def free_port():
@@ -222,7 +247,7 @@ def start_sim(tmp_path, speed=60, bms="jbd", password="smartbms", extra_env=None
     sim_dir = os.path.join(str(tmp_path), "sim")
     port = port or free_port()
     env = dict(os.environ)
-    for k in ("SIM_ONCE", "SIM_WIFI", "SIM_HEAP", "SIM_MQTT"):  # a test asks for them in extra_env
+    for k in ("SIM_ONCE", "SIM_WIFI", "SIM_HEAP", "SIM_MQTT", "SIM_ALERT_URL"):  # a test asks for them in extra_env
         env.pop(k, None)
     env.update(SIM_SPEED=str(speed), SIM_PORT=str(port), SIM_DIR=sim_dir, SIM_BMS=bms,
                PYTHONUNBUFFERED="1")

@@ -6,11 +6,10 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from simfixture import MOSQUITTO, free_port, start_broker, start_sim
+from simfixture import MOSQUITTO, AlertSink, free_port, start_broker, start_sim
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (make venv)")
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
@@ -272,30 +271,6 @@ def test_a_bad_payload_changes_nothing_and_is_answered(rig, name, payload, field
     assert sim.get("/api/settings")[2] == before
     assert _status(sim)["charger"]["override"]["mode"] == ov
     assert _status(sim)["mqtt"]["state"] == "connected"  # the session lives on
-
-
-class AlertSink:
-    """An ntfy stand-in: records each POST (headers, body); answers `status`."""
-
-    def __init__(self):
-        sink = self
-        self.posts = []
-        self.status = 200
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sink.posts.append((self.path, dict(self.headers), body.decode()))
-                self.send_response(sink.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")

@@ -100,3 +100,13 @@ def test_device_history_covers_24_hours_in_3_kb():
     d = _doc(h)
     assert d["interval_s"] == DEVICE_INTERVAL_S and d["start_s"] == 1000 * DEVICE_INTERVAL_S
     assert d["count"] == 2 and approx(d["soc"][0], 51.0) and approx(d["soc"][1], 60.0)
+
+
+def test_soc_is_kept_to_half_a_percent_from_0_to_100():
+    h = History(slots=8)
+    for m, soc in enumerate((61.2, 61.3, 0.0, 100.0, 99.76, 150.0)):
+        h.add(m * INTERVAL_S, soc, 13.2, 1.0)
+    h.add(6 * INTERVAL_S, 50.0, 13.2, 1.0)  # commits the last one
+    text = "".join(h.series())
+    assert '"soc": [61.0, 61.5, 0.0, 100.0, 100.0, 100.0, 50.0]' in text, text
+    assert [x[1] for x in h.samples()] == [61.0, 61.5, 0.0, 100.0, 100.0, 100.0, 50.0]
