@@ -433,3 +433,32 @@ def test_no_update_while_the_running_image_is_pending_verify(tmp_path):
         except Exception:
             pass
         sim.kill()
+
+
+def test_status_next_step_follows_a_min_soc_change_while_resting(tmp_path):
+    """The status's plain words are derived at every answer: min_soc 70 saved while the pack
+    rests shows in the very next GET /api/status, summary and next step alike."""
+    sim = start_sim(tmp_path, speed=60, password=PASSWORD, extra_env={"SIM_SOC": "99.5"})
+    try:
+        # no balancing at the top: the first charge ends as soon as the BMS says 100 %
+        assert sim.request("PUT", "/api/settings", json={"eoc_max_min": 0})[0] == 200
+        deadline = time.monotonic() + 60
+        ch = {}
+        while time.monotonic() < deadline:
+            ch = sim.get("/api/status")[2]["charger"]
+            if ch["state"] == "resting" and not ch["relay"]:  # the anti-chatter delay is over
+                break
+            time.sleep(0.3)
+        assert ch["state"] == "resting" and not ch["relay"], ch
+        assert ch["summary"] == "Full, resting until 80 %" and ch["next"] == "charges again at SOC <= 80 %", ch
+        st, _, body = sim.request("PUT", "/api/settings", json={"min_soc": 70})
+        assert st == 200, body
+        ch = sim.get("/api/status")[2]["charger"]
+        assert ch["state"] == "resting", ch
+        assert ch["summary"] == "Full, resting until 70 %" and ch["next"] == "charges again at SOC <= 70 %", ch
+    finally:
+        try:
+            sim.stop(timeout=5)
+        except Exception:
+            pass
+        sim.kill()

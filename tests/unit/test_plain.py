@@ -70,3 +70,52 @@ def test_fault_names_the_cause():
     d = plain.describe(c, None, 0)
     assert d["summary"].startswith("Stopped for safety: temperature -3.0 °C")
     assert d["next"].startswith("resumes when every temperature")
+
+
+def test_temperature_block_follows_a_temp_setting_change_at_once():
+    c = make()
+    c.update(R(soc=50, temps=(-3, 20)), 0)
+    assert plain.describe(c, None, 0)["next"] == "resumes when every temperature is within 5..42 °C"
+    c._s.update(temp_min_c=4, temp_max_c=40, temp_hyst_c=2)  # the owner saves new temperature limits
+    assert plain.describe(c, None, 1)["next"] == "resumes when every temperature is within 6..38 °C"
+    c.update(R(soc=50, temps=(-3, 20)), 10)  # still the same block: the controller keeps its text
+    assert plain.describe(c, None, 10)["next"] == "resumes when every temperature is within 6..38 °C"
+    assert c.state == "fault"
+
+
+def test_anti_chatter_hold_counts_down():
+    c = make(min_switch_s=60)
+    now = to_rest(c)  # the relay went off at `now`
+    c.update(R(soc=80), now + 10)  # a new charge, held by the delay
+    assert c.state == "charging" and c.relay is False
+    assert plain.describe(c, None, now + 10)["next"] == "relay switches on in 50 s (at least 60 s between switches)"
+    c.update(R(soc=80), now + 40)
+    assert plain.describe(c, None, now + 40)["next"] == "relay switches on in 20 s (at least 60 s between switches)"
+    c._s["min_switch_s"] = 30  # a shorter delay: due now, the next reading switches
+    assert plain.describe(c, None, now + 40)["next"] == \
+        "relay switches on at the next reading (at least 30 s between switches)"
+    c.update(R(soc=80), now + 45)
+    assert c.relay is True and plain.describe(c, None, now + 45)["next"].startswith("charges to 100 %")
+    c = make(min_switch_s=0)
+    now = to_rest(c)
+    c._s["min_switch_s"] = 3600  # a long delay reads in minutes
+    c.update(R(soc=80), now + 10)
+    assert plain.describe(c, None, now + 10)["next"] == "relay switches on in 60 min (at least 3600 s between switches)"
+
+
+def test_relay_wear_hold_counts_down():
+    c = make(min_switch_s=0)
+    t = 0
+    for _ in range(3):  # three switch-ons spend the whole wear budget
+        assert c.update(R(soc=50), t) is True
+        assert c.update(R(soc=50, temps=(50, 20)), t + 5) is False  # too hot: off at once
+        t += 10
+    assert c.update(R(soc=50), t) is False and c.state == "charging"  # the fourth waits
+    wait = c._wear.wait_s()
+    assert wait > 20 * 60
+    d = plain.describe(c, None, t)
+    assert d["next"] == "relay switches on in %d min (relay wear limit: 6 switches an hour)" % ((wait + 59) // 60)
+    run(c, R(soc=50), t + 5, t + 5 + 600)  # ten minutes later, still waiting
+    assert c.relay is False
+    later = plain.describe(c, None, t + 600)["next"]
+    assert later == "relay switches on in %d min (relay wear limit: 6 switches an hour)" % ((wait - 600 + 59) // 60)

@@ -55,13 +55,50 @@
     if (!/^\d+\.\d+\.\d+([-+].*)?$/.test(version)) return "This image's version (" + (version || "none") + ") is not a smartbms version: stock MicroPython?";
     return {version: version};
   }
-  function fail(msg) {
-    $("fprog").classList.add("hide");
-    txt("fstep", "");
-    txt("ferr", msg + unchanged());
+  // Each refusal the device can give (smartbms/ota/image.py, ota/http.py, ota/updater.py, the
+  // web layer's 413/503) in the owner's words, first match wins; its own text goes under Details.
+  var WHY = [
+    [/checksum|does not match the image/, "the file is damaged or incomplete (its checksum does not match)."],
+    [/match X-Image/, "the file does not match the SHA-256 given for it."],
+    [/truncated/, "the file is incomplete: it ends in the middle of the image (a download cut short?)."],
+    [/upload ended/, "the upload was cut short before the whole file arrived."],
+    [/cannot fetch/, "it could not download the image from that address."],
+    [/refused the written/, "its bootloader refused the written image."],
+    [/bootloader|merged/, "this is a bootloader or the merged firmware.bin for flashing over USB; choose micropython.bin."],
+    [/trailing/, "the file has extra data after the image: it is not micropython.bin as built."],
+    [/foreign|stock|unnamed/, "this is not a smartbms build (stock MicroPython or another project's firmware)."],
+    [/chip id/, "this firmware is for another chip; this device is an ESP32."],
+    [/not an ESP32|appended/, "this is not an ESP32 app image."],
+    [/segment/, "the file is damaged: its parts do not form a valid image."],
+    [/larger|does not fit|too large/, "the file is too large for the device's firmware slot."],
+    [/too short|empty body/, "the file is far too small to be firmware."],
+    [/not confirmed/, "the firmware it runs has not confirmed itself healthy yet; try again in a minute."],
+    [/another upload/, "another upload is in progress; try again when it ends."],
+    [/stalled/, "the upload stalled: no data arrived for a while."],
+    [/flash|read-back/, "writing to its flash memory failed; try again."],
+    [/memory/, "it is short of memory for a moment; try again shortly."]
+  ];
+  function why(t) {
+    for (var i = 0; i < WHY.length; i++) if (WHY[i][0].test(t)) return WHY[i][1];
+    return null;
+  }
+  SB.fwWhy = why;
+  // `p`err says what went wrong and that nothing changed; `p`det holds the device's own text
+  function say(p, msg, tech) {
+    txt(p + "err", msg && msg + unchanged());
+    $(p + "det").classList.toggle("hide", !tech);
+    txt(p + "tech", tech || "");
+  }
+  function fail(msg, tech, p) {
+    if (!p) { $("fprog").classList.add("hide"); txt("fstep", ""); }
+    say(p || "f", msg, tech);
+  }
+  function refused(prefix, t, p) {
+    var w = why(t);
+    fail(prefix + (w || t + "."), w && t, p);
   }
   $("ffile").addEventListener("change", function () {
-    txt("ferr", ""); txt("fmsg", ""); txt("finfo", "");
+    say("f", ""); txt("fmsg", ""); txt("finfo", "");
     var file = $("ffile").files[0];
     if (!file) return;
     file.slice(0, 4096).arrayBuffer().then(function (buf) {
@@ -73,7 +110,7 @@
   $("fup").addEventListener("submit", function (e) {
     e.preventDefault();
     var file = $("ffile").files[0], prog = $("fprog"), btn = $("fup").querySelector("button");
-    txt("ferr", ""); txt("fmsg", ""); txt("fstep", "");
+    say("f", ""); txt("fmsg", ""); txt("fstep", "");
     if (!file) { txt("ferr", "Choose the firmware file (micropython.bin) first."); return; }
     file.slice(0, 4096).arrayBuffer().then(function (buf) {
       var r = check(new Uint8Array(buf), file.size);
@@ -94,7 +131,7 @@
         if (x.status >= 200 && x.status < 300) {
           prog.value = 100; txt("fstep", "");
           txt("fmsg", "Installed " + (j.version || r.version) + (j.slot ? " in " + j.slot : "") + (j.reboot === false ? "." : "; the device restarts now and confirms it once it runs well (else it goes back to " + running() + " by itself)."));
-        } else fail("The device refused the image: " + (j.error || "HTTP " + x.status) + ".");
+        } else refused("The device refused the image: ", j.error || "HTTP " + x.status);
       };
       x.onerror = function () { btn.disabled = false; fail("The connection was lost during the upload; an incomplete image is never installed."); };
       x.send(file);
@@ -103,13 +140,13 @@
   $("furl").addEventListener("submit", function (e) {
     e.preventDefault();
     var url = $("uurl").value.trim(), sha = $("usha").value.trim().toLowerCase();
-    txt("uerr", ""); txt("umsg", "");
+    say("u", ""); txt("umsg", "");
     if (!/^https?:\/\/\S+$/.test(url)) { txt("uerr", "Enter an http:// URL"); return; }
     if (!/^[0-9a-f]{64}$/.test(sha)) { txt("uerr", "SHA-256 must be 64 hex digits"); return; }
     txt("umsg", "Downloading…");
     SB.api("POST", "/api/ota/url", {url: url, sha256: sha}).then(function (j) {
       txt("umsg", "Installed " + (j.version || "the image") + (j.slot ? " in " + j.slot : "") + "; the device restarts now.");
-    }, function (err) { txt("umsg", ""); txt("uerr", err.message + "." + unchanged()); });
+    }, function (err) { txt("umsg", ""); refused("Not installed: ", err.message, "u"); });
   });
   $("reboot").addEventListener("click", function () {
     if (!confirm("Reboot the device? The relay switches off while it restarts.")) return;

@@ -31,7 +31,10 @@
     temp_sensors_required: "Pack has temperature sensors", max_charge_a: "Highest charge current",
     relay_stuck_a: "Stuck-relay alarm above", window_start_min: "Charge window start", window_end_min: "Charge window end",
     tz_offset_min: "Local time offset from UTC", relay_pin: "Relay GPIO", relay_active_low: "Relay active low",
-    led_pin: "Status LED GPIO", wifi_ssid: "WiFi network", wifi_password: "WiFi password", hostname: "Hostname"};
+    led_pin: "Status LED GPIO", wifi_ssid: "WiFi network", wifi_password: "WiFi password", hostname: "Hostname",
+    mqtt_enabled: "MQTT on", mqtt_host: "Broker", mqtt_port: "Broker port", mqtt_tls: "Encrypt (TLS)",
+    mqtt_user: "Broker user", mqtt_password: "Broker password", mqtt_base_topic: "Topic prefix",
+    mqtt_discovery_prefix: "Home Assistant discovery prefix", alert_url: "Alert address", alert_token: "Alert token"};
   var HELP = {
     bms_protocol: "auto recognises the pack from its advertisement; set it if that fails.",
     bms_mac: "Empty: the first pack found (or by name). The BMS tab fills it from a scan.",
@@ -68,7 +71,16 @@
     wifi_ssid: "Changing it moves the device to another network (this page then loses it).",
     wifi_password: "Leave empty to keep the stored one.",
     hostname: "The device's name on the network: NAME.local (after a reboot).",
-    mqtt_tls: "Encrypts the connection (brokers use port 8883 for it); the broker's certificate is not checked."};
+    mqtt_enabled: "Sends the battery and charger to an MQTT broker (Home Assistant finds the device by itself) and takes commands from it.",
+    mqtt_host: "The broker's name or IP address, e.g. homeassistant.local.",
+    mqtt_port: "1883 for plain MQTT; brokers usually take TLS on 8883.",
+    mqtt_tls: "Encrypts the connection (brokers use port 8883 for it); the broker's certificate is not checked.",
+    mqtt_user: "The broker's login; empty if it needs none.",
+    mqtt_password: "The password of that login.",
+    mqtt_base_topic: "Where the device publishes; empty: smartbms/HOSTNAME.",
+    mqtt_discovery_prefix: "Keep homeassistant unless you changed Home Assistant's discovery prefix.",
+    alert_url: "An ntfy-style address that gets a message on each alarm, fault, full charge or update; empty: no alerts.",
+    alert_token: "Sent as a Bearer token with each alert, if the address needs one."};
 
   function normSchema(s) {
     if (s && !Array.isArray(s)) s = s.fields || s.schema || s;

@@ -5,7 +5,7 @@
 # only, never from the control loop. Pure logic.
 from smartbms.charge import cycle, texts
 from smartbms.charge.manual import OV_ON
-from smartbms.charge.texts import (B_DEAD, B_OVERRIDE, B_PAUSE, B_RELAX, BALANCING, CHARGING, FAULT,
+from smartbms.charge.texts import (B_DEAD, B_OVERRIDE, B_RELAX, BALANCING, CHARGING, FAULT,
                                    NO_DATA, OVERRIDE, PAUSED, RESTING, STARTUP, TIMEOUT, fmt)
 
 IDLE_A = 0.2  # below this a current is noise: "idle"
@@ -53,11 +53,25 @@ def ended(why):
     return "Charge ended: " + why
 
 
+def _held(c, s, now):
+    """A relay switch the controller holds back, counted down from now (its own text is
+    built once, when the hold begins)."""
+    if c._held == 2:  # only a switch-on waits for the wear budget
+        return "relay switches on in %s (relay wear limit: 6 switches an hour)" % _in(_mins(c._wear.wait_s()))
+    left = s["min_switch_s"] - (now - c._last_switch)
+    if left <= 0:
+        when = "at the next reading"
+    else:
+        when = "in %d s" % left if left < 120 else "in " + _in(_mins(left))
+    return "relay switches %s %s (at least %s s between switches)" % (
+        "off" if c.relay else "on", when, fmt(s["min_switch_s"]))
+
+
 def _next(c, s, now, block):
     """What happens next, with the numbers of the settings as they are now."""
     state = c.state
-    if c._held:  # anti-chatter or the wear limit: the controller's text counts itself
-        return c.next
+    if c._held:
+        return _held(c, s, now)
     if block == B_OVERRIDE:
         info = c.override_info(now)
         left = info["remaining_min"]
@@ -70,10 +84,8 @@ def _next(c, s, now, block):
         left = s["top_balance_min"] * 60 - max(0, c._top._top_s)
         return "charges again when the high cell is below %.2f V (waits up to %s more)" % (
             c._lim.relax_v(s), _in(_mins(max(0, left))))
-    if block == B_PAUSE:
-        return c.next
-    if block:
-        return c.next
+    if block:  # the block's own words, built again: a temperature band follows its settings
+        return texts.block_texts(c, block, now)[2]
     if state == RESTING:
         return texts.rest_next(cycle.rest_limit(c))
     if state == CHARGING:
