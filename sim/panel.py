@@ -93,7 +93,8 @@ def _handler(panel):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
-            self.send_header("Content-Security-Policy", "default-src 'self'")
+            # as the device's: the page's `data:,` favicon is an image
+            self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
             self.end_headers()
             self.wfile.write(data)
 

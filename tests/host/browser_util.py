@@ -71,6 +71,7 @@ class MockDevice:
         self.events = [{"seq": i + 1, "up_s": i * 60, "t": None, "kind": "boot" if i == 0 else "relay",
                         "msg": "event %d" % (i + 1)} for i in range(3)]
         self.uploads = []
+        self.ota_delay = 0  # seconds POST /api/ota takes to answer once it has the image
         self.posts = []  # bodies of the fire-and-forget POSTs (reboot, timeout reset, OTA by URL)
         self.wifi = None
 
@@ -197,6 +198,7 @@ def _handler(dev):
                 if not self._authed():
                     return self._send(401, {"error": "login required"})
                 dev.uploads.append((self.headers.get("Content-Type"), data))
+                time.sleep(dev.ota_delay)
                 # the answers of smartbms.ota.http: 400 {"error"} or the image info
                 if not data.startswith(b"\xe9"):
                     return self._send(400, {"error": "not an ESP32 app image (bad magic)"})

@@ -13,14 +13,17 @@
     for (var i = 0; i < n; i++) out.push({t: t0 + i * iv, soc: h.soc[i], voltage: (h.voltage || [])[i], current: (h.current || [])[i]});
     return out;
   }
-  // charger-on spans and marks from this boot's events (device seconds)
+  // charger-on spans and marks from this boot's events (device seconds); only the loaded
+  // events (the newest 100-200) are known: an "off" first means on since the oldest of them
   function marks(evs, t1) {
-    var spans = [], relay = [], faults = [], on = null;
+    var spans = [], relay = [], faults = [], on = null, first = null;
     evs.forEach(function (e) {
       if (e.ago === null || e.ago === undefined) return;
       var t = e.up_s;
+      if (first === null) first = t;
       if (e.kind === "relay") {
         var isOn = /^on/.test(e.msg);
+        if (!isOn && !relay.length) on = first;
         relay.push({t: t, on: isOn, msg: e.msg});
         if (isOn && on === null) on = t;
         if (!isOn && on !== null) { spans.push([on, t]); on = null; }
@@ -29,7 +32,7 @@
       }
     });
     var st = SB.status();
-    if (on !== null || (st && st.charger && st.charger.relay && !relay.length)) spans.push([on === null ? t1 - 1e9 : on, t1]);
+    if (on !== null || (st && st.charger && st.charger.relay && !relay.length)) spans.push([on !== null ? on : first !== null ? first : t1 - 1e9, t1]);
     return {spans: spans, relay: relay, faults: faults};
   }
   function color(css, n) { return css.getPropertyValue(n).trim() || "#888"; }
@@ -48,10 +51,15 @@
     g.font = "12px system-ui,sans-serif";
     var left = 40, right = w - 6, top = 14, bottom = H - 20, laneH = (bottom - top) / 3;
     var X = function (t) { return left + (t - t0) / (t1 - t0) * (right - left); };
-    data = {pts: pts, X: X, t0: t0, t1: t1, left: left, right: right, m: m};
+    // what is drawn, in device seconds (SB.chartMarks, for the tests)
+    var drawn = {t0: t0, t1: t1, left: left, right: right, top: top, bottom: bottom, spans: [], relay: [], faults: []};
+    data = {pts: pts, X: X, t0: t0, t1: t1, left: left, right: right, m: m, drawn: drawn};
     // charger on: shaded behind every lane
     g.fillStyle = color(css, "--ok"); g.globalAlpha = 0.13;
-    m.spans.forEach(function (s) { var a = X(Math.max(s[0], t0)), b = X(Math.min(s[1], t1)); if (b > a) g.fillRect(a, top, b - a, bottom - top); });
+    m.spans.forEach(function (s) {
+      var a = Math.max(s[0], t0), b = Math.min(s[1], t1);
+      if (b > a) { g.fillRect(X(a), top, X(b) - X(a), bottom - top); drawn.spans.push([a, b]); }
+    });
     g.globalAlpha = 1;
     // time of day: gridlines on whole steps of the device clock
     var step = STEPS.filter(function (s) { return (t1 - t0) / s <= (right - left) / 56; })[0] || 21600;
@@ -100,12 +108,14 @@
       if (r.t < t0) return;
       var x = X(r.t);
       g.fillStyle = color(css, r.on ? "--ok" : "--mut"); g.fillRect(x - 1, top - 10, 3, 9);
+      drawn.relay.push([r.t, r.on]);
     });
     g.fillStyle = color(css, "--bad");
     m.faults.forEach(function (f) {
       if (f.t < t0) return;
       var x = X(f.t);
       g.beginPath(); g.moveTo(x - 6, top - 12); g.lineTo(x + 6, top - 12); g.lineTo(x, top - 2); g.fill();
+      drawn.faults.push(f.t);
     });
     if (cursor !== null) overlay(g, css, cursor);
     var n = pts.filter(function (p) { return typeof p.soc === "number"; }).length;
@@ -148,5 +158,6 @@
   SB.drawChart = draw;
   // the time-of-day labels and the samples with data on the chart now (tests)
   SB.chartTicks = function () { return data ? data.ticks : []; };
+  SB.chartMarks = function () { return data ? data.drawn : null; };
   SB.chartPoints = function () { return data ? data.pts.filter(function (p) { return typeof p.soc === "number"; }).length : 0; };
 })();
