@@ -78,7 +78,8 @@ def test_alarm_bits():
              (0, 4, "pack_overvoltage"), (0, 6, "pack_undervoltage"), (1, 0, "charge_overtemp"),
              (1, 2, "charge_undertemp"), (1, 4, "discharge_overtemp"),
              (1, 6, "discharge_undertemp"), (2, 0, "charge_overcurrent"),
-             (2, 2, "discharge_overcurrent"), (5, 0, "afe_error"), (6, 2, "short_circuit"),
+             (2, 2, "discharge_overcurrent"), (4, 0, "mosfet_overtemp"), (5, 0, "afe_error"),
+             (6, 2, "short_circuit"),
              (7, 5, "daly_alarm_7_5"))
     for byte, bit, name in cases:
         alarms = 1 << (8 * (7 - byte) + bit)
@@ -88,6 +89,14 @@ def test_alarm_bits():
     r = Reading()
     daly.decode(bf.daly_status(alarms=(3 << 56)), r)  # both levels: one name
     assert r.faults == ["cell_overvoltage"]
+
+
+def test_an_overheated_mosfet_stops_charging_as_on_every_family():
+    from smartbms.bms.reading import CHARGE_FAULTS
+
+    r = Reading()
+    daly.decode(bf.daly_status(alarms=1 << (8 * (7 - 4))), r)
+    assert r.faults == ["mosfet_overtemp"] and "mosfet_overtemp" in CHARGE_FAULTS
 
 
 def test_short_responses_are_not_measurements():

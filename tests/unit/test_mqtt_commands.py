@@ -117,3 +117,23 @@ def test_mqtt_alone_picks_the_alerts_for_its_events_topic():
     a.events.add("ota", "image 1.4 written to ota_1; rebooting")
     assert mq._events == [("full", "resting: the current fell to 5 A"),
                           ("ota", "image 1.4 written to ota_1; rebooting")]
+
+
+def test_a_burst_of_commands_is_taken_a_few_per_tick():
+    """Reading the socket never yields: a flood of commands must not hold the loop (and with
+    it the other tasks) but wait in the TCP window for the next ticks, in order."""
+    import asyncio
+
+    from smartbms.mqtt import codec
+    from smartbms.mqtt.client import Mqtt
+    from test_mqtt_conn import Sock
+
+    a = _app()
+    mq = Mqtt(a)
+    data = b"".join(codec.publish("b/set/override_minutes", b"%d" % m) for m in range(11, 21))
+    mq._conn.sock = Sock(data)
+    seen = []
+    for _ in range(3):
+        asyncio.run(mq._receive("b"))
+        seen.append(mq.ov_minutes)
+    assert seen == [14, 18, 20]

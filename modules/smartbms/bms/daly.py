@@ -31,7 +31,8 @@ _MAX_CELLS = const(32)
 _MAX_TEMPS = const(8)
 
 # Alarm bytes (registers 0x3A-0x3D, in order) follow Daly's fault record; both alarm
-# levels of a condition map to one name. None = reserved.
+# levels of a condition map to one name, the names every family shares where they have one
+# (smartbms.bms.reading: an overheated MOSFET stops charging on a Daly too). None = reserved.
 _ALARMS = (
     ("cell_overvoltage", "cell_overvoltage", "cell_undervoltage", "cell_undervoltage",
      "pack_overvoltage", "pack_overvoltage", "pack_undervoltage", "pack_undervoltage"),
@@ -41,7 +42,7 @@ _ALARMS = (
      "discharge_overcurrent", "soc_high", "soc_high", "soc_low", "soc_low"),
     ("cell_imbalance", "cell_imbalance", "temp_imbalance", "temp_imbalance",
      None, None, None, None),
-    ("mos_overtemp", "mos_overtemp", "mos_sensor_error", "mos_sensor_error",
+    ("mosfet_overtemp", "mosfet_overtemp", "mos_sensor_error", "mos_sensor_error",
      "mosfet_stuck", "mosfet_stuck", "mosfet_open", "mosfet_open"),
     ("afe_error", "cell_sense_error", "temp_sensor_error", "eeprom_error", "rtc_error",
      "precharge_failed", "comm_error", "internal_comm_error"),

@@ -31,6 +31,7 @@ CHECK_MS = const(1000)
 BACKOFF_MIN_MS = const(2000)
 BACKOFF_MAX_MS = const(300000)
 _MAX_EVENTS = const(4)
+_PER_TICK = const(4)  # packets taken per tick (CHECK_MS)
 _OV_MINUTES = const(60)
 # At boot the cell and temperature entities a pack before this boot may have left (another
 # pack fitted, a changed cell count while the device was off) are removed once, up to the
@@ -265,11 +266,15 @@ class Mqtt:
         await self._conn.close()
 
     async def _receive(self, base):
-        """Take the packets that have arrived (the broker's pings, commands): raises Closed
-        when the connection ended."""
-        prefix = base + "/set/"
-        while True:
-            p = await self._conn.poll()
+        """Take the packets that have arrived (the broker's pings, commands), at most
+        _PER_TICK of them: a burst of commands waits in the TCP window for the next ticks
+        instead of holding the loop (reading the socket never yields). Raises Closed when the
+        connection ended."""
+        conn = self._conn
+        if conn.staged:  # CPython only: the stream's bytes fetched first
+            await conn.fill()
+        for _ in range(_PER_TICK):
+            p = conn.poll()
             if p is None:
                 return
             t, flags, body = p
@@ -280,6 +285,7 @@ class Mqtt:
                 await self._refuse("?", "message larger than %d bytes dropped" % RX_LIMIT, None)
                 continue
             topic, payload = codec.publish_in(flags, body)
+            prefix = base + "/set/"  # made only for a message: the idle tick allocates nothing
             if not topic.startswith(prefix):
                 continue
             name = topic[len(prefix):]

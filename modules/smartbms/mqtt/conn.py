@@ -36,9 +36,8 @@ class Conn:
     def __init__(self):
         self.buf = bytearray(RX_BUF)
         self.mv = memoryview(self.buf)
-        self.sock = None  # MicroPython: the connection's non-blocking socket
-        self.reader = None  # CPython: asyncio's streams
-        self._writer = None
+        self.sock = None  # read from without waiting: the non-blocking socket (MicroPython)
+        self._writer = None  # CPython: asyncio's stream writer (sock is then a _Staged reader)
         self._have = 0  # bytes of buf holding what arrived
         self._used = 0  # of them, the packet poll() last gave out (dropped at the next call)
         self._skip = 0  # bytes still to come of a packet too large for buf
@@ -65,12 +64,14 @@ class Conn:
         if _MICROPYTHON:
             self.sock = await netio.connect_socket(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         else:
-            self.reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
+            reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
+            self.sock = _Staged(reader)
         await self.send(hello.connect("smartbms-" + s["hostname"], _KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
         t0 = clock.ticks_real_ms()
         while True:
-            p = await self.poll()
+            await self.fill()
+            p = self.poll()
             if p is not None:
                 break
             if clock.real_ms_since(t0) > CONNECT_MS:
@@ -93,14 +94,13 @@ class Conn:
         await self._write(p)
 
     async def _write(self, data):
-        sock = self.sock
-        if sock is None:
-            w = self._writer
-            if w is None:
-                raise Closed("not connected")
+        sock, w = self.sock, self._writer
+        if w is not None:  # CPython
             w.write(data)
             await asyncio.wait_for(w.drain(), _WRITE_MS / 1000)
             return
+        if sock is None:
+            raise Closed("not connected")
         mv = memoryview(data)
         t0 = clock.ticks_real_ms()
         while len(mv):
@@ -119,8 +119,8 @@ class Conn:
 
     async def close(self):
         sock, w = self.sock, self._writer
-        self.sock = self._writer = self.reader = None
-        if sock is not None:
+        self.sock = self._writer = None
+        if sock is not None and w is None:
             try:
                 sock.close()
             except OSError:
@@ -128,10 +128,20 @@ class Conn:
         if w is not None:
             await netio.close(w)
 
-    async def poll(self):
+    @property
+    def staged(self):
+        """CPython: what has arrived must be fetched (fill()) before poll() sees it."""
+        return self._writer is not None
+
+    async def fill(self):
+        if self._writer is not None:
+            await self.sock.fill()
+
+    def poll(self):
         """The next whole packet that has arrived, as (type, flags, body memoryview), body
         None for one larger than the buffer (skipped); None when no whole packet is here yet.
-        Raises Closed when the broker closed the connection."""
+        Never waits, allocates nothing while nothing arrives (no coroutine: the session calls
+        it each second). Raises Closed when the broker closed the connection."""
         if self._used:  # the packet handed out last time: gone
             self._have -= self._used
             if self._have:
@@ -148,40 +158,62 @@ class Conn:
                 if self._have >= size + n:
                     self._used = size + n
                     return t, flags, self.mv[size:size + n]
-            if not await self._recv():
+            if not self._recv():
                 return None
 
-    async def _recv(self):
+    def _recv(self):
         # what is waiting on the connection, without waiting: into buf's free end, or dropped
         # while a large packet is skipped. The number of bytes taken (0: nothing yet).
         sock = self.sock
-        if sock is None and self.reader is None:
+        if sock is None:
             raise Closed("not connected")
         into = self.mv  # the common case (nothing held): no slice made each tick
         if self._skip:
             into = into[:min(self._skip, RX_BUF)]
         elif self._have:
             into = into[self._have:]
-        if sock is not None:  # non-blocking: None when nothing has arrived
-            try:
-                k = sock.readinto(into)
-            except OSError as e:
-                if e.args[0] != _EAGAIN:
-                    raise
-                k = None
-            if k is None:
-                return 0
-        else:  # CPython: a read that waits no longer than a moment
-            try:
-                data = await asyncio.wait_for(self.reader.read(len(into)), 0.005)
-            except asyncio.TimeoutError:
-                return 0
-            k = len(data)
-            into[:k] = data
+        try:
+            k = sock.readinto(into)  # non-blocking: None when nothing has arrived
+        except OSError as e:
+            if e.args[0] != _EAGAIN:
+                raise
+            k = None
+        if k is None:
+            return 0
         if not k:
             raise Closed("connection closed")
         if self._skip:
             self._skip -= k
         else:
             self._have += k
+        return k
+
+
+class _Staged:
+    """CPython (tests, host tools): asyncio's stream reader read as the chip's non-blocking
+    socket is. fill() fetches what has arrived (waiting a moment at most); readinto() hands it
+    out: None when nothing is there, 0 at the end of the connection."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.data = bytearray()
+        self.eof = False
+
+    async def fill(self):
+        if len(self.data) >= 4096:  # bounded as the chip's socket buffer is
+            return
+        try:
+            d = await asyncio.wait_for(self.reader.read(4096), 0.005)
+        except asyncio.TimeoutError:
+            return
+        if not d:
+            self.eof = True
+        self.data += d
+
+    def readinto(self, mv):
+        if not self.data:
+            return 0 if self.eof else None
+        k = min(len(mv), len(self.data))
+        mv[:k] = self.data[:k]
+        del self.data[:k]
         return k
