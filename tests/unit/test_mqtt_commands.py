@@ -71,6 +71,21 @@ def test_settings_and_buttons():
     assert any(m.startswith("alarms cleared by the user") for m in msgs)
 
 
+def test_settings_command_clears_a_secret_with_null_as_the_api_does():
+    a, mq = _app(), Mq()
+    assert commands.apply(a, mq, "settings", b'{"alert_token": "tk_3f9a", "mqtt_password": "broker-pw-9"}') is None
+    assert commands.apply(a, mq, "settings", b'{"min_soc": 70}') is None  # absent: kept
+    assert a.settings.public()["alert_token_set"] is True and a.settings.secret("mqtt_password") == "broker-pw-9"
+    assert commands.apply(a, mq, "settings", b'{"alert_token": null}') is None
+    assert a.settings.public()["alert_token_set"] is False and a.settings.secret("alert_token") == ""
+    before = dict(a.settings.public())
+    err = commands.apply(a, mq, "settings", b'{"mqtt_password": null, "min_soc": null}')
+    assert err is not None and err[1] == "min_soc" and "null" in err[0], err
+    assert a.settings.public() == before and a.settings.secret("mqtt_password") == "broker-pw-9"
+    text = " ".join(e["msg"] for e in a.events.recent(50))
+    assert "alert_token cleared" in text and "tk_3f9a" not in text and "broker-pw-9" not in text
+
+
 def test_state_document_and_signature():
     a = _app()
     d = state.doc(a, 45)

@@ -86,7 +86,7 @@ BAD = {
     # the BOOT button, the console, strapping pin 12, flash/PSRAM, input-only, missing
     "led_pin": [0, 1, 3, 12, 6, 11, 16, 17, 20, 34, 39, 40, -2, 2.0, "2", True],
     "wifi_ssid": ["x" * 33, "\u00e9" * 17, "a\x00b", "\udc80", 1, None],
-    "wifi_password": ["short", "x" * 7, "x" * 64, "caf\u00e9caf\u00e9", "tab\tpassword", 12345678, None],
+    "wifi_password": ["short", "x" * 7, "x" * 64, "caf\u00e9caf\u00e9", "tab\tpassword", 12345678],
     "hostname": ["", "x" * 33, "Smartbms", "smart_bms", "smart.bms", "-smartbms", "smartbms-", "sm bms",
                  5, None],
     "capacity_ah": [-0.1, 2000.1, "100", True, None, float("nan")],
@@ -105,7 +105,7 @@ BAD = {
     "mqtt_port": [0, 65536, 1883.0, "1883", True],
     "mqtt_tls": [1, 0, "true", None],
     "mqtt_user": ["x" * 65, "a\x00b", 5, None],
-    "mqtt_password": ["x" * 65, "a\nb", 5, None],
+    "mqtt_password": ["x" * 65, "a\nb", 5],
     "mqtt_base_topic": ["a/+/b", "a/#", "/a", "a/", "a//b", "x" * 65, 5],
     "mqtt_discovery_prefix": ["", "home/#", "x" * 65, None],
     "alert_url": ["ntfy.sh/x", "ftp://x", "x" * 129, 5],
@@ -395,6 +395,58 @@ def test_secrets_never_come_out_of_read_apis():
     assert e.field == "wifi_password" and _read(t.path) == before
     e = raises(SettingsError, t.set_secret, "admin_hash", "x" * 129)
     assert e.field == "admin_hash"
+
+
+# a secret's null clears it (GET never shows a secret, so a client cannot send it back)
+SECRET_VALUES = (("wifi_password", "hunter2hunter2"), ("mqtt_password", "broker-pw-9"), ("alert_token", "tk_3f9a"))
+
+
+def test_null_clears_each_secret_logging_its_name_never_the_value():
+    assert sorted(k for k, _v in SECRET_VALUES) == sorted(k for k in S._SECRETS if k != "admin_hash")
+    for key, value in SECRET_VALUES:
+        s, log = _fresh("clear")
+        assert s.update({key: value}) == [key] and s.public()[key + "_set"] is True
+        assert s.update({"max_soc": 90}) == ["max_soc"]  # absent: kept
+        assert s.secret(key) == value and s.public()[key + "_set"] is True
+        assert sorted(s.update({key: None, "min_soc": 70})) == sorted([key, "min_soc"])
+        assert s.secret(key) == "" and s.public()[key + "_set"] is False
+        assert s.update({key: None}) == []  # already clear: nothing saved, nothing logged
+        t = Settings(s.path, log=_Log())
+        t.load()
+        assert t.secret(key) == "" and t.public()[key + "_set"] is False and t["min_soc"] == 70
+        assert key + " cleared" in log.text()
+        assert value not in log.text() and value not in repr(s.public()), log.text()
+        assert len([m for _k, m in log.lines if key in m]) == 2  # set, then cleared
+
+
+def test_empty_string_stores_an_empty_secret_as_documented():
+    # unchanged behaviour: "" is a valid value ("empty or 8-63 chars", an open network)
+    for key, value in SECRET_VALUES:
+        s, log = _fresh("empty")
+        s.update({key: value})
+        assert s.update({key: ""}) == [key]
+        assert s.secret(key) == "" and key + " cleared" in log.text() and value not in log.text()
+
+
+def test_null_for_any_other_setting_is_refused_and_changes_nothing():
+    s, log = _fresh("nullbad")
+    s.update({"alert_token": "tk_keep", "wifi_password": "hunter2hunter2"})
+    n = 0
+    for e in S.SCHEMA:
+        key = e[0]
+        if e[6] & S.SECRET:
+            continue
+        err = _assert_rejected(s, {key: None}, key)
+        assert "null" in err.message and "secret" in err.message, err.message
+        _assert_rejected(s, {"alert_token": None, key: None}, key)  # nor does the secret next to it
+        n += 1
+    assert n == len(S.SCHEMA) - 4
+    _assert_rejected(s, {"admin_hash": None}, "admin_hash")  # the auth module's only
+    # a bad value next to a clear: nothing cleared
+    _assert_rejected(s, {"alert_token": None, "max_soc": 101}, "max_soc")
+    _assert_rejected(s, {"alert_token": None, "min_soc": 99, "max_soc": 100}, "min_soc")
+    assert s.secret("alert_token") == "tk_keep" and s.public()["alert_token_set"] is True
+    assert "cleared" not in log.text()
 
 
 def test_schema_public_lists_ranges_choices_and_rules():

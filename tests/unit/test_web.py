@@ -391,6 +391,51 @@ def test_settings_updates_are_all_or_nothing():
     serve(t)
 
 
+SECRETS = {"wifi_password": "hunter2hunter2", "mqtt_password": "broker-pw-9", "alert_token": "tk_3f9a"}
+
+
+def test_null_clears_a_secret_absent_keeps_it_and_the_log_never_shows_a_value():
+    ctx = FakeCtx()
+    ctx.settings._logger = ctx.events  # as the App: settings changes go to the event log
+
+    async def put(port, doc):
+        return await request(port, "PUT", "/api/settings", json_body=doc)
+
+    async def t(port, ctx, app):
+        r = await put(port, SECRETS)
+        assert r.status == 200 and sorted(r.json()["changed"]) == sorted(SECRETS)
+        assert (await put(port, {"max_soc": 90})).status == 200  # absent: kept
+        got = (await request(port, "GET", "/api/settings")).json()
+        for k, v in SECRETS.items():
+            assert got[k + "_set"] is True and k not in got and ctx.settings.secret(k) == v
+        for k in SECRETS:
+            r = await put(port, {k: None})
+            assert r.status == 200 and r.json()["changed"] == [k], r.body
+            assert r.json()["settings"][k + "_set"] is False and ctx.settings.secret(k) == ""
+            assert (await request(port, "GET", "/api/settings")).json()[k + "_set"] is False
+        r = await put(port, {"alert_token": None})  # already clear: no change
+        assert r.status == 200 and r.json()["changed"] == []
+        # a setting that is not a secret cannot be nulled; nothing of the request is applied
+        assert (await put(port, {"alert_token": "tk_again"})).status == 200
+        before = (await request(port, "GET", "/api/settings")).json()
+        for doc, field in (({"max_soc": None}, "max_soc"), ({"alert_token": None, "hostname": None}, "hostname"),
+                           ({"alert_token": None, "max_soc": 101}, "max_soc"), ({"admin_hash": None}, "admin_hash")):
+            r = await put(port, doc)
+            assert r.status == 422 and r.json()["field"] == field, (doc, r.body)
+            if doc[field] is None and field != "admin_hash":
+                assert "null" in r.json()["error"] and "secret" in r.json()["error"], r.body
+        assert (await request(port, "GET", "/api/settings")).json() == before
+        assert ctx.settings.secret("alert_token") == "tk_again"
+        ev = await request(port, "GET", "/api/events?limit=200")
+        msgs = [e["msg"] for e in ev.json()["events"] if e["kind"] == "settings"]
+        for k, v in SECRETS.items():
+            assert any(k + " cleared" in m for m in msgs), (k, msgs)
+            assert v not in ev.body.decode()
+        assert "tk_again" not in ev.body.decode()
+
+    serve(t, ctx)
+
+
 def test_relay_override_validation():
     async def t(port, ctx, app):
         bad = [

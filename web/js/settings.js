@@ -7,6 +7,7 @@
 (function () {
   var SB = window.SB, $ = SB.$, txt = SB.txt, el = SB.el, words = SB.words;
   var schema = [], byKey = {};
+  var cleared = {}; // secrets the next Save clears (their Clear button); a secret is never shown
   var UNITS = {degC: "°C", C: "× capacity"};
   // [section, title, open?, keys]; keys not listed go by the schema's group
   var SECTIONS = [
@@ -149,7 +150,11 @@
     }
     inp.name = f.key;
     inp.addEventListener("input", function () { validate(); });
-    wrap.appendChild(inp);
+    if (f.secret) {
+      var row = el("div", {"class": "srow"}), b = el("button", {type: "button", "class": "sec", id: "c_" + f.key});
+      b.addEventListener("click", function () { cleared[f.key] = !cleared[f.key]; inp.value = ""; secretState(f); validate(); });
+      row.appendChild(inp); row.appendChild(b); wrap.appendChild(row);
+    } else wrap.appendChild(inp);
     var hint = [f.help || HELP[f.key] || ""];
     if (isNum(f) && f.min !== undefined && f.min !== null) hint.push(f.min + " to " + f.max);
     if (f["default"] !== undefined && f["default"] !== "" && !f.secret) hint.push("default " + f["default"]);
@@ -157,14 +162,22 @@
     wrap.appendChild(el("div", {"class": "err", id: "e_" + f.key}));
     return wrap;
   }
+  // a secret shows only whether one is stored (GET /api/settings: <key>_set), and Clear if so
+  function secretState(f) {
+    var set = SB.settings()[f.key + "_set"], c = cleared[f.key], b = $("c_" + f.key);
+    $("s_" + f.key).placeholder = c ? "cleared when you save" : set ? "set (leave empty to keep)" : "not set";
+    b.hidden = !set; b.textContent = c ? "Undo" : "Clear";
+    b.setAttribute("aria-label", b.textContent + " " + (LABELS[f.key] || words(f.key)));
+  }
   function fill() {
     var settings = SB.settings();
+    cleared = {};
     schema.forEach(function (f) {
       var inp = $("s_" + f.key), v = settings[f.key];
       if (!inp) return;
       if (inp.type === "checkbox") inp.checked = !!v;
       else inp.value = f.secret || v === undefined || v === null ? "" : v;
-      if (f.secret) inp.placeholder = settings[f.key + "_set"] ? "set (leave empty to keep)" : "not set";
+      if (f.secret) secretState(f);
     });
     validate(); txt("smsg", ""); txt("sgerr", "");
   }
@@ -227,7 +240,8 @@
     var out = {}, n = 0, settings = SB.settings();
     schema.forEach(function (f) {
       var v = vals[f.key];
-      if (f.secret ? v !== "" : v !== settings[f.key]) { out[f.key] = v; n++; }
+      // a secret: a typed value replaces it, Clear sends null (an empty field keeps it)
+      if (f.secret ? v !== "" || cleared[f.key] : v !== settings[f.key]) { out[f.key] = v === "" && f.secret ? null : v; n++; }
     });
     return n ? out : null;
   }
