@@ -322,10 +322,27 @@ def renogy_values(current=0.0, voltage=13.2, remaining_ah=50.0, nominal_ah=100.0
                             full >> 16, full & 0xFFFF, _u16(cycles)])
 
 
-def renogy_alarms(charge_fet=True, discharge_fet=True, alarms=(0, 0, 0, 0, 0, 0), status2=0):
-    """Block 5100 x8: six alarm registers, status 1 (FET bits), status 2."""
+# Status 1 (register 5106) protection bits (Renogy's Modbus table v1.7; bit1/bit2 are the
+# MOSFETs, bit3 "using the module's power"). Two over-current levels each: level 1 is sent.
+RENOGY_STATUS1_BITS = {"short_circuit": 0, "pack_overvoltage": 6, "cell_undervoltage": 7,
+                       "cell_overvoltage": 8, "charge_overcurrent": 9, "discharge_overcurrent": 10,
+                       "discharge_undertemp": 11, "discharge_overtemp": 12, "charge_undertemp": 13,
+                       "charge_overtemp": 14, "pack_undervoltage": 15}
+
+
+def renogy_status1(faults):
+    """The protection bits of status 1 for these fault names (the MOSFET bits not included)."""
+    w = 0
+    for f in faults:
+        if f in RENOGY_STATUS1_BITS:
+            w |= 1 << RENOGY_STATUS1_BITS[f]
+    return w
+
+
+def renogy_alarms(charge_fet=True, discharge_fet=True, alarms=(0, 0, 0, 0, 0, 0), status2=0, protection=0):
+    """Block 5100 x8: six alarm registers, status 1 (FET bits | `protection`), status 2."""
     regs = list(alarms) + [0] * (6 - len(alarms))
-    regs.append((2 if charge_fet else 0) | (4 if discharge_fet else 0))
+    regs.append((2 if charge_fet else 0) | (4 if discharge_fet else 0) | protection)
     regs.append(status2)
     return renogy_response(regs)
 
