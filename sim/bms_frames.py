@@ -211,6 +211,73 @@ def daly_status(count=62, **values):
     return daly_response(daly_status_registers(count=count, **values))
 
 
+# ---- protection bits: the Reading's fault names as each family's frames carry them -------
+# A simulated BMS in protection (sim/battery.py: its `faults`) sets these bits, as the real
+# one does; the firmware's decoders name them back. Tables written from the protocol sources
+# (../shared/notes), not from the decoders, so a unit test of the round trip means something.
+# Names a family cannot carry are left out of its frames. Which families carry what:
+#   JBD, JK02, Daly, Seplos (EIC event bytes) and Renogy (status 1, register 5106): bits of
+#   their own for each protection; ANT: no documented bits (its 64-bit masks are unnamed),
+#   the reason goes in the charge (or discharge) MOSFET status byte instead, one code at a
+#   time (bms_frames_more.ant_fet_status); Redodo/LiTime: no documented bits at all (its
+#   protection and failure words at 76/80 are unnamed) and no MOSFET state: its frames carry
+#   no protection, and the device sees only the current stop.
+# JBD protection word (basic info bytes 16-17), bit per protection.
+JBD_PROTECTION_BITS = {"cell_overvoltage": 0, "cell_undervoltage": 1, "pack_overvoltage": 2,
+                       "pack_undervoltage": 3, "charge_overtemp": 4, "charge_undertemp": 5,
+                       "discharge_overtemp": 6, "discharge_undertemp": 7, "charge_overcurrent": 8,
+                       "discharge_overcurrent": 9, "short_circuit": 10, "afe_error": 11,
+                       "mosfet_lock": 12}
+# JK02 error word (big-endian u16 in the cell-info frame). 0x1000 is "cell over-voltage" in
+# the older tables ("fully charged" in newer ones).
+JK02_ERROR_BITS = {"charge_overtemp": 0x0001, "charge_undertemp": 0x0002, "afe_error": 0x0004,
+                   "cell_undervoltage": 0x0008, "pack_undervoltage": 0x0010,
+                   "discharge_overcurrent": 0x0020, "short_circuit": 0x0040,
+                   "discharge_overtemp": 0x0080, "wire_resistance": 0x0100,
+                   "mosfet_overtemp": 0x0200, "cell_count_mismatch": 0x0400,
+                   "current_sensor_error": 0x0800, "cell_overvoltage": 0x1000,
+                   "pack_overvoltage": 0x2000, "charge_overcurrent": 0x4000}
+# Daly fault record (registers 0x3A-0x3D, 8 bytes): (byte, bit), byte 0 = high byte of 0x3A.
+# Where the record has two levels the second (the protection, not the warning) is sent.
+DALY_ALARM_BITS = {"cell_overvoltage": (0, 1), "cell_undervoltage": (0, 3), "pack_overvoltage": (0, 5),
+                   "pack_undervoltage": (0, 7), "charge_overtemp": (1, 1), "charge_undertemp": (1, 3),
+                   "discharge_overtemp": (1, 5), "discharge_undertemp": (1, 7),
+                   "charge_overcurrent": (2, 1), "discharge_overcurrent": (2, 3),
+                   "afe_error": (5, 0), "current_sensor_error": (6, 0),
+                   "short_circuit": (6, 2)}
+
+
+def _faults(values):
+    return values.get("faults") or ()
+
+
+def jbd_protection(faults):
+    """The JBD protection word for these fault names."""
+    w = 0
+    for f in faults:
+        if f in JBD_PROTECTION_BITS:
+            w |= 1 << JBD_PROTECTION_BITS[f]
+    return w
+
+
+def jk02_errors(faults):
+    """The JK02 error word for these fault names."""
+    w = 0
+    for f in faults:
+        w |= JK02_ERROR_BITS.get(f, 0)
+    return w
+
+
+def daly_alarms(faults):
+    """The 64-bit Daly alarm value (daly_status_registers' `alarms`) for these fault names."""
+    w = 0
+    for f in faults:
+        if f in DALY_ALARM_BITS:
+            byte, bit = DALY_ALARM_BITS[f]
+            w |= 1 << (8 * (7 - byte) + bit)
+    return w
+
+
 # ---- simulated peers -----------------------------------------------------------------
 def _reading_values(values, keys):
     return dict((k, values[k]) for k in keys if k in values and values[k] is not None)
@@ -227,7 +294,9 @@ _DALY_KEYS = ("cells", "temperatures", "voltage", "current", "soc", "remaining_a
 def respond(protocol, request, values):
     """The frames a BMS of `protocol` answers to the written `request`, given battery
     `values` (a dict with Reading field names, plus `protection`/`errors`/`alarms` raw
-    fault words; Seplos also `packs`, `events`, `hard`; Redodo `failure`). Returns a list of
+    fault words; Seplos also `packs`, `events`, `hard`; Redodo `failure`). Where no raw word
+    is given, `faults` (the Reading's names) sets the family's bits (see the protection bits
+    above). Returns a list of
     frames (empty when the BMS stays silent). Seplos, ANT, Redodo and Renogy answer from
     bms_frames_more (its builders: seplos_*, ant_*, redodo_*, renogy_*)."""
     req = bytes(request)
@@ -238,6 +307,7 @@ def respond(protocol, request, values):
         reg = req[2]
         if req[1] == 0xA5 and reg == 0x03:
             kw = _reading_values(values, _JBD_KEYS)
+            kw.setdefault("protection", jbd_protection(_faults(values)))
             kw["cell_count"] = len(cells)
             return [jbd_basic(**kw)]
         if req[1] == 0xA5 and reg == 0x04:
@@ -255,6 +325,7 @@ def respond(protocol, request, values):
             return [jk02_device_info(software="11.26" if protocol == "jk02_32s" else "10.08")]
         if req[4] == 0x96:
             kw = _reading_values(values, _JK_KEYS)
+            kw.setdefault("errors", jk02_errors(_faults(values)))
             kw["layout"] = 32 if protocol == "jk02_32s" else 24
             return [jk02_cell_info(**kw)]
         return []
@@ -267,6 +338,7 @@ def respond(protocol, request, values):
         if (req[2] << 8 | req[3]) != 0 or count not in (62, 80):
             return []
         kw = _reading_values(values, _DALY_KEYS)
+        kw.setdefault("alarms", daly_alarms(_faults(values)))
         return [daly_status(count=count, **kw)]
     if protocol in ("seplos", "ant", "redodo", "renogy"):
         import bms_frames_more  # the families of issue 13 (kept apart: this file's size)

@@ -125,6 +125,30 @@ def _split(seq, parts):
     return out
 
 
+# EIC event bytes 1..6 (XZH tables TB02..TB06; events[0] is EIC byte 1): (event, bit) of the
+# protection level of each condition (the alarm level before it is no fault).
+SEPLOS_EVENT_BITS = {"cell_overvoltage": (0, 1), "cell_undervoltage": (0, 3), "pack_overvoltage": (0, 5),
+                     "pack_undervoltage": (0, 7), "charge_overtemp": (1, 1), "charge_undertemp": (1, 3),
+                     "discharge_overtemp": (1, 5), "discharge_undertemp": (1, 7),
+                     "mosfet_overtemp": (2, 5), "charge_overcurrent": (3, 1),
+                     "discharge_overcurrent": (3, 4), "short_circuit": (3, 6)}
+# EIC byte 9 (TB15, hard faults)
+SEPLOS_HARD_BITS = {"temp_sensor_error": 0, "afe_error": 1}
+
+
+def seplos_events(faults):
+    """(events, hard) of EMS info C for these fault names."""
+    ev = [0] * 6
+    hard = 0
+    for f in faults:
+        if f in SEPLOS_EVENT_BITS:
+            k, bit = SEPLOS_EVENT_BITS[f]
+            ev[k] |= 1 << bit
+        elif f in SEPLOS_HARD_BITS:
+            hard |= 1 << SEPLOS_HARD_BITS[f]
+    return tuple(ev), hard
+
+
 def seplos_respond(req, values):
     if len(req) != 8 or crc16_modbus(req, 6) != req[6] | (req[7] << 8):
         return []
@@ -143,8 +167,11 @@ def seplos_respond(req, values):
     if addr == 0 and fn == 0x04 and reg == 0x2100 and count == 22:
         return [seplos_eib(cells, temps)]
     if addr == 0 and fn == 0x01 and reg == 0x2200 and count == 80:
+        events, hard = seplos_events(values.get("faults") or ())
+        if values.get("events") is not None or values.get("hard") is not None:
+            events, hard = values.get("events") or (0,) * 6, values.get("hard") or 0
         return [seplos_eic(values.get("charge_fet") is not False, values.get("discharge_fet") is not False,
-                           events=values.get("events") or (0,) * 6, hard=values.get("hard") or 0)]
+                           events=events, hard=hard)]
     if 1 <= addr <= packs and fn == 0x04:
         pack_cells = _split(cells, packs)[addr - 1]
         if reg == 0x1100 and count == 26:
@@ -217,6 +244,30 @@ def ant_device_info(hardware="16ZMB", software="16ZMUB00-211026A"):
     return bytes(out)
 
 
+# ANT MOSFET status codes (the reason a MOSFET is off; 0 off, 1 on): its 64-bit protection
+# masks name no bits in any source, so a protection shows only here. One code per byte: the
+# first fault of these lists that the pack has.
+ANT_CHARGE_CODES = (("cell_overvoltage", 2), ("pack_overvoltage", 5),
+                     ("charge_overcurrent", 3), ("charge_overtemp", 6), ("charge_undertemp", 0x11),
+                     ("mosfet_overtemp", 7), ("afe_error", 0x14))
+ANT_DISCHARGE_CODES = (("short_circuit", 0x0C), ("cell_undervoltage", 2), ("pack_undervoltage", 5),
+                       ("discharge_overcurrent", 3), ("discharge_overtemp", 6),
+                       ("discharge_undertemp", 0x11))
+
+
+def ant_fet_status(charge_fet, discharge_fet, faults):
+    """(charge status, discharge status) bytes: 1 on, 0 off, or the protection's code."""
+    out = []
+    for on, codes in ((charge_fet, ANT_CHARGE_CODES), (discharge_fet, ANT_DISCHARGE_CODES)):
+        code = 0 if on is False else 1
+        for name, c in codes:
+            if name in faults and c is not None:
+                code = c
+                break
+        out.append(code)
+    return out[0], out[1]
+
+
 def ant_respond(req, values):
     if len(req) < 10 or req[0] != 0x7E or req[1] != 0xA1 or req[-2:] != b"\xaa\x55":
         return []
@@ -228,8 +279,8 @@ def ant_respond(req, values):
                   if values.get(k) is not None)
         kw["soc"] = _clamp(kw.get("soc", 50), 0, 100)
         kw["temperatures"] = [int(round(t)) for t in kw.get("temperatures", (25,))]
-        kw["charge_status"] = 0 if values.get("charge_fet") is False else 1
-        kw["discharge_status"] = 0 if values.get("discharge_fet") is False else 1
+        kw["charge_status"], kw["discharge_status"] = ant_fet_status(
+            values.get("charge_fet"), values.get("discharge_fet"), values.get("faults") or ())
         return [ant_status(**kw)]
     if req[2] == 0x02:
         return [ant_device_info()]
@@ -280,6 +331,9 @@ def redodo_respond(req, values):
         return []
     if req[4] != 0x13:
         return []
+    # `faults` are not sent: no source names the bits of the protection and failure words, so
+    # a simulated Redodo in protection shows nothing but its current (as a real one would to
+    # a reader that cannot name them)
     kw = dict((k, values[k]) for k in ("cells", "voltage", "current", "temperatures", "remaining_ah",
                                          "nominal_ah", "soc", "cycles", "protection", "failure")
               if values.get(k) is not None)
@@ -322,10 +376,27 @@ def renogy_values(current=0.0, voltage=13.2, remaining_ah=50.0, nominal_ah=100.0
                             full >> 16, full & 0xFFFF, _u16(cycles)])
 
 
-def renogy_alarms(charge_fet=True, discharge_fet=True, alarms=(0, 0, 0, 0, 0, 0), status2=0):
-    """Block 5100 x8: six alarm registers, status 1 (FET bits), status 2."""
+# Status 1 (register 5106) protection bits (Renogy's Modbus table v1.7; bit1/bit2 are the
+# MOSFETs, bit3 "using the module's power"). Two over-current levels each: level 1 is sent.
+RENOGY_STATUS1_BITS = {"short_circuit": 0, "pack_overvoltage": 6, "cell_undervoltage": 7,
+                       "cell_overvoltage": 8, "charge_overcurrent": 9, "discharge_overcurrent": 10,
+                       "discharge_undertemp": 11, "discharge_overtemp": 12, "charge_undertemp": 13,
+                       "charge_overtemp": 14, "pack_undervoltage": 15}
+
+
+def renogy_status1(faults):
+    """The protection bits of status 1 for these fault names (the MOSFET bits not included)."""
+    w = 0
+    for f in faults:
+        if f in RENOGY_STATUS1_BITS:
+            w |= 1 << RENOGY_STATUS1_BITS[f]
+    return w
+
+
+def renogy_alarms(charge_fet=True, discharge_fet=True, alarms=(0, 0, 0, 0, 0, 0), status2=0, protection=0):
+    """Block 5100 x8: six alarm registers, status 1 (FET bits | `protection`), status 2."""
     regs = list(alarms) + [0] * (6 - len(alarms))
-    regs.append((2 if charge_fet else 0) | (4 if discharge_fet else 0))
+    regs.append((2 if charge_fet else 0) | (4 if discharge_fet else 0) | protection)
     regs.append(status2)
     return renogy_response(regs)
 
@@ -344,8 +415,11 @@ def renogy_respond(req, values):
         kw.setdefault("voltage", sum(cells))
         return [renogy_values(**kw)]
     if reg == 5100 and count == 8:
+        # The alarm fields 5100-5105 (2 bits per cell or sensor, warning levels) stay clear:
+        # a protection shows in status 1.
         return [renogy_alarms(values.get("charge_fet") is not False, values.get("discharge_fet") is not False,
-                              values.get("alarms") or (0,) * 6)]
+                              values.get("alarms") or (0,) * 6,
+                              protection=renogy_status1(values.get("faults") or ()))]
     return []
 
 

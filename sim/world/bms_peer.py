@@ -27,11 +27,15 @@ _JK_CELL_REQUEST = b"\xaa\x55\x90\xeb\x96" + bytes(15)
 
 
 def battery_values(r):
-    """bms_frames values from a Battery reading (or anything with its attributes)."""
+    """bms_frames values from a Battery reading (or anything with its attributes). `faults`
+    are the protections the simulated BMS is in (its own limits or one the panel forced):
+    bms_frames sets each family's bits for them (Redodo's frames have none, ANT's carry
+    them as MOSFET status codes)."""
     return {"voltage": r.voltage, "current": r.current, "soc": int(round(r.soc)),
             "remaining_ah": r.remaining_ah, "nominal_ah": r.nominal_ah, "cycles": r.cycles,
             "cells": tuple(r.cells), "temperatures": tuple(r.temperatures),
-            "charge_fet": r.charge_fet, "discharge_fet": r.discharge_fet}
+            "charge_fet": r.charge_fet, "discharge_fet": r.discharge_fet,
+            "faults": tuple(getattr(r, "faults", ()))}
 
 
 def _layout(protocol, mac, variant):

@@ -142,6 +142,7 @@ def test_a_hot_pack_stops_charging_until_it_cools(fast):
     assert st["charger"]["summary"].startswith("Stopped for safety: temperature 60.0 °C > ")
     assert st["charger"]["relay"] is False and st["bms"]["temperatures"] == [60.0, 60.0]
     assert st["bms"]["charge_fet"] is False  # the BMS's own over-temperature cut-off as well
+    assert st["bms"]["faults"] == ["charge_overtemp"]  # and its protection bit
     assert [m for m in events(fast) if m.startswith("fault: temperature 60.0 °C > ")]
     assert act(fast, "mild") == "pack at 25 °C"
     st = wait_status(fast, lambda s: s["charger"]["state"] == "charging" and s["charger"]["relay"])
@@ -149,15 +150,17 @@ def test_a_hot_pack_stops_charging_until_it_cools(fast):
 
 
 def test_a_bms_protection_opens_its_charge_mosfet_and_the_device_stops(fast):
+    # (every family: tests/host/test_sim_protection.py)
     wait_status(fast, lambda s: s["charger"]["relay"])
     assert act(fast, "protect") == "BMS protection: cell over-voltage"
     st = wait_status(fast, lambda s: s["charger"]["state"] == "fault")
-    assert st["charger"]["summary"] == "Stopped for safety: BMS charge MOSFET is off"
+    assert st["charger"]["summary"] == "Stopped for safety: BMS protection: cell_overvoltage"
     assert st["charger"]["relay"] is False and st["bms"]["charge_fet"] is False
-    assert "fault: BMS charge MOSFET is off" in events(fast)
+    assert st["bms"]["faults"] == ["cell_overvoltage"]
+    assert "fault: BMS protection: cell_overvoltage" in events(fast)
     act(fast, "protect_off")
     st = wait_status(fast, lambda s: s["charger"]["state"] == "charging" and s["charger"]["relay"])
-    assert st["bms"]["charge_fet"] is True
+    assert st["bms"]["charge_fet"] is True and st["bms"]["faults"] == []
 
 
 def test_a_dead_charger_raises_its_alarm_and_a_working_one_ends_it(fast):

@@ -57,6 +57,26 @@ def test_alarm_block_fets_and_names():
     assert untrusted("renogy_alarm_5104_0")
 
 
+def test_status1_protections_are_named():
+    # 5100 block, registers 5100-5105 clear; 5106 = 0x0104: cell over-voltage (bit8), the
+    # charge MOSFET off, the discharge MOSFET on (bit2)
+    r = Reading()
+    assert renogy.decode(unhex("30031000000000000000000000000001040000d69c"), r)
+    assert r.faults == ["cell_overvoltage"] and r.charge_fet is False and r.discharge_fet is True
+    assert r.charge_blocked()
+    # 0x421C: both charge over-current levels (bits 4, 9), charge over-temperature (bit14),
+    # bit3 (powered by the module) is a state, not a fault
+    renogy.decode(unhex("300310000000000000000000000000421c0000431f"), r)
+    assert r.faults == ["charge_overcurrent", "charge_overtemp"] and r.charge_fet is False
+    # short circuit (bit0) before the unnamed alarm bits of 5104
+    renogy.decode(unhex("30031000000000000000008001000000010000dfc1"), r)
+    assert r.faults == ["short_circuit", "renogy_alarm_5104_0", "renogy_alarm_5104_15"]
+    # the sim's encoding of each name decodes to it
+    for name, bit in bm.RENOGY_STATUS1_BITS.items():
+        renogy.decode(bm.renogy_alarms(charge_fet=False, protection=1 << bit), r)
+        assert r.faults == [name] and r.charge_fet is False, name
+
+
 def test_other_blocks_and_errors():
     text = bm.renogy_response([0x5254, 0x2D31, 0x3030, 0x2020])
     assert renogy.decode(text, Reading()) is False

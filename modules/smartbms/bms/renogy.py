@@ -5,8 +5,8 @@
 #   5000 x34 (N 68): cell count, 16 cells 0.1 V, sensor count, 16 cell temperatures s16 0.1 degC
 #   5042 x7  (N 14): current s16 0.01 A (+ = charging), voltage 0.1 V, remaining u32 mAh,
 #                    full u32 mAh, cycles
-#   5100 x8  (N 16): alarm words 5100-5105, status 1 (5106: charge/discharge MOSFET bits),
-#                    status 2 (5107)
+#   5100 x8  (N 16): alarm words 5100-5105, status 1 (5106: charge/discharge MOSFET and
+#                    protection bits), status 2 (5107)
 # SOC is not sent: it is remaining / full. The Renogy Pro (RNGRBP*/RNGC*) scales the current
 # by 0.1 A and answers from another address: not this driver.
 from smartbms.bms import framing
@@ -37,7 +37,16 @@ _MAX_CELLS = const(16)
 # Alarm registers 5100-5105 (cell voltage 5100-5101, cell temperature 5102-5103, other
 # 5104-5105: aiobmsble counts any set bit as a problem). No source documents the single
 # bits: they are named by register and bit (renogy_alarm_5100_0 ...).
-# Status 1 (5106) low byte: bit1 charge MOSFET on, bit2 discharge MOSFET on.
+# Status 1 (5106): bit1 charge MOSFET on, bit2 discharge MOSFET on, bit3 powered by the
+# module (a state); the other bits are the pack's protections (Renogy's Modbus table v1.7,
+# as Grmume/renogy-smart-battery reads it; aiobmsble counts every bit but 1-3 as a problem),
+# two levels for each over-current. None = no fault.
+_STATUS1_FAULTS = (
+    "short_circuit", None, None, None,
+    "charge_overcurrent", "discharge_overcurrent", "pack_overvoltage", "cell_undervoltage",
+    "cell_overvoltage", "charge_overcurrent", "discharge_overcurrent", "discharge_undertemp",
+    "discharge_overtemp", "charge_undertemp", "charge_overtemp", "pack_undervoltage",
+)
 
 
 crc16 = framing.crc16_modbus
@@ -141,6 +150,11 @@ def _decode_alarms(frame, reading):
     reading.discharge_fet = bool(status & 4)
     faults = sized(reading.faults, 0)
     reading.faults = faults
+    v = _reg(frame, 6)
+    for bit in range(16):
+        name = _STATUS1_FAULTS[bit]
+        if name is not None and v & (1 << bit) and name not in faults:
+            faults.append(name)
     for k in range(6):
         v = _reg(frame, k)
         if v:
