@@ -433,3 +433,36 @@ def image_head(version="9.9.9", project="micropython", chip=0, size=200000):
 
 __all__ = ["image_head", "MockServer", "require_browser", "launch", "login", "page_errors", "series_pixels",
            "have_sim", "wait_js", "WebStack", "power_cycle", "stop_device"]
+
+
+# ---- fixtures the browser tests share (imported by name into each test module) ----
+PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    if not have_sim():
+        pytest.skip("the simulator is not available")
+    from simfixture import start_sim
+    s = start_sim(tmp_path, speed=60)
+    yield s
+    stop_device(s)
+
+
+@pytest.fixture
+def phone(browser):
+    ctx = browser.new_context(**PHONE)
+    page = ctx.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    ctx.close()

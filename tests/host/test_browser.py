@@ -9,22 +9,13 @@ import time
 
 import pytest
 
-from browser_util import image_head, MockServer, have_sim, launch, login, page_errors, require_browser, series_pixels, wait_js, WebStack, ROOT, power_cycle, stop_device
+from browser_util import browser  # noqa: F401 (shared fixtures)
+from browser_util import image_head, MockServer, have_sim, login, page_errors, series_pixels, wait_js, WebStack, ROOT, power_cycle, stop_device
 
 pytestmark = pytest.mark.browser
 PHONE = {"width": 375, "height": 740}
 SIM_MISSING = ("SIM BROWSER TESTS SKIPPED: tests/host/simfixture.py, modules/smartbms/app.py or "
                "modules/smartbms/web.py is not in the tree yet")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

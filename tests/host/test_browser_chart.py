@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from browser_util import MockServer, have_sim, launch, login, require_browser, stop_device, wait_js
+from browser_util import PHONE, browser  # noqa: F401 (shared fixtures)
+from browser_util import MockServer, have_sim, login, stop_device, wait_js
 
 pytestmark = pytest.mark.browser
-PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 
 # What the canvas shows at device seconds: the shaded share of the column at t, the colour of the
 # relay tick at t (just below a fault triangle's apex) and of the fault triangle at t, each
@@ -42,16 +42,6 @@ PROBE = """([spans, gaps, relay, faults]) => {
           relay: relay.map((t) => name(px(X(t) + 0.5, m.top - 1.25))),
           faults: faults.map((t) => name(px(X(t), m.top - 10)))};
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def x_of(marks, t):

@@ -12,43 +12,14 @@ import time
 
 import pytest
 
-from browser_util import (ROOT, MockServer, have_sim, image_head, launch, login, page_errors, require_browser,
-                          stop_device, wait_js)
+from browser_util import PHONE, browser, phone, sim  # noqa: F401 (shared fixtures)
+from browser_util import (ROOT, MockServer, image_head, login, page_errors,
+                          wait_js)
 
 pytestmark = pytest.mark.browser
-PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 DESKTOP = dict(viewport={"width": 1280, "height": 900})
 SHOTS = os.path.join(ROOT, "build", "screenshots")
 TABS = ("dash", "settings", "wifi", "bms", "fw", "log")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def sim(tmp_path):
-    if not have_sim():
-        pytest.skip("the simulator is not available")
-    from simfixture import start_sim
-    s = start_sim(tmp_path, speed=60)
-    yield s
-    stop_device(s)
-
-
-@pytest.fixture
-def phone(browser):
-    ctx = browser.new_context(**PHONE)
-    page = ctx.new_page()
-    page.set_default_timeout(15000)
-    yield page
-    ctx.close()
 
 
 def text(page, sel):

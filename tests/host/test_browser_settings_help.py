@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from browser_util import ROOT, have_sim, launch, login, page_errors, require_browser, stop_device, wait_js
+from browser_util import browser, phone  # noqa: F401 (shared fixtures)
+from browser_util import ROOT, have_sim, login, page_errors, stop_device, wait_js
 
 pytestmark = pytest.mark.browser
-PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 
 # key: (label, a piece of its help line)
 FIELDS = {
@@ -30,16 +30,6 @@ FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     if not have_sim():
         pytest.skip("the simulator is not available")
@@ -47,15 +37,6 @@ def sim(tmp_path_factory):
     s = start_sim(tmp_path_factory.mktemp("help"), speed=60)
     yield s
     stop_device(s)
-
-
-@pytest.fixture
-def phone(browser):
-    ctx = browser.new_context(**PHONE)
-    page = ctx.new_page()
-    page.set_default_timeout(15000)
-    yield page
-    ctx.close()
 
 
 def text(page, sel):

@@ -3,20 +3,11 @@ pick the sim's unknown peer for a capture, see the refusal while the relay charg
 capture once the relay is overridden off, and download the file."""
 import pytest
 
-from browser_util import have_sim, launch, login, page_errors, require_browser, wait_js
+from browser_util import browser  # noqa: F401 (shared fixtures)
+from browser_util import have_sim, login, page_errors, wait_js
 
 pytestmark = pytest.mark.browser
 UNKNOWN = "11:22:33:44:55:66"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def test_capture_section_runs_a_capture_and_downloads_the_file(browser, tmp_path):
