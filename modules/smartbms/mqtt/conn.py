@@ -37,7 +37,7 @@ class Conn:
         self.buf = bytearray(RX_BUF)
         self.mv = memoryview(self.buf)
         self.sock = None  # read from without waiting: the non-blocking socket (MicroPython)
-        self._writer = None  # CPython: asyncio's stream writer (sock is then a _Staged reader)
+        self._writer = None  # CPython: asyncio's stream writer (sock is then a Staged reader)
         self._have = 0  # bytes of buf holding what arrived
         self._used = 0  # of them, the packet poll() last gave out (dropped at the next call)
         self._skip = 0  # bytes still to come of a packet too large for buf
@@ -64,8 +64,10 @@ class Conn:
         if _MICROPYTHON:
             self.sock = await netio.connect_socket(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
         else:
+            from smartbms.mqtt.staged import Staged  # CPython only: never loaded on the chip
+
             reader, self._writer = await netio.connect(s["mqtt_host"], s["mqtt_port"], CONNECT_MS, tls)
-            self.sock = _Staged(reader)
+            self.sock = Staged(reader)
         await self.send(hello.connect("smartbms-" + s["hostname"], _KEEPALIVE_S, s["mqtt_user"],
                                       s.secret("mqtt_password"), will_topic, b"offline", True))
         t0 = clock.ticks_real_ms()
@@ -188,32 +190,3 @@ class Conn:
             self._have += k
         return k
 
-
-class _Staged:
-    """CPython (tests, host tools): asyncio's stream reader read as the chip's non-blocking
-    socket is. fill() fetches what has arrived (waiting a moment at most); readinto() hands it
-    out: None when nothing is there, 0 at the end of the connection."""
-
-    def __init__(self, reader):
-        self.reader = reader
-        self.data = bytearray()
-        self.eof = False
-
-    async def fill(self):
-        if len(self.data) >= 4096:  # bounded as the chip's socket buffer is
-            return
-        try:
-            d = await asyncio.wait_for(self.reader.read(4096), 0.005)
-        except asyncio.TimeoutError:
-            return
-        if not d:
-            self.eof = True
-        self.data += d
-
-    def readinto(self, mv):
-        if not self.data:
-            return 0 if self.eof else None
-        k = min(len(mv), len(self.data))
-        mv[:k] = self.data[:k]
-        del self.data[:k]
-        return k
