@@ -291,7 +291,10 @@ class HeapWatch:
                 continue
             obj = app
             for a in name.split("."):
-                obj = getattr(obj, a)
+                obj = getattr(obj, a, None)
+            if obj is None:  # not there now (web.app: the web stack is not loaded)
+                print("sim reach: %s: none now" % name)
+                continue
             items = obj.items() if type(obj) is dict else enumerate(obj) if type(obj) is list else \
                 obj.__dict__.items()
             show = env("SIM_HEAP_REACH_SHOW", "")  # name.key: and list each object it reaches
