@@ -19,13 +19,14 @@ except ImportError:  # CPython
 
 IDLE_S = const(60)  # s with nothing open before the stack is dropped
 CHECK_MS = const(5000)
-# Connections taken in at once, live streams apart: httpd's 1 active + 3 waiting for a slot.
-# More wait in the TCP backlog, outside the heap, until one ends: a burst of clients cannot
-# fill the heap with connections (each costs about 1 KB in coroutines, a task and a stream
-# before its request is read; 8 open took the largest free block under load from 12-15 KB
-# down to 9-10), and a MemoryError can never end the listening task (asyncio's own server
-# task dies of one, and the device stays deaf).
-OPEN_MAX = const(4)
+# Connections taken in at once, live streams apart: httpd's 1 active + 1 waiting for the slot
+# (httpd answers one at a time, so a third taken in would only wait in the heap). More wait
+# in the TCP backlog, outside the heap, until one ends: a burst of clients cannot fill the
+# heap with connections (each costs about 1 KB in coroutines, a task and a stream before its
+# request is read; 8 open took the largest free block under load from 12-15 KB down to 9-10,
+# and 4 rather than 2 raised the peak live heap by 2 KB), and a MemoryError can never end the
+# listening task (asyncio's own server task dies of one, and the device stays deaf).
+OPEN_MAX = const(2)
 _BACKLOG = const(8)
 # What a request loads and nothing else holds: dropped together, so that nothing of it stays
 # pinned in the middle of the heap. (The login sessions live on in the app's auth_state;
