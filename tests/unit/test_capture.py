@@ -327,7 +327,13 @@ def test_the_bms_link_pauses_for_a_capture_and_resumes_after():
             while capture.current().running:
                 if capture.current().state == "running":
                     saw_paused = True
-                    assert a.link_paused and not worldctl.peer(JBD)["connected"]
+                    assert a.link_paused
+                    # the world is another process: it may see the link's disconnect a moment
+                    # after the device (under load, CI saw it still connected once)
+                    t1 = clock.ticks_real_ms()
+                    while worldctl.peer(JBD)["connected"] and clock.real_ms_since(t1) < 1000:
+                        await asyncio.sleep_ms(20)
+                    assert not worldctl.peer(JBD)["connected"]
                     assert worldctl.peer(UNKNOWN)["connected"]
                     a.control_step()  # charge control gets no BMS data meanwhile: relay off
                     assert not a.relay.on and a.controller.state == "no_data"
